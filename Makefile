@@ -1,0 +1,38 @@
+# vitrine: `make serve` starts the service, `make test` runs the tests. Both create .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+EXTRAS ?= cpu,dev
+
+.PHONY: install serve test lint models sample bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned in pyproject (2.13.0, the CPU wheel on these machines); GPU hosts: EXTRAS=gpu,dev
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+serve: install
+	$(BIN)/python -m api
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+
+models/tiny: | install
+	$(BIN)/python -m search.random_model tiny models/tiny
+
+models/base-512: | install
+	$(BIN)/python -m search.random_model base-512 models/base-512
+
+models: models/tiny models/base-512
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""python -m api [--host H] [--port P]: run the vitrine server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from api.app import create_app
+from search.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="python -m api", description="Run the vitrine HTTP server.")
+    parser.add_argument("--host", default=settings.host, help=f"bind address (default {settings.host})")
+    parser.add_argument("--port", type=int, default=settings.port, help=f"port (default {settings.port})")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    fatal: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    server.run()
+    if fatal:
+        sys.exit(f"vitrine could not start.\n{fatal[0]}")
+
+
+if __name__ == "__main__":
+    main()

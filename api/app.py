@@ -1,0 +1,76 @@
+"""The FastAPI application: middleware, error mapping, routes, and the model loading in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.auth import BearerAuth
+from api.errors import install_error_handlers
+from api.routes import inference, probes
+from api.state import ServiceState
+from search.encoder import Encoder
+from search.errors import ModelLoadError
+from search.runtime import InferenceRuntime
+from search.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    encoder: Encoder | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the app. The model loads after start-up, so /health answers at once and /ready says when.
+
+    ``encoder`` skips loading (tests share one); ``on_fatal`` is called with a message when loading fails.
+    """
+    state = ServiceState(settings)
+
+    def start_runtime() -> None:
+        state.runtime = InferenceRuntime.start(settings, encoder)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.api_tokens:
+            log.info("bearer-token auth on: %d token(s) configured", len(settings.api_tokens))
+        else:
+            log.warning("no VITRINE_API_TOKENS configured: the API is OPEN to anyone who can reach it")
+        task = asyncio.create_task(asyncio.to_thread(_load, start_runtime, state, on_fatal))
+        try:
+            yield
+        finally:
+            task.cancel()
+            if state.runtime is not None:
+                state.runtime.close()
+
+    app = FastAPI(title="vitrine", version="0.1.0", lifespan=lifespan)
+    app.state.vitrine = state
+    install_error_handlers(app)
+    app.add_middleware(BearerAuth, tokens=settings.api_tokens)
+    app.include_router(probes.router)
+    app.include_router(inference.router)
+    return app
+
+
+def _load(start: Callable[[], None], state: ServiceState, on_fatal: Callable[[str], None] | None) -> None:
+    try:
+        start()
+        log.info("ready")
+    except ModelLoadError as exc:
+        state.load_error = str(exc)
+        if on_fatal:
+            on_fatal(str(exc))  # the caller prints it once and exits
+        else:
+            log.error("%s", exc)
+    except Exception as exc:
+        state.load_error = f"start-up failed: {exc}"
+        log.exception("start-up failed")
+        if on_fatal:
+            on_fatal(state.load_error)

@@ -1,0 +1,43 @@
+"""Liveness, readiness and what is being served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from api.deps import get_state
+from api.errors import error_response
+from api.state import ServiceState
+
+router = APIRouter()
+
+
+@router.get("/health", summary="Liveness: the process answers")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Readiness: the model is loaded")
+async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
+    if not state.ready:
+        return error_response(503, state.load_error or "the model is still loading")
+    return JSONResponse({"status": "ready", **state.readiness()})
+
+
+@router.get("/info", summary="The model, device and dtype being served")
+async def info(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
+    runtime = state.require_runtime()
+    encoder = runtime.encoder.info
+    return {
+        "model": encoder.model_id,
+        "model_type": encoder.model_type,
+        "embedding_dim": encoder.embedding_dim,
+        "image_size": encoder.image_size,
+        "max_text_length": encoder.max_text_length,
+        "device": encoder.device,
+        "dtype": encoder.dtype,
+        "random_weights": encoder.random_weights,
+        **state.catalog_info(),
+    }

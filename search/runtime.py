@@ -1,0 +1,84 @@
+"""Wiring: settings in, the loaded components out. The API, the indexer and handler.py all start here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from search.encoder import Encoder
+from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
+from search.images import ImageLimits, ImageLoader
+from search.inference import InferenceService, RequestLimits
+from search.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def quiet_transformers() -> None:
+    """Progress bars and advisory warnings of transformers are noise in a service log."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_encoder(settings: Settings) -> Encoder:
+    import torch
+
+    quiet_transformers()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    encoder = Encoder.load(
+        settings.model, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size
+    )
+    info = encoder.info
+    log.info(
+        "model %s loaded: %s, %d-d embeddings, %dpx, device %s, dtype %s",
+        info.model_id,
+        info.model_type,
+        info.embedding_dim,
+        info.image_size,
+        info.device,
+        info.dtype,
+    )
+    if info.random_weights:
+        log.warning(
+            "!!! %s has RANDOM WEIGHTS: embeddings and scores are meaningless (test/benchmark model) !!!",
+            info.model_id,
+        )
+    return encoder
+
+
+def build_image_loader(settings: Settings) -> ImageLoader:
+    fetcher = UrlFetcher(
+        policy=AddressPolicy.from_entries(settings.url_allow_hosts),
+        limits=FetchLimits(
+            max_bytes=settings.max_image_bytes,
+            connect_timeout=settings.fetch_connect_timeout,
+            read_timeout=settings.fetch_read_timeout,
+            total_timeout=settings.fetch_total_timeout,
+            max_redirects=settings.fetch_max_redirects,
+        ),
+    )
+    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    return ImageLoader(fetcher, limits, concurrency=settings.fetch_concurrency)
+
+
+@dataclass
+class InferenceRuntime:
+    settings: Settings
+    encoder: Encoder
+    images: ImageLoader
+    inference: InferenceService
+
+    @classmethod
+    def start(cls, settings: Settings, encoder: Encoder | None = None) -> InferenceRuntime:
+        encoder = encoder or load_encoder(settings)
+        images = build_image_loader(settings)
+        limits = RequestLimits(
+            max_images=settings.max_images_per_request, max_texts=settings.max_texts_per_request
+        )
+        return cls(settings, encoder, images, InferenceService(encoder, images, limits))
+
+    def close(self) -> None:
+        self.images.close()

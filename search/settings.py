@@ -1,0 +1,84 @@
+"""The one place that reads the environment: every knob of vitrine, typed, prefixed ``VITRINE_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "google/siglip2-base-patch16-512"
+
+MiB = 1024 * 1024
+
+
+def _split_csv(value: object) -> object:
+    # Comma-separated in the environment ("a,b"), a list when built in code.
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+    # Model
+    model: str = Field(
+        DEFAULT_MODEL, description="Hugging Face hub id or local folder of a SigLIP checkpoint."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(16, ge=1, le=1024, description="Images or texts per forward pass.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Intra-op CPU threads; default: torch's choice."
+    )
+
+    # Storage
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir.")
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_bytes: int = Field(64 * MiB, ge=1024)
+    max_pending_requests: int = Field(64, ge=1, description="Requests in flight before 429.")
+
+    # Inputs
+    max_image_bytes: int = Field(20 * MiB, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_images_per_request: int = Field(32, ge=1)
+    max_texts_per_request: int = Field(256, ge=1, description="Texts or candidate labels per request.")
+
+    # URL fetching (server-side requests on a caller's behalf)
+    url_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    fetch_connect_timeout: float = Field(5.0, gt=0)
+    fetch_read_timeout: float = Field(10.0, gt=0)
+    fetch_total_timeout: float = Field(30.0, gt=0)
+    fetch_max_redirects: int = Field(5, ge=0)
+    fetch_concurrency: int = Field(8, ge=1)
+
+    # Search index
+    search_max_k: int = Field(1000, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("api_tokens", "url_allow_hosts", mode="before")
+    @classmethod
+    def _parse_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'vitrine.db').resolve()}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_dir / "index" / "products.faiss"
