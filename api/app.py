@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from api.auth import BearerAuth
 from api.errors import install_error_handlers
-from api.routes import inference, probes
+from api.routes import catalog, inference, probes
 from api.state import ServiceState
 from search.encoder import Encoder
 from search.errors import ModelLoadError
@@ -34,7 +34,7 @@ def create_app(
     state = ServiceState(settings)
 
     def start_runtime() -> None:
-        state.runtime = InferenceRuntime.start(settings, encoder)
+        state.runtime = InferenceRuntime.start(settings, encoder, with_catalog=True)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +56,7 @@ def create_app(
     app.add_middleware(BearerAuth, tokens=settings.api_tokens)
     app.include_router(probes.router)
     app.include_router(inference.router)
+    app.include_router(catalog.router)
     return app
 
 

@@ -10,6 +10,7 @@ from search.errors import NotReady, Overloaded
 from search.settings import Settings
 
 if TYPE_CHECKING:
+    from search.products import ProductService
     from search.runtime import InferenceRuntime
 
 
@@ -29,13 +30,27 @@ class ServiceState:
             raise NotReady(self.load_error or "the model is still loading; retry shortly (GET /ready)")
         return self.runtime
 
+    def require_products(self) -> ProductService:
+        runtime = self.require_runtime()
+        if runtime.products is None:
+            raise NotReady("the product catalog is not enabled on this server")
+        return runtime.products
+
     def readiness(self) -> dict[str, object]:
-        """Extra facts for GET /ready once the model is loaded."""
-        return {}
+        """Extra facts for GET /ready once the model is loaded: the index and its size."""
+        products = self.runtime.products if self.runtime else None
+        if products is None:
+            return {"index": {"loaded": False}}
+        products.refresh()
+        return {"index": {"loaded": True, "size": len(products.index), "revision": products.index.revision}}
 
     def catalog_info(self) -> dict[str, object]:
         """Catalog facts for GET /info."""
-        return {}
+        products = self.runtime.products if self.runtime else None
+        if products is None:
+            return {}
+        products.refresh()
+        return {"catalog": {"products": products.catalog.count(), "index_vectors": len(products.index)}}
 
     @contextmanager
     def admit(self) -> Iterator[None]:

@@ -146,6 +146,11 @@ class ImageLoader:
             raise BadInput("image input is an empty string")
         return decode_base64(text, self.limits)
 
+    def load_with_bytes(self, value: object) -> tuple[bytes, Image.Image]:
+        """The encoded bytes (to hash or store) and the picture, for catalog writes."""
+        data = self.read_bytes(value)
+        return data, decode_image(data, self.limits)
+
     def load_one(self, value: object) -> Image.Image:
         return decode_image(self.read_bytes(value), self.limits)
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from search.catalog import Catalog
+from search.db import migrate
 from search.encoder import Encoder
 from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
+from search.image_store import ImageStore
 from search.images import ImageLimits, ImageLoader
 from search.inference import InferenceService, RequestLimits
+from search.products import ProductService
 from search.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,21 +68,59 @@ def build_image_loader(settings: Settings) -> ImageLoader:
     return ImageLoader(fetcher, limits, concurrency=settings.fetch_concurrency)
 
 
+def open_products(
+    settings: Settings, encoder: Encoder | None = None, images: ImageLoader | None = None
+) -> ProductService:
+    """The catalog and its index (migrations must have run). Without an encoder: maintenance only."""
+    return ProductService(
+        Catalog.open(settings.resolved_database_url),
+        model=settings.model,
+        index_path=settings.index_path,
+        image_store=ImageStore(settings.images_dir),
+        encoder=encoder,
+        images=images,
+        max_k=settings.search_max_k,
+    )
+
+
 @dataclass
 class InferenceRuntime:
+    """Everything a server holds once started: the encoder, the image loader, the endpoint modes and,
+    unless started without it (handler.py), the product catalog."""
+
     settings: Settings
     encoder: Encoder
     images: ImageLoader
     inference: InferenceService
+    products: ProductService | None = None
 
     @classmethod
-    def start(cls, settings: Settings, encoder: Encoder | None = None) -> InferenceRuntime:
+    def start(
+        cls, settings: Settings, encoder: Encoder | None = None, *, with_catalog: bool = False
+    ) -> InferenceRuntime:
         encoder = encoder or load_encoder(settings)
         images = build_image_loader(settings)
         limits = RequestLimits(
             max_images=settings.max_images_per_request, max_texts=settings.max_texts_per_request
         )
-        return cls(settings, encoder, images, InferenceService(encoder, images, limits))
+        products = None
+        if with_catalog:
+            migrate(settings.resolved_database_url)
+            products = open_products(settings, encoder, images)
+            log.info(
+                "catalog: %d products, index of %d vectors at revision %d (%s)",
+                products.catalog.count(),
+                len(products.index),
+                products.index.revision,
+                settings.index_path,
+            )
+        return cls(settings, encoder, images, InferenceService(encoder, images, limits), products)
 
     def close(self) -> None:
+        if self.products is not None:
+            try:
+                self.products.refresh()
+                self.products.save_index()
+            finally:
+                self.products.catalog.close()
         self.images.close()

@@ -1,0 +1,112 @@
+"""Catalog search and product routes. Translation only; the logic is in search.products."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from api.body import read_json
+from api.deps import get_state
+from api.state import ServiceState
+from search.errors import BadInput, NotFound
+from search.images import is_url
+from search.products import Filters, product_view
+
+router = APIRouter()
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str | None = None
+    image: str | None = None
+    product_id: str | None = None
+    k: int = 10
+    filters: dict[str, Any] | None = None
+    min_score: float | int | None = None
+
+
+def _parse_search(payload: object) -> SearchBody:
+    try:
+        return SearchBody.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise BadInput(f"invalid search request: {where}: {first['msg']}") from None
+
+
+@router.post("/search", summary="Search products by text, image or product id")
+async def search(request: Request, state: ServiceState = Depends(get_state)) -> Any:
+    body = _parse_search(await read_json(request, state.settings.max_request_bytes))
+    products = state.require_products()
+    filters = Filters.parse(body.filters)
+    with state.admit():
+        return await run_in_threadpool(
+            products.search,
+            text=body.text,
+            image=body.image,
+            product_id=body.product_id,
+            k=body.k,
+            filters=filters,
+            min_score=body.min_score,
+        )
+
+
+@router.get("/products/{product_id}", summary="One product")
+async def get_product(product_id: str, state: ServiceState = Depends(get_state)) -> dict[str, Any]:
+    products = state.require_products()
+    return product_view(await run_in_threadpool(products.get, product_id))
+
+
+@router.get("/products/{product_id}/similar", summary="Visually similar products (never the product itself)")
+async def similar(
+    product_id: str,
+    k: int = Query(10, ge=1),
+    min_score: float | None = Query(None),
+    category: str | None = Query(None),
+    state: ServiceState = Depends(get_state),
+) -> Any:
+    products = state.require_products()
+    filters = Filters(category=category) if category is not None else None
+    with state.admit():
+        return await run_in_threadpool(products.similar, product_id, k, filters, min_score)
+
+
+@router.get("/products/{product_id}/image", summary="The product's stored image, or a redirect to its URL")
+async def product_image(product_id: str, state: ServiceState = Depends(get_state)) -> Response:
+    products = state.require_products()
+    record = await run_in_threadpool(products.get, product_id)
+    if record.image_file:
+        path = products.image_store.path(record.image_file)
+        if path is None:
+            raise NotFound(f"the stored image of product {product_id!r} is missing")
+        return FileResponse(path, media_type=products.image_store.media_type(record.image_file))
+    if is_url(record.image_ref):
+        return RedirectResponse(record.image_ref, status_code=307)
+    raise NotFound(f"product {product_id!r} has no stored image")
+
+
+@router.put("/products/{product_id}", summary="Create or update one product; indexed immediately")
+async def put_product(
+    product_id: str, request: Request, state: ServiceState = Depends(get_state)
+) -> JSONResponse:
+    body = await read_json(request, state.settings.max_request_bytes)
+    products = state.require_products()
+    with state.admit():
+        status, record = await run_in_threadpool(products.upsert, product_id, body)
+    return JSONResponse(
+        {"status": status, "product": product_view(record)}, status_code=201 if status == "created" else 200
+    )
+
+
+@router.delete("/products/{product_id}", summary="Remove one product")
+async def delete_product(product_id: str, state: ServiceState = Depends(get_state)) -> dict[str, str]:
+    products = state.require_products()
+    removed = await run_in_threadpool(products.remove, [product_id])
+    if not removed:
+        raise NotFound(f"no product with id {product_id!r}")
+    return {"deleted": product_id}

@@ -1,0 +1,141 @@
+"""python -m indexer COMMAND: build and maintain the product catalog and its vector index.
+
+    add MANIFEST       index a CSV/JSONL manifest or a folder of images (incremental, resumable)
+    remove ID...       remove products
+    rebuild            rebuild the index file from the database (no model needed)
+    verify             prove the database and the index agree (exit 1 if not)
+    stats              counts, revisions, files
+    migrate            apply database migrations
+    sample OUT_DIR     write a synthetic catalog (images + manifest.csv)
+
+Exit codes: 0 done, 1 verify found problems or the command failed, 2 some rows failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from search.errors import ModelLoadError, VitrineError
+from search.logs import configure_logging
+from search.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m indexer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("add", help="index a manifest (CSV, JSONL) or a folder of images")
+    add.add_argument("manifest", type=Path)
+    add.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (VITRINE_BATCH_SIZE)"
+    )
+    add.add_argument("--workers", type=int, default=4, help="threads that fetch, decode and preprocess")
+    add.add_argument(
+        "--refetch", action="store_true", help="download URLs again and re-embed if content changed"
+    )
+    add.add_argument("--no-progress", action="store_true", help="no progress bar")
+    remove = commands.add_parser("remove", help="remove products by id")
+    remove.add_argument("ids", nargs="+")
+    commands.add_parser("rebuild", help="rebuild the index file from the database")
+    commands.add_parser("verify", help="check that the database and the index agree")
+    commands.add_parser("stats", help="print catalog and index statistics as JSON")
+    commands.add_parser("migrate", help="apply database migrations")
+    sample = commands.add_parser("sample", help="write a synthetic catalog")
+    sample.add_argument("out_dir", type=Path)
+    sample.add_argument("--count", type=int, default=200)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--size", type=int, default=256, help="image side in pixels")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    try:
+        sys.exit(_run(args, settings))
+    except (VitrineError, ModelLoadError) as exc:
+        sys.exit(f"error: {getattr(exc, 'message', exc)}")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "sample":
+        from search.sample_catalog import write_sample_catalog
+
+        manifest = write_sample_catalog(args.out_dir, args.count, seed=args.seed, size=args.size)
+        print(f"wrote {args.count} products: {manifest}")
+        return 0
+
+    from search.db import migrate
+
+    migrate(settings.resolved_database_url)
+    if args.command == "migrate":
+        print("database is at the latest migration")
+        return 0
+
+    from search.runtime import open_products
+
+    if args.command == "add":
+        return _add(args, settings)
+    service = open_products(settings)
+    try:
+        if args.command == "remove":
+            removed = service.remove(args.ids)
+            service.save_index()
+            missing = sorted(set(args.ids) - set(removed))
+            print(
+                f"removed {len(removed)} product(s)"
+                + (f"; not found: {', '.join(missing)}" if missing else "")
+            )
+            return 0
+        if args.command == "rebuild":
+            print(f"rebuilt the index: {service.rebuild()} vectors")
+            return 0
+        if args.command == "verify":
+            report = service.verify()
+            print(json.dumps(report.__dict__, indent=2))
+            return 0 if report.ok else 1
+        if args.command == "stats":
+            print(json.dumps(service.stats(), indent=2))
+            return 0
+    finally:
+        service.catalog.close()
+    return 1
+
+
+def _add(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.pipeline import Indexer
+    from search.manifest import read_manifest
+    from search.runtime import build_image_loader, load_encoder, open_products
+
+    manifest = read_manifest(args.manifest)
+    encoder = load_encoder(settings)
+    images = build_image_loader(settings)
+    service = open_products(settings, encoder=encoder, images=images)
+    indexer = Indexer(
+        service,
+        encoder,
+        images,
+        batch_size=args.batch_size or settings.batch_size,
+        workers=args.workers,
+        refetch=args.refetch,
+        progress=not args.no_progress,
+    )
+    try:
+        summary = indexer.run(manifest)
+    finally:
+        images.close()
+        service.catalog.close()
+    for line in summary.lines():
+        print(line)
+    if summary.interrupted:
+        return 130
+    return 2 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The catalog store: products, their embeddings and the revision log, through SQLAlchemy.
+
+Plain values in and out (dataclasses, numpy arrays); sessions never leave this module. Every write is
+one transaction that takes the next catalog revision, so readers can ask "what changed since R".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from search.db import WRITE_OPTION, create_db_engine
+from search.schema import CatalogState, Product, RemovedProduct, utcnow
+
+FILTERABLE_TYPES = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class ProductRecord:
+    """A product as the API shows it (no embedding)."""
+
+    id: int
+    external_id: str
+    title: str | None
+    category: str | None
+    image_ref: str
+    image_file: str | None
+    image_sha256: str | None
+    attributes: dict[str, Any]
+    embedding_model: str
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class ProductWrite:
+    """One upsert. ``embedding`` None keeps the stored one (a metadata-only change)."""
+
+    external_id: str
+    image_ref: str
+    title: str | None = None
+    category: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    image_file: str | None = None
+    image_sha256: str | None = None
+    embedding: np.ndarray | None = None
+    embedding_model: str = ""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What decides whether a product must be re-embedded or only updated."""
+
+    image_ref: str
+    image_sha256: str | None
+    embedding_model: str
+    title: str | None
+    category: str | None
+    attributes: dict[str, Any]
+
+
+@dataclass
+class Changes:
+    revision: int
+    removed_ids: list[int]
+    upserted_ids: np.ndarray
+    upserted_vectors: np.ndarray
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def bytes_to_vector(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4")
+
+
+def _record(row: Product) -> ProductRecord:
+    return ProductRecord(
+        id=row.id,
+        external_id=row.external_id,
+        title=row.title,
+        category=row.category,
+        image_ref=row.image_ref,
+        image_file=row.image_file,
+        image_sha256=row.image_sha256,
+        attributes=dict(row.attributes or {}),
+        embedding_model=row.embedding_model,
+        revision=row.revision,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        return cls(create_db_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Reads --------------------------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        with self._read() as session:
+            return int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)) or 0)
+
+    def count(self, model: str | None = None) -> int:
+        query = select(func.count()).select_from(Product)
+        if model is not None:
+            query = query.where(Product.embedding_model == model)
+        with self._read() as session:
+            return int(session.scalar(query) or 0)
+
+    def count_by_model(self) -> dict[str, int]:
+        query = select(Product.embedding_model, func.count()).group_by(Product.embedding_model)
+        with self._read() as session:
+            return {model: int(n) for model, n in session.execute(query)}
+
+    def get(self, external_id: str) -> ProductRecord | None:
+        with self._read() as session:
+            row = session.scalar(select(Product).where(Product.external_id == external_id))
+            return _record(row) if row else None
+
+    def get_by_ids(self, ids: Sequence[int]) -> dict[int, ProductRecord]:
+        if not ids:
+            return {}
+        with self._read() as session:
+            rows = session.scalars(select(Product).where(Product.id.in_(list(ids))))
+            return {row.id: _record(row) for row in rows}
+
+    def embedding(self, external_id: str) -> tuple[int, np.ndarray] | None:
+        with self._read() as session:
+            row = session.execute(
+                select(Product.id, Product.embedding).where(Product.external_id == external_id)
+            ).first()
+            return (row[0], bytes_to_vector(row[1])) if row else None
+
+    def fingerprints(self, external_ids: Iterable[str]) -> dict[str, Fingerprint]:
+        ids = list(external_ids)
+        found: dict[str, Fingerprint] = {}
+        columns = (
+            Product.external_id,
+            Product.image_ref,
+            Product.image_sha256,
+            Product.embedding_model,
+            Product.title,
+            Product.category,
+            Product.attributes,
+        )
+        with self._read() as session:
+            for start in range(0, len(ids), 500):  # stay under SQL parameter limits
+                query = select(*columns).where(Product.external_id.in_(ids[start : start + 500]))
+                for row in session.execute(query):
+                    found[row[0]] = Fingerprint(row[1], row[2], row[3], row[4], row[5], dict(row[6] or {}))
+        return found
+
+    def filter_ids(self, category: str | None = None, attributes: dict[str, Any] | None = None) -> list[int]:
+        """Row ids of products matching a category and attribute equalities."""
+        query = select(Product.id)
+        if category is not None:
+            query = query.where(Product.category == category)
+        for key, value in (attributes or {}).items():
+            column = Product.attributes[key]
+            # Typed JSON accessors keep the comparison right on SQLite and PostgreSQL alike.
+            if isinstance(value, bool):
+                query = query.where(column.as_boolean() == value)
+            elif isinstance(value, int):
+                query = query.where(column.as_integer() == value)
+            elif isinstance(value, float):
+                query = query.where(column.as_float() == value)
+            else:
+                query = query.where(column.as_string() == str(value))
+        with self._read() as session:
+            return list(session.scalars(query))
+
+    def changes_since(self, revision: int, model: str) -> Changes:
+        """Everything written after ``revision``, read in one snapshot."""
+        with self._read() as session, session.begin():
+            current = int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)) or 0)
+            removed = list(
+                session.scalars(select(RemovedProduct.product_id).where(RemovedProduct.revision > revision))
+            )
+            rows = session.execute(
+                select(Product.id, Product.embedding, Product.embedding_model).where(
+                    Product.revision > revision
+                )
+            ).all()
+        kept = [(pid, blob) for pid, blob, row_model in rows if row_model == model]
+        # Rows re-embedded by another model leave this model's index.
+        removed += [pid for pid, _, row_model in rows if row_model != model]
+        return Changes(current, removed, *_stack(kept))
+
+    def iter_embeddings(self, model: str, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of all products embedded by ``model``, in id order, in batches."""
+        last = 0
+        while True:
+            with self._read() as session:
+                rows = session.execute(
+                    select(Product.id, Product.embedding)
+                    .where(Product.embedding_model == model, Product.id > last)
+                    .order_by(Product.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield _stack(rows)
+
+    # Writes -------------------------------------------------------------------------------------------
+
+    def upsert(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord]]:
+        """Insert or update products in one transaction; returns (revision, records)."""
+        now = utcnow()
+        with self._write() as session, session.begin():
+            revision = _next_revision(session)
+            out: list[Product] = []
+            for write in writes:
+                row = session.scalar(select(Product).where(Product.external_id == write.external_id))
+                if row is None:
+                    if write.embedding is None:
+                        raise ValueError(f"new product {write.external_id!r} needs an embedding")
+                    row = Product(external_id=write.external_id, created_at=now)
+                    session.add(row)
+                row.title = write.title
+                row.category = write.category
+                row.attributes = dict(write.attributes)
+                row.image_ref = write.image_ref
+                row.image_file = write.image_file
+                row.image_sha256 = write.image_sha256
+                if write.embedding is not None:
+                    row.embedding = vector_to_bytes(write.embedding)
+                    row.embedding_dim = int(write.embedding.shape[-1])
+                    row.embedding_model = write.embedding_model
+                row.revision = revision
+                row.updated_at = now
+                out.append(row)
+            session.flush()
+            return revision, [_record(row) for row in out]
+
+    def remove(self, external_ids: Iterable[str]) -> tuple[int, list[str]]:
+        """Remove products; returns (revision, the external ids that existed)."""
+        ids = list(dict.fromkeys(external_ids))
+        with self._write() as session, session.begin():
+            revision = _next_revision(session)
+            rows = session.execute(
+                select(Product.id, Product.external_id).where(Product.external_id.in_(ids))
+            ).all()
+            if rows:
+                session.execute(delete(Product).where(Product.id.in_([row[0] for row in rows])))
+                session.add_all(
+                    RemovedProduct(product_id=pid, external_id=ext, revision=revision, removed_at=utcnow())
+                    for pid, ext in rows
+                )
+            return revision, [ext for _, ext in rows]
+
+
+def _next_revision(session: Session) -> int:
+    # The first statement of every write transaction: it takes the write lock, so revisions are
+    # handed out in commit order and no reader can see revision R before R's rows.
+    session.execute(
+        update(CatalogState).where(CatalogState.id == 1).values(revision=CatalogState.revision + 1)
+    )
+    return int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)))
+
+
+def _stack(rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    vectors = np.stack([bytes_to_vector(row[1]) for row in rows]).astype(np.float32)
+    return ids, vectors

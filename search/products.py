@@ -1,0 +1,393 @@
+"""Catalog search: products in the database, their vectors in the index, kept in agreement.
+
+``ProductService`` is what the API and the indexer's maintenance commands call. It holds the
+in-memory index and brings it up to the database's revision before every read, so a server sees what
+an indexer run (another process) committed, without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from search.catalog import Catalog, ProductRecord, ProductWrite
+from search.encoder import Encoder
+from search.errors import BadInput, NotFound
+from search.image_store import ImageStore, sha256_hex
+from search.images import ImageLoader, is_url
+from search.index import IndexFileError, VectorIndex
+
+log = logging.getLogger(__name__)
+
+_BAD_ID = re.compile(r"[/\x00-\x1f\x7f]")
+RESERVED_FIELDS = ("id", "image", "title", "category")
+
+
+def validate_external_id(value: object) -> str:
+    """Product ids are path segments of the API: non-empty, at most 256 characters, no '/'."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput("product id must be a non-empty string")
+    value = value.strip()
+    if len(value) > 256 or _BAD_ID.search(value) or value in (".", ".."):
+        raise BadInput(
+            f"product id {value[:80]!r} is invalid: at most 256 characters, no '/' or control characters"
+        )
+    return value
+
+
+def product_view(record: ProductRecord) -> dict[str, Any]:
+    return {
+        "id": record.external_id,
+        "title": record.title,
+        "category": record.category,
+        "attributes": record.attributes,
+        "image": record.image_ref,
+        "image_url": f"/products/{quote(record.external_id, safe='')}/image",
+        "embedding_model": record.embedding_model,
+        "created_at": _utc_iso(record.created_at),
+        "updated_at": _utc_iso(record.updated_at),
+    }
+
+
+def _utc_iso(moment: datetime) -> str:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+@dataclass
+class Filters:
+    category: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: object) -> Filters | None:
+        """``{"category": "tile", "color": "beige"}``: category, then attribute equalities."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise BadInput('filters must be an object like {"category": "tile", "color": "beige"}')
+        attributes = {}
+        for key, item in value.items():
+            if key == "category":
+                continue
+            if not isinstance(item, str | int | float | bool) or item is None:
+                raise BadInput(f"filters.{key} must be a string, number or boolean")
+            attributes[key] = item
+        category = value.get("category")
+        if category is not None and not isinstance(category, str):
+            raise BadInput("filters.category must be a string")
+        return cls(category, attributes)
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    database_products: int
+    index_vectors: int
+    database_revision: int
+    index_file_revision: int | None
+    problems: list[str]
+
+
+class ProductService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        model: str,
+        index_path: Path,
+        image_store: ImageStore,
+        encoder: Encoder | None = None,
+        images: ImageLoader | None = None,
+        dim: int | None = None,
+        max_k: int = 1000,
+    ) -> None:
+        self.catalog = catalog
+        self.model = model
+        self.index_path = index_path
+        self.image_store = image_store
+        self.encoder = encoder
+        self.images = images
+        self.max_k = max_k
+        dim = dim or (encoder.info.embedding_dim if encoder else None) or catalog_dim(catalog, model)
+        self.dim = dim
+        self._refresh_lock = threading.Lock()
+        self.index = self._open_index()
+
+    # Index life cycle -----------------------------------------------------------------------------------
+
+    def _open_index(self) -> VectorIndex:
+        try:
+            index = VectorIndex.load(self.index_path, model=self.model, dim=self.dim or 0)
+            if index.revision > self.catalog.revision():
+                raise IndexFileError("index file is newer than the database (restored from a backup?)")
+        except IndexFileError as exc:
+            if self.index_path.exists() or self.catalog.count(self.model):
+                log.warning("index file unusable (%s); rebuilding it from the database", exc)
+            return self._build_from_database(save=True)
+        return self._apply_changes(index)
+
+    def _build_from_database(self, save: bool) -> VectorIndex:
+        revision = self.catalog.revision()
+        index = VectorIndex(self.dim or 0, self.model, revision)
+        if self.dim:
+            for ids, vectors in self.catalog.iter_embeddings(self.model):
+                index.upsert(ids, vectors)
+        # Writes that landed while we read are picked up by the next refresh (revision is from before).
+        if save and self.dim:
+            index.save(self.index_path)
+        return index
+
+    def _apply_changes(self, index: VectorIndex) -> VectorIndex:
+        """``index`` brought up to the database's revision (a new one if its dimension was unknown)."""
+        changes = self.catalog.changes_since(index.revision, self.model)
+        if changes.revision == index.revision:
+            return index
+        if changes.removed_ids:
+            index.remove(changes.removed_ids)
+        if len(changes.upserted_ids):
+            if index.dim == 0:  # the first vectors of an empty catalog fix the dimension
+                self.dim = int(changes.upserted_vectors.shape[1])
+                index = VectorIndex(self.dim, self.model, index.revision)
+            index.upsert(changes.upserted_ids, changes.upserted_vectors)
+        index.revision = changes.revision
+        return index
+
+    def refresh(self) -> None:
+        """Bring the in-memory index up to the database (one small query when nothing changed)."""
+        if self.catalog.revision() == self.index.revision:
+            return
+        with self._refresh_lock:
+            self.index = self._apply_changes(self.index)
+
+    def rebuild(self) -> int:
+        with self._refresh_lock:
+            self.index = self._apply_changes(self._build_from_database(save=False))
+            self.save_index()
+            return len(self.index)
+
+    def save_index(self) -> None:
+        if self.index.dim:
+            self.index.save(self.index_path)
+
+    # Reads ----------------------------------------------------------------------------------------------
+
+    def get(self, external_id: str) -> ProductRecord:
+        record = self.catalog.get(external_id)
+        if record is None:
+            raise NotFound(f"no product with id {external_id!r}")
+        return record
+
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        image: str | None = None,
+        product_id: str | None = None,
+        k: int = 10,
+        filters: Filters | None = None,
+        min_score: float | None = None,
+    ) -> dict[str, Any]:
+        given = [
+            name
+            for name, value in (("text", text), ("image", image), ("product_id", product_id))
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise BadInput("give exactly one of text, image or product_id")
+        started = time.perf_counter()
+        excluded: list[int] = []
+        if text is not None:
+            vector = self._require_encoder().embed_texts([text])[0]
+        elif image is not None:
+            if self.images is None:
+                raise BadInput("search by image needs the image loader")
+            picture = self.images.load_many([image], ["image"])[0]
+            vector = self._require_encoder().embed_images([picture])[0]
+        else:
+            row_id, vector = self._product_vector(product_id or "")
+            excluded = [row_id]
+        encoded = time.perf_counter()
+        hits = self._nearest(vector, k, filters, min_score, excluded)
+        return {
+            "results": hits,
+            "count": len(hits),
+            "took_ms": round((time.perf_counter() - started) * 1000, 3),
+            "encode_ms": round((encoded - started) * 1000, 3),
+        }
+
+    def similar(
+        self, external_id: str, k: int = 10, filters: Filters | None = None, min_score: float | None = None
+    ) -> dict[str, Any]:
+        return self.search(product_id=external_id, k=k, filters=filters, min_score=min_score)
+
+    def _product_vector(self, external_id: str) -> tuple[int, np.ndarray]:
+        found = self.catalog.embedding(external_id)
+        if found is None:
+            raise NotFound(f"no product with id {external_id!r}")
+        return found
+
+    def _nearest(
+        self,
+        vector: np.ndarray,
+        k: int,
+        filters: Filters | None,
+        min_score: float | None,
+        excluded: list[int],
+    ) -> list[dict[str, Any]]:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
+            raise BadInput(f"k must be an integer from 1 to {self.max_k}")
+        self.refresh()
+        allowed = None
+        if filters is not None and (filters.category is not None or filters.attributes):
+            allowed = self.catalog.filter_ids(filters.category, filters.attributes)
+        hits = self.index.search(vector, k, allowed_ids=allowed, excluded_ids=excluded, min_score=min_score)
+        records = self.catalog.get_by_ids([hit.id for hit in hits])
+        # A product removed between the search and this read is simply left out.
+        return [{"score": hit.score, **product_view(records[hit.id])} for hit in hits if hit.id in records]
+
+    # Writes ---------------------------------------------------------------------------------------------
+
+    def upsert(self, external_id: str, body: object) -> tuple[str, ProductRecord]:
+        """PUT /products/{id}: create or update one product and index it now. Returns (status, record)."""
+        external_id = validate_external_id(external_id)
+        if not isinstance(body, dict):
+            raise BadInput('body must be a JSON object like {"image": ..., "title": ..., "category": ...}')
+        if "id" in body and str(body["id"]) != external_id:
+            raise BadInput(f"body id {body['id']!r} differs from the path's {external_id!r}")
+        fields = parse_product_fields(body)
+        existing = self.catalog.fingerprints([external_id]).get(external_id)
+        write = ProductWrite(external_id=external_id, embedding_model=self.model, **fields)
+        image_value = body.get("image")
+        if image_value is None:
+            if existing is None:
+                raise BadInput("image is required for a new product")
+            write.image_ref, write.image_sha256 = existing.image_ref, existing.image_sha256
+            write.image_file = self.catalog.get(external_id).image_file  # type: ignore[union-attr]
+        else:
+            if self.images is None:
+                raise BadInput("upserting an image needs the image loader")
+            data, picture = self.images.map(self.images.load_with_bytes, [image_value], ["image"])[0]
+            write.image_sha256 = sha256_hex(data)
+            if isinstance(image_value, str) and is_url(image_value.strip()):
+                write.image_ref, write.image_file = image_value.strip(), None
+            else:
+                write.image_ref, write.image_file = "upload", self.image_store.put(data)
+            same_image = (
+                existing is not None
+                and existing.image_sha256 == write.image_sha256
+                and existing.embedding_model == self.model
+            )
+            if not same_image:
+                write.embedding = self._require_encoder().embed_images([picture])[0]
+        if existing is not None and write.embedding is None and _same_metadata(existing, write):
+            return "unchanged", self.get(external_id)
+        _, records = self.catalog.upsert([write])
+        self.refresh()
+        return ("created" if existing is None else "updated"), records[0]
+
+    def remove(self, external_ids: list[str]) -> list[str]:
+        _, removed = self.catalog.remove(external_ids)
+        self.refresh()
+        return removed
+
+    # Health ---------------------------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Prove the index file plus the change log equals the database, vector for vector."""
+        problems: list[str] = []
+        file_revision: int | None = None
+        try:
+            index = VectorIndex.load(self.index_path, model=self.model, dim=self.dim or 0)
+            file_revision = index.revision
+            index = self._apply_changes(index)
+        except IndexFileError as exc:
+            if self.catalog.count(self.model):
+                problems.append(f"index file: {exc} (run `python -m indexer rebuild`)")
+            index = VectorIndex(self.dim or 0, self.model, 0)
+        db_ids: set[int] = set()
+        for ids, vectors in self.catalog.iter_embeddings(self.model):
+            db_ids.update(int(i) for i in ids)
+            norms = np.linalg.norm(vectors, axis=1)
+            for product_id, norm in zip(ids, norms, strict=True):
+                if abs(norm - 1) > 1e-3:
+                    problems.append(f"product row {product_id}: embedding norm {norm:.4f}, expected 1")
+            if file_revision is not None:
+                for product_id, vector in zip(ids, vectors, strict=True):
+                    stored = index.reconstruct(int(product_id))
+                    if stored is None:
+                        problems.append(f"product row {product_id} is missing from the index")
+                    elif not np.allclose(stored, vector, atol=1e-6):
+                        problems.append(f"product row {product_id}: index vector differs from the database")
+        index_ids = set(int(i) for i in index.ids())
+        extra = index_ids - db_ids
+        if extra:
+            problems.append(f"{len(extra)} index vectors have no product: {sorted(extra)[:10]}")
+        if len(index_ids) != len(index):
+            problems.append("the index holds duplicate ids")
+        other_models = {m: n for m, n in self.catalog.count_by_model().items() if m != self.model}
+        if other_models:
+            problems.append(f"products embedded by other models (re-run the indexer): {other_models}")
+        return VerifyReport(
+            ok=not problems,
+            database_products=len(db_ids),
+            index_vectors=len(index),
+            database_revision=self.catalog.revision(),
+            index_file_revision=file_revision,
+            problems=problems[:100],
+        )
+
+    def stats(self) -> dict[str, Any]:
+        self.refresh()
+        return {
+            "products": self.catalog.count(),
+            "products_by_model": self.catalog.count_by_model(),
+            "index_vectors": len(self.index),
+            "index_type": "IDMap2,Flat,IP (exact cosine)",
+            "embedding_dim": self.dim,
+            "model": self.model,
+            "database_revision": self.catalog.revision(),
+            "index_revision": self.index.revision,
+            "index_file": str(self.index_path),
+        }
+
+    def _require_encoder(self) -> Encoder:
+        if self.encoder is None:
+            raise BadInput("this operation needs the model, which is not loaded here")
+        return self.encoder
+
+
+def parse_product_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """title, category and attributes of a manifest row or API body (every other key is an attribute)."""
+    title, category = row.get("title"), row.get("category")
+    for name, value in (("title", title), ("category", category)):
+        if value is not None and not isinstance(value, str):
+            raise BadInput(f"{name} must be a string")
+    attributes = {key: value for key, value in row.items() if key not in RESERVED_FIELDS}
+    return {"title": title or None, "category": category or None, "attributes": attributes}
+
+
+def _same_metadata(existing: Any, write: ProductWrite) -> bool:
+    return (
+        existing.title == write.title
+        and existing.category == write.category
+        and existing.attributes == write.attributes
+        and existing.image_ref == write.image_ref
+    )
+
+
+def catalog_dim(catalog: Catalog, model: str) -> int | None:
+    for _, vectors in catalog.iter_embeddings(model, batch=1):
+        return int(vectors.shape[1])
+    return None
