@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= cpu,dev
 
-.PHONY: install serve test lint models sample bench clean
+.PHONY: install serve test lint models demo clean
 
 install: $(VENV)/.installed
 
@@ -36,3 +36,9 @@ models: models/tiny models/base-512
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Offline demo: a random tiny model, 200 synthetic products indexed, then the server on them.
+demo: models/tiny
+	$(BIN)/python -m indexer sample data/sample-catalog --count 200
+	VITRINE_MODEL=models/tiny $(BIN)/python -m indexer add data/sample-catalog/manifest.csv
+	VITRINE_MODEL=models/tiny $(BIN)/python -m api

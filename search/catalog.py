@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from search.db import WRITE_OPTION, create_db_engine
 from search.schema import CatalogState, Product, RemovedProduct, utcnow
@@ -132,14 +132,18 @@ class Catalog:
 
     def get(self, external_id: str) -> ProductRecord | None:
         with self._read() as session:
-            row = session.scalar(select(Product).where(Product.external_id == external_id))
+            row = session.scalar(
+                select(Product).options(defer(Product.embedding)).where(Product.external_id == external_id)
+            )
             return _record(row) if row else None
 
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, ProductRecord]:
         if not ids:
             return {}
         with self._read() as session:
-            rows = session.scalars(select(Product).where(Product.id.in_(list(ids))))
+            # The embedding blobs stay in the database: results never show them.
+            query = select(Product).options(defer(Product.embedding)).where(Product.id.in_(list(ids)))
+            rows = session.scalars(query)
             return {row.id: _record(row) for row in rows}
 
     def embedding(self, external_id: str) -> tuple[int, np.ndarray] | None:

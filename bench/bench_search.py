@@ -1,0 +1,108 @@
+"""Search latency (p50/p95) at 10k and 100k vectors, excluding text encoding.
+
+    .venv/bin/python bench/bench_search.py                       # 10k and 100k, 768-d
+    .venv/bin/python bench/bench_search.py --sizes 10000 --queries 200
+
+Synthetic, clustered, L2-normalised 768-d vectors (what image embeddings look like to an index). Three
+paths per size, each timed per query:
+- faiss:    VectorIndex.search alone (IDMap2 over exact FlatIP);
+- service:  ProductService search by vector as the API runs it: the revision check, FAISS, and reading
+            the k products from SQLite;
+- filtered: the same with a category filter (SQL for the allowed ids, then a FAISS id selector).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from _common import median, percentile, write_result
+
+
+def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 200):  # noqa: ANN201
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    labels = rng.integers(0, clusters, n)
+    vectors = centres[labels] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from search.catalog import Catalog, ProductWrite
+    from search.db import migrate
+    from search.image_store import ImageStore
+    from search.products import Filters, ProductService
+
+    model = "bench/synthetic"
+    rows = []
+    for n in args.sizes:
+        vectors, labels = clustered_vectors(n, args.dim, seed=n)
+        queries, _ = clustered_vectors(args.queries, args.dim, seed=n + 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            migrate(url)
+            catalog = Catalog.open(url)
+            started = time.perf_counter()
+            for start in range(0, n, 5000):
+                catalog.upsert([
+                    ProductWrite(
+                        external_id=f"p{i}", image_ref=f"https://img.example/{i}.jpg", title=f"product {i}",
+                        category=f"cat{labels[i] % 20}", attributes={"cluster": int(labels[i])},
+                        embedding=vectors[i], embedding_model=model,
+                    )
+                    for i in range(start, min(n, start + 5000))
+                ])
+            load_s = time.perf_counter() - started
+            started = time.perf_counter()
+            service = ProductService(catalog, model=model, index_path=Path(tmp) / "index.faiss",
+                                     image_store=ImageStore(Path(tmp) / "images"), dim=args.dim)
+            build_s = time.perf_counter() - started
+
+            def time_each(work) -> list[float]:  # noqa: ANN001
+                work(queries[0])
+                out = []
+                for query in queries:
+                    t = time.perf_counter()
+                    work(query)
+                    out.append(time.perf_counter() - t)
+                return out
+
+            faiss_s = time_each(lambda q: service.index.search(q, args.k))
+            service_s = time_each(lambda q: service._nearest(q, args.k, None, None, []))
+            category = Filters(category="cat3")
+            filtered_s = time_each(lambda q: service._nearest(q, args.k, category, None, []))
+            catalog.close()
+        for path, samples in (("faiss", faiss_s), ("service", service_s), ("filtered (1/20 of catalog)", filtered_s)):
+            rows.append({"vectors": n, "path": path, "p50_ms": median(samples) * 1000,
+                         "p95_ms": percentile(samples, 95) * 1000})
+        rows.append({"vectors": n, "path": "setup", "sqlite_insert_s": load_s, "index_build_from_db_s": build_s})
+
+    print(f"index: IDMap2,Flat,IP (exact cosine), {args.dim}-d, k={args.k}, {args.queries} queries per path")
+    print("| vectors | path | p50 | p95 |")
+    print("|---|---|---|---|")
+    for row in rows:
+        if "p50_ms" in row:
+            print(f"| {row['vectors']:,} | {row['path']} | {row['p50_ms']:.2f} ms | {row['p95_ms']:.2f} ms |")
+    for row in rows:
+        if "sqlite_insert_s" in row:
+            print(f"{row['vectors']:,} vectors: SQLite insert {row['sqlite_insert_s']:.1f} s, "
+                  f"index built from the database in {row['index_build_from_db_s']:.2f} s")
+    print(f"results: {write_result('search', {'dim': args.dim, 'k': args.k, 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
