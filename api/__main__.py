@@ -6,14 +6,27 @@ import argparse
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from api.app import create_app
 from search.logs import configure_logging
 from search.settings import Settings
 
 
+def _invalid_settings_message(exc: ValidationError) -> str:
+    # One line per bad variable, named as it is set, instead of a pydantic traceback.
+    lines = ["vitrine could not start: invalid settings"]
+    for error in exc.errors():
+        name = "VITRINE_" + "_".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.exit(_invalid_settings_message(exc))
     parser = argparse.ArgumentParser(prog="python -m api", description="Run the vitrine HTTP server.")
     parser.add_argument("--host", default=settings.host, help=f"bind address (default {settings.host})")
     parser.add_argument("--port", type=int, default=settings.port, help=f"port (default {settings.port})")

@@ -22,7 +22,9 @@ from _common import ensure_model, write_result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", default="tiny", choices=["tiny", "base-512"])
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--image-px", type=int, default=512, help="side of the generated images")
@@ -60,7 +62,9 @@ def main() -> None:
         migrate(settings.resolved_database_url)
         images = build_image_loader(settings)
         service = open_products(settings, encoder=encoder, images=images)
-        indexer = Indexer(service, encoder, images, batch_size=args.batch_size, workers=args.workers, progress=False)
+        indexer = Indexer(
+            service, encoder, images, batch_size=args.batch_size, workers=args.workers, progress=False
+        )
         started = time.perf_counter()
         summary = indexer.run(manifest)
         indexer_s = time.perf_counter() - started
@@ -69,16 +73,28 @@ def main() -> None:
         assert summary.added == args.count, summary.lines()
 
     bare_rate, indexer_rate = args.count / bare_s, args.count / indexer_s
-    print(f"model {args.size} ({args.dtype}), {args.count} generated {args.image_px}px images, batch {args.batch_size}, "
-          f"{args.workers} workers")
+    print(
+        f"model {args.size} ({args.dtype}), {args.count} generated {args.image_px}px images, batch {args.batch_size}, "
+        f"{args.workers} workers"
+    )
     print("| path | seconds | images/s |")
     print("|---|---|---|")
     print(f"| bare encoder | {bare_s:.1f} | {bare_rate:.2f} |")
     print(f"| indexer | {indexer_s:.1f} | {indexer_rate:.2f} |")
     print(f"indexer / bare encoder throughput: {indexer_rate / bare_rate:.2f}")
-    data = {"size": args.size, "dtype": args.dtype, "count": args.count, "image_px": args.image_px,
-            "batch_size": args.batch_size, "workers": args.workers, "bare_s": bare_s, "indexer_s": indexer_s,
-            "bare_images_per_s": bare_rate, "indexer_images_per_s": indexer_rate, "ratio": indexer_rate / bare_rate}
+    data = {
+        "size": args.size,
+        "dtype": args.dtype,
+        "count": args.count,
+        "image_px": args.image_px,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "bare_s": bare_s,
+        "indexer_s": indexer_s,
+        "bare_images_per_s": bare_rate,
+        "indexer_images_per_s": indexer_rate,
+        "ratio": indexer_rate / bare_rate,
+    }
     print(f"results: {write_result('indexer-' + args.size, data)}")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from _common import median, percentile, write_result
 
 
-def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 200):  # noqa: ANN201
+def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 200):
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -32,15 +32,26 @@ def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 200):  # noqa
     return vectors, labels
 
 
+def time_each(queries, work) -> list[float]:
+    """Seconds per query, after one warm-up query."""
+    work(queries[0])
+    out = []
+    for query in queries:
+        started = time.perf_counter()
+        work(query)
+        out.append(time.perf_counter() - started)
+    return out
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
-
-    import numpy as np
 
     from search.catalog import Catalog, ProductWrite
     from search.db import migrate
@@ -58,38 +69,54 @@ def main() -> None:
             catalog = Catalog.open(url)
             started = time.perf_counter()
             for start in range(0, n, 5000):
-                catalog.upsert([
-                    ProductWrite(
-                        external_id=f"p{i}", image_ref=f"https://img.example/{i}.jpg", title=f"product {i}",
-                        category=f"cat{labels[i] % 20}", attributes={"cluster": int(labels[i])},
-                        embedding=vectors[i], embedding_model=model,
-                    )
-                    for i in range(start, min(n, start + 5000))
-                ])
+                catalog.upsert(
+                    [
+                        ProductWrite(
+                            external_id=f"p{i}",
+                            image_ref=f"https://img.example/{i}.jpg",
+                            title=f"product {i}",
+                            category=f"cat{labels[i] % 20}",
+                            attributes={"cluster": int(labels[i])},
+                            embedding=vectors[i],
+                            embedding_model=model,
+                        )
+                        for i in range(start, min(n, start + 5000))
+                    ]
+                )
             load_s = time.perf_counter() - started
             started = time.perf_counter()
-            service = ProductService(catalog, model=model, index_path=Path(tmp) / "index.faiss",
-                                     image_store=ImageStore(Path(tmp) / "images"), dim=args.dim)
+            service = ProductService(
+                catalog,
+                model=model,
+                index_path=Path(tmp) / "index.faiss",
+                image_store=ImageStore(Path(tmp) / "images"),
+                dim=args.dim,
+            )
             build_s = time.perf_counter() - started
 
-            def time_each(work) -> list[float]:  # noqa: ANN001
-                work(queries[0])
-                out = []
-                for query in queries:
-                    t = time.perf_counter()
-                    work(query)
-                    out.append(time.perf_counter() - t)
-                return out
-
-            faiss_s = time_each(lambda q: service.index.search(q, args.k))
-            service_s = time_each(lambda q: service._nearest(q, args.k, None, None, []))
             category = Filters(category="cat3")
-            filtered_s = time_each(lambda q: service._nearest(q, args.k, category, None, []))
+            faiss_s = time_each(queries, lambda q, s=service: s.index.search(q, args.k))
+            service_s = time_each(queries, lambda q, s=service: s._nearest(q, args.k, None, None, []))
+            filtered_s = time_each(
+                queries, lambda q, s=service, c=category: s._nearest(q, args.k, c, None, [])
+            )
             catalog.close()
-        for path, samples in (("faiss", faiss_s), ("service", service_s), ("filtered (1/20 of catalog)", filtered_s)):
-            rows.append({"vectors": n, "path": path, "p50_ms": median(samples) * 1000,
-                         "p95_ms": percentile(samples, 95) * 1000})
-        rows.append({"vectors": n, "path": "setup", "sqlite_insert_s": load_s, "index_build_from_db_s": build_s})
+        for path, samples in (
+            ("faiss", faiss_s),
+            ("service", service_s),
+            ("filtered (1/20 of catalog)", filtered_s),
+        ):
+            rows.append(
+                {
+                    "vectors": n,
+                    "path": path,
+                    "p50_ms": median(samples) * 1000,
+                    "p95_ms": percentile(samples, 95) * 1000,
+                }
+            )
+        rows.append(
+            {"vectors": n, "path": "setup", "sqlite_insert_s": load_s, "index_build_from_db_s": build_s}
+        )
 
     print(f"index: IDMap2,Flat,IP (exact cosine), {args.dim}-d, k={args.k}, {args.queries} queries per path")
     print("| vectors | path | p50 | p95 |")
@@ -99,8 +126,10 @@ def main() -> None:
             print(f"| {row['vectors']:,} | {row['path']} | {row['p50_ms']:.2f} ms | {row['p95_ms']:.2f} ms |")
     for row in rows:
         if "sqlite_insert_s" in row:
-            print(f"{row['vectors']:,} vectors: SQLite insert {row['sqlite_insert_s']:.1f} s, "
-                  f"index built from the database in {row['index_build_from_db_s']:.2f} s")
+            print(
+                f"{row['vectors']:,} vectors: SQLite insert {row['sqlite_insert_s']:.1f} s, "
+                f"index built from the database in {row['index_build_from_db_s']:.2f} s"
+            )
     print(f"results: {write_result('search', {'dim': args.dim, 'k': args.k, 'rows': rows})}")
 
 

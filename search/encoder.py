@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +72,11 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return _DTYPES[dtype]
+
+
+def _looks_like_folder(model_id: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else was meant as a local folder.
+    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
 
 
 def _load_failure_message(model_id: str, exc: BaseException) -> str:
@@ -130,6 +136,9 @@ class Encoder:
         cls, model_id: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16
     ) -> Encoder:
         """Load a checkpoint (hub id or local folder). Raises ModelLoadError with an actionable message."""
+        if _looks_like_folder(model_id) and not Path(model_id).is_dir():
+            # Otherwise transformers takes it for a hub id and reports a puzzling "Repo id must be ..." error.
+            raise ModelLoadError(_load_failure_message(model_id, FileNotFoundError("no such folder")))
         try:
             from transformers import AutoConfig, AutoProcessor
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import string
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 
@@ -109,7 +110,7 @@ class GuardedBackend(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: the idna codec refuses the name
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
         for ip in addresses:
@@ -161,10 +162,15 @@ class UrlFetcher:
         """The body of ``url``. Raises BadInput (refused, unreachable, HTTP error) or TooLarge."""
         deadline = time.monotonic() + self.limits.total_timeout
         for _hop in range(self.limits.max_redirects + 1):
-            _check_scheme(url)
+            url = _prepare_url(url)
             status, location, body = self._get_once(url, deadline)
             if status in _REDIRECTS and location:
-                url = urljoin(url, location)
+                try:
+                    url = urljoin(url, location)
+                except ValueError:  # a malformed Location is the origin's fault, not a server bug
+                    raise BadInput(
+                        f"fetching {_short(url)} failed: bad redirect to {_short(location)}"
+                    ) from None
                 continue
             if status != 200:
                 raise BadInput(f"fetching {_short(url)} failed: HTTP {status}")
@@ -213,10 +219,35 @@ class UrlFetcher:
             raise BadInput(f"fetching {_short(url)} failed: {exc or type(exc).__name__}") from None
 
 
-def _check_scheme(url: str) -> None:
-    parts = urlsplit(url)
+def _prepare_url(url: str) -> str:
+    """The URL to request: http(s) with a host, in ASCII. Raises BadInput for anything else.
+
+    Catalog URLs often carry non-ASCII paths or international host names, which HTTP cannot send as
+    they are: like a browser, the host becomes IDNA and other non-ASCII characters and spaces are
+    percent-encoded.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError when the port is not a number in 0-65535
+    except ValueError:
+        raise BadInput(f"URL refused: not a valid URL: {_short(url)}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadInput(f"URL refused: only http and https URLs with a host are fetched, not {_short(url)}")
+    if url.isascii() and not any(char.isspace() for char in url):
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not hostport.isascii():
+        name, colon, port = hostport.partition(":")
+        try:
+            hostport = name.encode("idna").decode("ascii") + colon + port
+        except UnicodeError:
+            raise BadInput(f"URL refused: not a valid host name: {_short(url)}") from None
+
+    def encode(part: str) -> str:
+        return quote(part, safe=string.punctuation)
+
+    netloc = encode(userinfo) + at + hostport
+    return urlunsplit((parts.scheme, netloc, encode(parts.path), encode(parts.query), encode(parts.fragment)))
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

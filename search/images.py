@@ -10,7 +10,6 @@ import base64
 import binascii
 import io
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,21 +46,21 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
     if not data:
         raise BadInput("image is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = image.size
-            # Checked from the header, before any pixel is decoded: a small file can hold a huge picture.
-            if width * height > limits.max_pixels:
-                raise BadInput(
-                    f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} "
-                    "(VITRINE_MAX_IMAGE_PIXELS)"
-                )
-            image.seek(0)  # animated GIF/WebP: the first frame
-            image.load()
+        # Our pixel limit is checked from the header, before any pixel is decoded (a small file can
+        # hold a huge picture); Pillow's own bomb check stays as a second line behind it. No
+        # warnings.catch_warnings() here: it is process-global and images decode in parallel threads.
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise BadInput(
+                f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} "
+                "(VITRINE_MAX_IMAGE_PIXELS)"
+            )
+        image.seek(0)  # animated GIF/WebP: the first frame
+        image.load()
     except VitrineError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise BadInput(f"image is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
         raise BadInput(f"not a supported image (formats: {', '.join(ALLOWED_FORMATS)})") from None

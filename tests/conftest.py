@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from search.encoder import Encoder
+from search.inference import InferenceService
 from search.random_model import write_random_model
-from search.runtime import quiet_transformers
+from search.runtime import InferenceRuntime, quiet_transformers
 from search.settings import Settings
 
 # Images -------------------------------------------------------------------------------------------------
@@ -76,22 +81,45 @@ def encoder(tiny_model_dir: Path) -> Encoder:
     return Encoder.load(str(tiny_model_dir), device="cpu", dtype="float32", batch_size=4)
 
 
+def settings_for(model_dir: Path, data_dir: Path, **overrides: object) -> Settings:
+    """Test settings: the tiny model on CPU in float32, the given data folder, loopback images allowed."""
+    values: dict[str, object] = {
+        "model": str(model_dir),
+        "data_dir": data_dir,
+        "url_allow_hosts": ["127.0.0.1"],
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
 @pytest.fixture
 def make_settings(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Settings]:
     """Settings for a test: the tiny model, a fresh data folder, loopback images allowed."""
 
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "model": str(tiny_model_dir),
-            "data_dir": tmp_path / "data",
-            "url_allow_hosts": ["127.0.0.1"],
-            "device": "cpu",
-            "dtype": "float32",
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return settings_for(tiny_model_dir, tmp_path / "data", **overrides)
 
     return make
+
+
+@pytest.fixture
+def inference(encoder: Encoder, make_settings: Callable[..., Settings]) -> Iterator[InferenceService]:
+    """The endpoint logic without the web server, on the shared tiny encoder."""
+    runtime = InferenceRuntime.start(make_settings(), encoder)
+    yield runtime.inference
+    runtime.close()
+
+
+def assert_error(response: httpx.Response, status: int) -> str:
+    """The contract's error shape: the status, JSON ``{"error": "<message>"}`` and nothing else."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"]
+    assert isinstance(body["error"], str) and body["error"]
+    return body["error"]
 
 
 # Local image server -------------------------------------------------------------------------------------
@@ -103,6 +131,8 @@ class Route:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # False: no Content-Length, the body ends when the connection closes (what a lying server does).
+    send_length: bool = True
 
 
 class ImageServer:
@@ -125,7 +155,8 @@ class ImageServer:
                 self.send_response(route.status)
                 for key, value in route.headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(route.body)))
+                if route.send_length:
+                    self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
                 try:
                     self.wfile.write(route.body)
@@ -222,3 +253,156 @@ def start_server(
 @pytest.fixture
 def server(start_server: Callable[..., LiveServer]) -> LiveServer:
     return start_server()
+
+
+@pytest.fixture(scope="module")
+def start_shared_server(
+    encoder: Encoder, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., LiveServer]]:
+    """Like ``start_server``, but one server per distinct settings for a whole module, for tests that only
+    send stateless inference requests (a server per test costs about 0.3 s to start and stop)."""
+    from api.app import create_app
+
+    servers: dict[str, LiveServer] = {}
+
+    def start(**overrides: object) -> LiveServer:
+        key = repr(sorted(overrides.items()))
+        if key not in servers:
+            settings = settings_for(tiny_model_dir, tmp_path_factory.mktemp("data"), **overrides)
+            servers[key] = LiveServer(create_app(settings, encoder=encoder)).start()
+        return servers[key]
+
+    yield start
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(start_shared_server: Callable[..., LiveServer]) -> LiveServer:
+    """The default server, shared by a module's stateless tests."""
+    return start_shared_server()
+
+
+# Catalog: the indexer CLI as a real subprocess, and an indexed sample catalog ---------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_PRODUCTS = 40
+
+
+def indexer_env(model_dir: Path, data_dir: Path) -> dict[str, str]:
+    """The environment of an indexer run: the tiny model on CPU in float32 (as the test servers use it)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VITRINE_")}
+    env.update(
+        VITRINE_MODEL=str(model_dir),
+        VITRINE_DATA_DIR=str(data_dir),
+        VITRINE_DEVICE="cpu",
+        VITRINE_DTYPE="float32",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
+def indexer_command(*args: object) -> list[str]:
+    return [sys.executable, "-m", "indexer", *(str(arg) for arg in args)]
+
+
+def start_indexer(model_dir: Path, data_dir: Path, *args: object) -> subprocess.Popen[str]:
+    """``python -m indexer`` in the background. A run is mostly start-up (importing torch and
+    transformers, about 5 s), so independent runs started together overlap on two cores."""
+    return subprocess.Popen(
+        indexer_command(*args),
+        cwd=REPO_ROOT,
+        env=indexer_env(model_dir, data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_indexer(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        stdout, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_indexer(model_dir: Path, data_dir: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    return finish_indexer(start_indexer(model_dir, data_dir, *args))
+
+
+def summary_of(result: subprocess.CompletedProcess[str]) -> str:
+    """An indexer run's output, for assertion messages."""
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def indexer_cli(tiny_model_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``indexer_cli(data_dir, "add", manifest)``: ``python -m indexer`` in a subprocess on the tiny model."""
+
+    def run(data_dir: Path, *args: object) -> subprocess.CompletedProcess[str]:
+        return run_indexer(tiny_model_dir, data_dir, *args)
+
+    return run
+
+
+@dataclass
+class IndexedCatalog:
+    """A sample catalog (manifest.csv + images/) and the data folder the indexer CLI filled from it."""
+
+    manifest: Path
+    data_dir: Path
+    rows: list[dict[str, str]]
+
+    @property
+    def ids(self) -> list[str]:
+        return [row["id"] for row in self.rows]
+
+    def row(self, product_id: str) -> dict[str, str]:
+        return next(row for row in self.rows if row["id"] == product_id)
+
+    def image_path(self, product_id: str) -> Path:
+        return self.manifest.parent / self.row(product_id)["image"]
+
+    def image_bytes(self, product_id: str) -> bytes:
+        return self.image_path(product_id).read_bytes()
+
+
+def read_manifest_rows(manifest: Path) -> list[dict[str, str]]:
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="session")
+def indexed_catalog(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> IndexedCatalog:
+    """40 generated products (64 px) indexed once per session through ``python -m indexer``.
+
+    Read-only: tests that write take ``catalog_copy`` instead."""
+    root = tmp_path_factory.mktemp("catalog")
+    data_dir = root / "data"
+    sample = run_indexer(
+        tiny_model_dir, data_dir, "sample", root / "sample", "--count", SAMPLE_PRODUCTS, "--size", 64
+    )
+    assert sample.returncode == 0, summary_of(sample)
+    manifest = root / "sample" / "manifest.csv"
+    added = run_indexer(tiny_model_dir, data_dir, "add", manifest, "--no-progress")
+    assert added.returncode == 0, summary_of(added)
+    assert f"{SAMPLE_PRODUCTS} added" in added.stdout, summary_of(added)
+    return IndexedCatalog(manifest, data_dir, read_manifest_rows(manifest))
+
+
+def copy_catalog(source: IndexedCatalog, root: Path) -> IndexedCatalog:
+    """``source`` copied under ``root``: root/sample (manifest and images) and root/data."""
+    shutil.copytree(source.manifest.parent, root / "sample")
+    shutil.copytree(source.data_dir, root / "data")
+    manifest = root / "sample" / source.manifest.name
+    return IndexedCatalog(manifest, root / "data", read_manifest_rows(manifest))
+
+
+@pytest.fixture
+def catalog_copy(indexed_catalog: IndexedCatalog, tmp_path: Path) -> IndexedCatalog:
+    """A private copy of the indexed catalog: its data folder is the one ``make_settings`` and
+    ``start_server`` use (tmp_path / "data"), its manifest and images may be edited."""
+    return copy_catalog(indexed_catalog, tmp_path)

@@ -1,0 +1,97 @@
+"""Settings come from VITRINE_* environment variables; lists are comma-separated there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from search.settings import DEFAULT_MODEL, Settings
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("VITRINE_"):
+            monkeypatch.delenv(key)
+
+
+def test_api_tokens_are_comma_separated_in_the_environment(monkeypatch):
+    monkeypatch.setenv("VITRINE_API_TOKENS", "a, b")
+    assert Settings().api_tokens == ["a", "b"]
+
+
+def test_a_single_api_token(monkeypatch):
+    monkeypatch.setenv("VITRINE_API_TOKENS", "hf_only")
+    assert Settings().api_tokens == ["hf_only"]
+
+
+def test_empty_entries_in_a_list_are_dropped(monkeypatch):
+    monkeypatch.setenv("VITRINE_API_TOKENS", " ,a,, b ,")
+    assert Settings().api_tokens == ["a", "b"]
+
+
+def test_empty_api_tokens_means_no_tokens(monkeypatch):
+    monkeypatch.setenv("VITRINE_API_TOKENS", "")
+    assert Settings().api_tokens == []
+
+
+def test_url_allow_hosts_are_comma_separated_hostnames_and_cidrs(monkeypatch):
+    monkeypatch.setenv("VITRINE_URL_ALLOW_HOSTS", "images.internal, 10.0.0.0/8,127.0.0.1")
+    assert Settings().url_allow_hosts == ["images.internal", "10.0.0.0/8", "127.0.0.1"]
+
+
+def test_lists_can_be_given_as_lists_in_code():
+    settings = Settings(api_tokens=["x"], url_allow_hosts=["localhost"])
+    assert settings.api_tokens == ["x"]
+    assert settings.url_allow_hosts == ["localhost"]
+
+
+def test_numbers_and_paths_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VITRINE_MODEL", "/models/siglip2-base-patch16-512")
+    monkeypatch.setenv("VITRINE_MAX_IMAGE_BYTES", "1234")
+    monkeypatch.setenv("VITRINE_FETCH_READ_TIMEOUT", "2.5")
+    monkeypatch.setenv("VITRINE_DATA_DIR", "/srv/vitrine")
+    settings = Settings()
+    assert settings.model == "/models/siglip2-base-patch16-512"
+    assert settings.max_image_bytes == 1234
+    assert settings.fetch_read_timeout == 2.5
+    assert settings.data_dir == Path("/srv/vitrine")
+
+
+def test_invalid_values_are_refused(monkeypatch):
+    monkeypatch.setenv("VITRINE_DEVICE", "tpu")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_defaults_are_the_documented_ones():
+    settings = Settings()
+    assert settings.model == DEFAULT_MODEL == "google/siglip2-base-patch16-512"
+    assert settings.device == "auto"
+    assert settings.dtype == "auto"
+    assert settings.batch_size == 16
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.api_tokens == []
+    assert settings.url_allow_hosts == []
+    assert settings.max_request_bytes == 64 * MiB
+    assert settings.max_pending_requests == 64
+    assert settings.max_image_bytes == 20 * MiB
+    assert settings.max_image_pixels == 40_000_000
+    assert settings.max_images_per_request == 32
+    assert settings.max_texts_per_request == 256
+    assert settings.fetch_connect_timeout == 5.0
+    assert settings.fetch_read_timeout == 10.0
+    assert settings.fetch_total_timeout == 30.0
+    assert settings.fetch_max_redirects == 5
+    assert settings.fetch_concurrency == 8
+    assert settings.search_max_k == 1000
+    assert settings.log_level == "INFO"
+    assert settings.torch_threads is None
+    assert settings.data_dir == Path("data")
+    assert settings.database_url is None
