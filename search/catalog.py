@@ -182,10 +182,9 @@ class Catalog:
             # Typed JSON accessors keep the comparison right on SQLite and PostgreSQL alike.
             if isinstance(value, bool):
                 query = query.where(column.as_boolean() == value)
-            elif isinstance(value, int):
-                query = query.where(column.as_integer() == value)
-            elif isinstance(value, float):
-                query = query.where(column.as_float() == value)
+            elif isinstance(value, int | float):
+                # Numbers compare as floats: an integer cast would truncate a stored 30.7 to 30 and match.
+                query = query.where(column.as_float() == float(value))
             else:
                 query = query.where(column.as_string() == str(value))
         with self._read() as session:

@@ -268,7 +268,8 @@ class ProductService:
             raise BadInput(f"body id {body['id']!r} differs from the path's {external_id!r}")
         fields = parse_product_fields(body)
         existing = self.catalog.fingerprints([external_id]).get(external_id)
-        write = ProductWrite(external_id=external_id, embedding_model=self.model, **fields)
+        # image_ref is required by ProductWrite; both branches below set it (new image or the stored one).
+        write = ProductWrite(external_id=external_id, image_ref="", embedding_model=self.model, **fields)
         image_value = body.get("image")
         if image_value is None:
             if existing is None:

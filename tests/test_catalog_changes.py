@@ -1,0 +1,127 @@
+"""Catalog.changes_since: what another process needs to bring its index up to a database revision."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.catalog import Catalog, ProductWrite
+from search.db import migrate
+
+MODEL = "test-model"
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    url = f"sqlite:///{tmp_path / 'vitrine.db'}"
+    migrate(url)
+    catalog = Catalog.open(url)
+    yield catalog
+    catalog.close()
+
+
+def vector(seed: int) -> np.ndarray:
+    value = np.random.default_rng(seed).standard_normal(4).astype(np.float32)
+    return value / np.linalg.norm(value)
+
+
+def product(external_id: str, seed: int, model: str = MODEL, **fields: object) -> ProductWrite:
+    return ProductWrite(
+        external_id=external_id,
+        image_ref=f"{external_id}.png",
+        embedding=vector(seed),
+        embedding_model=model,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def row_id(catalog: Catalog, external_id: str) -> int:
+    found = catalog.embedding(external_id)
+    assert found is not None
+    return found[0]
+
+
+def test_every_write_takes_the_next_revision(catalog: Catalog) -> None:
+    assert catalog.revision() == 0
+    first, _ = catalog.upsert([product("a", 1), product("b", 2)])
+    second, _ = catalog.remove(["a"])
+    assert (first, second) == (1, 2)
+    assert catalog.revision() == 2
+
+
+def test_changes_since_zero_hold_every_product(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1), product("b", 2)])
+    changes = catalog.changes_since(0, MODEL)
+    assert changes.revision == 1
+    assert changes.removed_ids == []
+    assert sorted(changes.upserted_ids.tolist()) == sorted([row_id(catalog, "a"), row_id(catalog, "b")])
+    by_id = dict(zip(changes.upserted_ids.tolist(), changes.upserted_vectors, strict=True))
+    np.testing.assert_array_equal(by_id[row_id(catalog, "a")], vector(1))
+
+
+def test_changes_since_a_revision_hold_only_later_upserts(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1), product("b", 2)])
+    revision = catalog.revision()
+    catalog.upsert([product("b", 3), product("c", 4)])
+    changes = catalog.changes_since(revision, MODEL)
+    assert sorted(changes.upserted_ids.tolist()) == sorted([row_id(catalog, "b"), row_id(catalog, "c")])
+    by_id = dict(zip(changes.upserted_ids.tolist(), changes.upserted_vectors, strict=True))
+    np.testing.assert_array_equal(by_id[row_id(catalog, "b")], vector(3))  # the new vector
+
+
+def test_changes_since_a_revision_hold_later_removals(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1), product("b", 2)])
+    a_id = row_id(catalog, "a")
+    revision = catalog.revision()
+    _, removed = catalog.remove(["a", "never-existed"])
+    assert removed == ["a"]
+    changes = catalog.changes_since(revision, MODEL)
+    assert changes.removed_ids == [a_id]
+    assert len(changes.upserted_ids) == 0
+    assert changes.revision == revision + 1
+
+
+def test_removals_before_the_revision_are_not_repeated(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1), product("b", 2)])
+    catalog.remove(["a"])
+    revision = catalog.revision()
+    changes = catalog.changes_since(revision, MODEL)
+    assert changes.revision == revision
+    assert changes.removed_ids == []
+    assert len(changes.upserted_ids) == 0
+
+
+def test_a_removed_and_re_added_product_gets_a_new_row_id(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1)])
+    old_id = row_id(catalog, "a")
+    revision = catalog.revision()
+    catalog.remove(["a"])
+    catalog.upsert([product("a", 2)])
+    changes = catalog.changes_since(revision, MODEL)
+    new_id = row_id(catalog, "a")
+    assert new_id != old_id  # AUTOINCREMENT: a FAISS id is never handed to another product
+    assert changes.removed_ids == [old_id]
+    assert changes.upserted_ids.tolist() == [new_id]
+
+
+def test_metadata_only_update_keeps_the_vector_and_is_a_change(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1, title="old")])
+    revision = catalog.revision()
+    catalog.upsert([ProductWrite(external_id="a", image_ref="a.png", title="new")])
+    changes = catalog.changes_since(revision, MODEL)
+    assert changes.upserted_ids.tolist() == [row_id(catalog, "a")]
+    np.testing.assert_array_equal(changes.upserted_vectors[0], vector(1))
+    record = catalog.get("a")
+    assert record is not None and record.title == "new"
+
+
+def test_product_re_embedded_by_another_model_leaves_this_models_index(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1), product("b", 2)])
+    revision = catalog.revision()
+    catalog.upsert([product("a", 3, model="other-model")])
+    changes = catalog.changes_since(revision, MODEL)
+    assert changes.removed_ids == [row_id(catalog, "a")]
+    assert len(changes.upserted_ids) == 0

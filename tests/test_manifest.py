@@ -1,0 +1,108 @@
+"""Reading manifests (CSV, JSON Lines, image folders): bad rows become issues with their line numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexer.pipeline import read_local_image
+from search.errors import BadInput
+from search.manifest import read_manifest
+from tests.conftest import encode_png, patterned_image
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_csv_rows_keep_unknown_columns_as_attributes(tmp_path: Path) -> None:
+    manifest = write(
+        tmp_path / "m.csv",
+        "\ufeffid,image,title,category,color,size\n"  # a spreadsheet's byte-order mark
+        "a,a.png,Tile A,tile,red,30\n"
+        "b,b.png,,,blue,\n",
+    )
+    read = read_manifest(manifest)
+    assert read.issues == []
+    assert read.attribute_columns == ["color", "size"]
+    assert [(row.line, row.external_id, row.image, row.title, row.category) for row in read.rows] == [
+        (2, "a", "a.png", "Tile A", "tile"),
+        (3, "b", "b.png", None, None),
+    ]
+    assert read.rows[0].attributes == {"color": "red", "size": "30"}
+
+
+def test_csv_without_a_required_column_is_one_issue(tmp_path: Path) -> None:
+    read = read_manifest(write(tmp_path / "m.csv", "id,title\na,Tile\n"))
+    assert read.rows == []
+    assert [str(issue) for issue in read.issues] == ["manifest: missing required column(s): image"]
+
+
+def test_csv_row_with_extra_cells_is_an_issue(tmp_path: Path) -> None:
+    read = read_manifest(write(tmp_path / "m.csv", "id,image\na,a.png\nb,b.png,surplus\nc,c.png\n"))
+    assert [row.external_id for row in read.rows] == ["a", "c"]
+    assert [(issue.line, issue.reason) for issue in read.issues] == [(3, "more cells than header columns")]
+
+
+def test_csv_duplicate_and_missing_ids_are_issues(tmp_path: Path) -> None:
+    read = read_manifest(write(tmp_path / "m.csv", "id,image\na,a.png\n,b.png\na,c.png\nd,\n"))
+    assert [row.external_id for row in read.rows] == ["a"]
+    assert [(issue.line, issue.external_id) for issue in read.issues] == [(3, None), (4, "a"), (5, "d")]
+    assert "duplicate id (first at line 2)" in read.issues[1].reason
+    assert read.issues[2].reason == "missing image"
+
+
+def test_jsonl_numbers_ids_and_keeps_typed_attributes(tmp_path: Path) -> None:
+    manifest = write(
+        tmp_path / "m.jsonl",
+        '{"id": 7, "image": "a.png", "size": 30, "outdoor": true, "tags": ["x"]}\n\nnot json\n',
+    )
+    read = read_manifest(manifest)
+    assert [(row.line, row.external_id) for row in read.rows] == [(1, "7")]
+    assert read.rows[0].attributes == {"size": 30, "outdoor": True, "tags": ["x"]}
+    assert [issue.line for issue in read.issues] == [3]
+
+
+def test_title_that_is_not_a_string_is_an_issue(tmp_path: Path) -> None:
+    read = read_manifest(write(tmp_path / "m.jsonl", '{"id": "a", "image": "a.png", "title": 5}\n'))
+    assert read.rows == []
+    assert read.issues[0].reason == "title must be a string"
+
+
+def test_folder_of_images_uses_file_names_as_ids(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("b.png", "a.jpg", "a.png"):
+        (folder / name).write_bytes(encode_png(patterned_image(1)))
+    (folder / "notes.txt").write_text("not an image")
+    read = read_manifest(folder)
+    assert [(row.external_id, row.image) for row in read.rows] == [("a", "a.jpg"), ("b", "b.png")]
+    assert len(read.issues) == 1 and "a.png has the same id as a.jpg" in read.issues[0].reason
+
+
+def test_unknown_manifest_type_or_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match=r"\.csv, \.jsonl"):
+        read_manifest(write(tmp_path / "m.txt", "id,image\n"))
+    with pytest.raises(BadInput, match="does not exist"):
+        read_manifest(tmp_path / "absent.csv")
+
+
+def test_local_images_stay_inside_the_manifest_folder(tmp_path: Path) -> None:
+    base = tmp_path / "catalog"
+    (base / "pics").mkdir(parents=True)
+    (base / "pics" / "ok.png").write_bytes(b"inside")
+    (tmp_path / "secret.png").write_bytes(b"outside")
+    (base / "pics" / "link.png").symlink_to(tmp_path / "secret.png")
+    assert read_local_image(base, "pics/ok.png", 1000) == b"inside"
+    for escaping in ("../secret.png", "pics/../../secret.png", str(tmp_path / "secret.png"), "pics/link.png"):
+        with pytest.raises(BadInput, match="leaves the manifest's folder"):
+            read_local_image(base, escaping, 1000)
+
+
+def test_local_image_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "big.png").write_bytes(b"x" * 2000)
+    with pytest.raises(BadInput, match="VITRINE_MAX_IMAGE_BYTES"):
+        read_local_image(tmp_path, "big.png", 1000)
