@@ -77,11 +77,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print("database is at the latest migration")
         return 0
 
-    from search.runtime import open_products
+    from search.products import open_products  # no torch: maintenance needs no model
 
     if args.command == "add":
         return _add(args, settings)
-    service = open_products(settings)
+    service = open_products(settings, load_index=args.command != "verify")
     try:
         if args.command == "remove":
             removed = service.remove(args.ids)

@@ -194,8 +194,8 @@ class Indexer:
             vectors = self.encoder.embed_pixels(torch.cat([item.pixels for item in to_embed]))
             for item, vector in zip(to_embed, vectors, strict=True):
                 item.write.embedding = vector
-            summary.embedded += len(to_embed)
         self.service.catalog.upsert([item.write for item in items])
+        summary.embedded += len(to_embed)  # counted once committed: an interrupted batch is not saved
         self._count(summary, items)
 
     @staticmethod

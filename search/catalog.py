@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from search.db import WRITE_OPTION, create_db_engine
-from search.schema import CatalogState, Product, RemovedProduct, utcnow
+from search.schema import CatalogState, Product, ProductAttribute, RemovedProduct, attribute_text, utcnow
 
 FILTERABLE_TYPES = (str, int, float, bool)
 
@@ -153,6 +153,12 @@ class Catalog:
             ).first()
             return (row[0], bytes_to_vector(row[1])) if row else None
 
+    def stored_images(self) -> list[tuple[str, str]]:
+        """(external id, stored file name) of every product whose image is a stored copy."""
+        query = select(Product.external_id, Product.image_file).where(Product.image_file.is_not(None))
+        with self._read() as session:
+            return [(row[0], row[1]) for row in session.execute(query)]
+
     def fingerprints(self, external_ids: Iterable[str]) -> dict[str, Fingerprint]:
         ids = list(external_ids)
         found: dict[str, Fingerprint] = {}
@@ -178,15 +184,13 @@ class Catalog:
         if category is not None:
             query = query.where(Product.category == category)
         for key, value in (attributes or {}).items():
-            column = Product.attributes[key]
-            # Typed JSON accessors keep the comparison right on SQLite and PostgreSQL alike.
-            if isinstance(value, bool):
-                query = query.where(column.as_boolean() == value)
-            elif isinstance(value, int | float):
-                # Numbers compare as floats: an integer cast would truncate a stored 30.7 to 30 and match.
-                query = query.where(column.as_float() == float(value))
-            else:
-                query = query.where(column.as_string() == str(value))
+            text = attribute_text(value)
+            if text is None:
+                return []  # a value that no product can hold as a filterable attribute
+            matching = select(ProductAttribute.product_id).where(
+                ProductAttribute.key == key, ProductAttribute.value == text
+            )
+            query = query.where(Product.id.in_(matching))
         with self._read() as session:
             return list(session.scalars(query))
 
@@ -251,7 +255,8 @@ class Catalog:
                 row.revision = revision
                 row.updated_at = now
                 out.append(row)
-            session.flush()
+            session.flush()  # new rows get their ids
+            _replace_attributes(session, out)
             return revision, [_record(row) for row in out]
 
     def remove(self, external_ids: Iterable[str]) -> tuple[int, list[str]]:
@@ -263,7 +268,9 @@ class Catalog:
                 select(Product.id, Product.external_id).where(Product.external_id.in_(ids))
             ).all()
             if rows:
-                session.execute(delete(Product).where(Product.id.in_([row[0] for row in rows])))
+                row_ids = [row[0] for row in rows]
+                session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
+                session.execute(delete(Product).where(Product.id.in_(row_ids)))
                 session.add_all(
                     RemovedProduct(product_id=pid, external_id=ext, revision=revision, removed_at=utcnow())
                     for pid, ext in rows
@@ -278,6 +285,18 @@ def _next_revision(session: Session) -> int:
         update(CatalogState).where(CatalogState.id == 1).values(revision=CatalogState.revision + 1)
     )
     return int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)))
+
+
+def _replace_attributes(session: Session, rows: Sequence[Product]) -> None:
+    session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_([row.id for row in rows])))
+    values = [
+        {"product_id": row.id, "key": key, "value": text}
+        for row in rows
+        for key, value in (row.attributes or {}).items()
+        if len(key) <= 256 and (text := attribute_text(value)) is not None
+    ]
+    if values:
+        session.execute(insert(ProductAttribute), values)
 
 
 def _stack(rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:

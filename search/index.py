@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from search.files import atomic_write
 
 MAGIC = b"VITRINE-INDEX-1\n"
 INDEX_TYPE = "IDMap2,Flat,IP"
@@ -116,19 +116,7 @@ class VectorIndex:
             }
         header = json.dumps(meta, sort_keys=True).encode()
         body = MAGIC + struct.pack("<Q", len(header)) + header + payload
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-                handle.write(hashlib.sha256(body).digest())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write(path, [body, hashlib.sha256(body).digest()])
 
     @classmethod
     def load(cls, path: Path, *, model: str, dim: int) -> VectorIndex:
@@ -172,14 +160,3 @@ def _selector(allowed: list[int] | np.ndarray | None, excluded: list[int] | None
     # The SWIG wrappers do not own the selectors they wrap: keep every part alive on the outer one.
     selector.referenced_objects = keep + conditions
     return selector
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

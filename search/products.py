@@ -14,17 +14,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
 
 from search.catalog import Catalog, ProductRecord, ProductWrite
-from search.encoder import Encoder
 from search.errors import BadInput, NotFound
 from search.image_store import ImageStore, sha256_hex
 from search.images import ImageLoader, is_url
 from search.index import IndexFileError, VectorIndex
+from search.settings import Settings
+
+if TYPE_CHECKING:  # the maintenance commands never load torch
+    from search.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,8 @@ def validate_external_id(value: object) -> str:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise BadInput("product id must be a non-empty string")
-    value = value.strip()
+    if value != value.strip():
+        raise BadInput(f"product id {value[:80]!r} must not start or end with whitespace")
     if len(value) > 256 or _BAD_ID.search(value) or value in (".", ".."):
         raise BadInput(
             f"product id {value[:80]!r} is invalid: at most 256 characters, no '/' or control characters"
@@ -112,6 +116,7 @@ class ProductService:
         images: ImageLoader | None = None,
         dim: int | None = None,
         max_k: int = 1000,
+        load_index: bool = True,
     ) -> None:
         self.catalog = catalog
         self.model = model
@@ -123,7 +128,8 @@ class ProductService:
         dim = dim or (encoder.info.embedding_dim if encoder else None) or catalog_dim(catalog, model)
         self.dim = dim
         self._refresh_lock = threading.Lock()
-        self.index = self._open_index()
+        # load_index=False leaves the index file untouched (verify inspects it as it is).
+        self.index = self._open_index() if load_index else VectorIndex(self.dim or 0, model, 0)
 
     # Index life cycle -----------------------------------------------------------------------------------
 
@@ -337,6 +343,9 @@ class ProductService:
             problems.append(f"{len(extra)} index vectors have no product: {sorted(extra)[:10]}")
         if len(index_ids) != len(index):
             problems.append("the index holds duplicate ids")
+        missing_images = [ext for ext, name in self.catalog.stored_images() if self.image_store.path(name) is None]
+        if missing_images:
+            problems.append(f"{len(missing_images)} stored image files are missing: {missing_images[:10]}")
         other_models = {m: n for m, n in self.catalog.count_by_model().items() if m != self.model}
         if other_models:
             problems.append(f"products embedded by other models (re-run the indexer): {other_models}")
@@ -392,3 +401,23 @@ def catalog_dim(catalog: Catalog, model: str) -> int | None:
     for _, vectors in catalog.iter_embeddings(model, batch=1):
         return int(vectors.shape[1])
     return None
+
+
+def open_products(
+    settings: Settings,
+    encoder: Encoder | None = None,
+    images: ImageLoader | None = None,
+    *,
+    load_index: bool = True,
+) -> ProductService:
+    """The catalog and its index (migrations must have run). Without an encoder: maintenance only."""
+    return ProductService(
+        Catalog.open(settings.resolved_database_url),
+        model=settings.model,
+        index_path=settings.index_path,
+        image_store=ImageStore(settings.images_dir),
+        encoder=encoder,
+        images=images,
+        max_k=settings.search_max_k,
+        load_index=load_index,
+    )

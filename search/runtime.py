@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from search.catalog import Catalog
 from search.db import migrate
 from search.encoder import Encoder
 from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
-from search.image_store import ImageStore
 from search.images import ImageLimits, ImageLoader
 from search.inference import InferenceService, RequestLimits
-from search.products import ProductService
+from search.products import ProductService, open_products
 from search.settings import Settings
 
 log = logging.getLogger(__name__)
+
+__all__ = ["InferenceRuntime", "build_image_loader", "load_encoder", "open_products"]
 
 
 def quiet_transformers() -> None:
@@ -66,21 +66,6 @@ def build_image_loader(settings: Settings) -> ImageLoader:
     )
     limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     return ImageLoader(fetcher, limits, concurrency=settings.fetch_concurrency)
-
-
-def open_products(
-    settings: Settings, encoder: Encoder | None = None, images: ImageLoader | None = None
-) -> ProductService:
-    """The catalog and its index (migrations must have run). Without an encoder: maintenance only."""
-    return ProductService(
-        Catalog.open(settings.resolved_database_url),
-        model=settings.model,
-        index_path=settings.index_path,
-        image_store=ImageStore(settings.images_dir),
-        encoder=encoder,
-        images=images,
-        max_k=settings.search_max_k,
-    )
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -46,6 +46,21 @@ class Product(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ProductAttribute(Base):
+    """One filterable attribute of a product: its key and the canonical text of its scalar value.
+
+    Filters compare here rather than inside the JSON column: one indexed equality that means the same
+    on SQLite and PostgreSQL, and a CSV's "60" matches a JSON 60 (both are stored as "60").
+    """
+
+    __tablename__ = "product_attributes"
+    __table_args__ = (Index("ix_product_attributes_key_value", "key", "value"),)
+
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512))
+
+
 class RemovedProduct(Base):
     """A removal, kept so that other processes' indexes learn of it (the product row itself is gone)."""
 
@@ -66,3 +81,18 @@ class CatalogState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+def attribute_text(value: object) -> str | None:
+    """The canonical text of a filterable value; None for values that are not filterable."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        text = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        return None  # lists, objects and null are kept but not filterable
+    return text if len(text) <= 512 else None

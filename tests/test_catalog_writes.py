@@ -222,6 +222,32 @@ def test_attribute_filters_compare_typed_values_exactly(server: LiveServer) -> N
     assert search_ids(server, text="tile", filters={"outdoor": False}) == ["num-30.7"]
 
 
+def test_attribute_filters_match_text_and_numbers_by_their_text_form(server: LiveServer) -> None:
+    # A CSV manifest gives "60" where a JSON body gives 60: both mean size 60. "60cm" and 60.5 do not.
+    bodies = {
+        "csv-60": {"size": "60"},
+        "json-60": {"size": 60},
+        "cm-60": {"size": "60cm"},
+        "half": {"size": 60.5},
+    }
+    for seed, (product_id, attributes) in enumerate(bodies.items(), start=130):
+        body = {"image": b64(encode_png(patterned_image(seed))), **attributes}
+        assert server.client.put(f"/products/{product_id}", json=body).status_code == 201
+    assert sorted(search_ids(server, text="tile", filters={"size": 60})) == ["csv-60", "json-60"]
+    assert sorted(search_ids(server, text="tile", filters={"size": "60"})) == ["csv-60", "json-60"]
+    assert search_ids(server, text="tile", filters={"size": 60.5}) == ["half"]
+    assert search_ids(server, text="tile", filters={"size": "60cm"}) == ["cm-60"]
+    assert search_ids(server, text="tile", filters={"size": 0}) == []
+
+
+def test_updated_attributes_replace_the_old_ones_in_filters(server: LiveServer) -> None:
+    image = b64(encode_png(patterned_image(140)))
+    assert server.client.put("/products/recolour", json={"image": image, "color": "red"}).status_code == 201
+    assert server.client.put("/products/recolour", json={"image": image, "color": "blue"}).status_code == 200
+    assert search_ids(server, text="tile", filters={"color": "red"}) == []
+    assert search_ids(server, text="tile", filters={"color": "blue"}) == ["recolour"]
+
+
 def test_first_product_of_an_empty_catalog_is_searchable(start_server: StartServer) -> None:
     server = start_server()
     assert server.client.get("/ready").json()["index"] == {"loaded": True, "size": 0, "revision": 0}
@@ -352,3 +378,11 @@ def test_product_image_ids_with_path_segments_never_reach_a_file(
     assert b"root:" not in response.content
     assert response.content != (catalog_copy.data_dir / "vitrine.db").read_bytes()
     assert response.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("raw_id", ["%20padded", "padded%20", "a%2Fb"])
+def test_put_refuses_ids_that_would_not_round_trip(server: LiveServer, raw_id: str) -> None:
+    # Surrounding spaces would be stored stripped and never found again; "/" cannot be a path segment.
+    response = server.client.put(f"/products/{raw_id}", json={"image": b64(encode_png(patterned_image(150)))})
+    assert response.status_code in (400, 404)
+    assert set(response.json()) == {"error"}

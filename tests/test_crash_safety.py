@@ -162,7 +162,7 @@ def test_interrupted_indexer_exits_130_and_saves_its_finished_batches(
     assert_index_matches_database(run.data_dir, tiny_model_dir)
 
 
-def test_verify_detects_a_damaged_index_file_and_rebuilds_it(
+def test_verify_reports_a_damaged_index_file_and_rebuild_repairs_it(
     catalog_copy: IndexedCatalog,
     tiny_model_dir: Path,
     indexer_cli: Callable[..., subprocess.CompletedProcess[str]],
@@ -172,9 +172,19 @@ def test_verify_detects_a_damaged_index_file_and_rebuilds_it(
         load_index(catalog_copy.data_dir, tiny_model_dir)
 
     result = indexer_cli(catalog_copy.data_dir, "verify")
-    assert "checksum mismatch" in result.stderr and "rebuilding" in result.stderr, summary_of(result)
-    assert result.returncode == 0, summary_of(result)
+    assert result.returncode == 1, summary_of(result)
     report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert any("checksum mismatch" in p and "indexer rebuild" in p for p in report["problems"]), report
+    # verify only inspects: the damaged file is still there for whoever investigates.
+    with pytest.raises(IndexFileError, match="checksum"):
+        load_index(catalog_copy.data_dir, tiny_model_dir)
+
+    rebuild = indexer_cli(catalog_copy.data_dir, "rebuild")
+    assert rebuild.returncode == 0, summary_of(rebuild)
+    again = indexer_cli(catalog_copy.data_dir, "verify")
+    assert again.returncode == 0, summary_of(again)
+    report = json.loads(again.stdout)
     assert report["ok"] is True
     assert report["index_vectors"] == SAMPLE_PRODUCTS
     assert_index_matches_database(catalog_copy.data_dir, tiny_model_dir)
@@ -285,3 +295,12 @@ def test_verify_of_an_untouched_catalog_finds_nothing(
     catalog_copy: IndexedCatalog, tiny_model_dir: Path
 ) -> None:
     assert verify_in_process(catalog_copy.data_dir, tiny_model_dir) == []
+
+
+def test_verify_reports_stored_image_files_that_are_missing(
+    catalog_copy: IndexedCatalog, tiny_model_dir: Path
+) -> None:
+    stored = sorted((catalog_copy.data_dir / "images").iterdir())
+    stored[0].unlink()
+    problems = verify_in_process(catalog_copy.data_dir, tiny_model_dir)
+    assert any("stored image files are missing" in problem for problem in problems), problems
