@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=on_fatal)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=True)
     server = uvicorn.Server(config)
     server.run()
     if fatal:

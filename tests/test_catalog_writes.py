@@ -21,7 +21,10 @@ from tests.conftest import (
     assert_error,
     b64,
     encode_png,
+    finish_indexer,
     patterned_image,
+    run_indexer,
+    start_indexer,
     summary_of,
 )
 
@@ -343,6 +346,31 @@ def test_cli_remove_is_visible_to_a_running_server(
     assert "removed 1 product(s); not found: no-such" in result.stdout
     assert_gone(server, "sku-00008", image)
     assert index_size(server) == SAMPLE_PRODUCTS - 1
+
+
+def test_api_writes_racing_an_indexer_run_lose_nothing(
+    server: LiveServer, catalog_copy: IndexedCatalog, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # Two writers on one SQLite file: each write transaction takes the lock at BEGIN and waits its turn.
+    manifest = write_manifest(tmp_path / "race", {f"race-cli-{i}": 300 + i for i in range(60)})
+    process = start_indexer(
+        tiny_model_dir, catalog_copy.data_dir, "add", manifest, "--no-progress", "--batch-size", "4"
+    )
+    for i in range(12):
+        body = {"image": b64(encode_png(patterned_image(400 + i))), "title": f"api {i}"}
+        assert server.client.put(f"/products/race-api-{i}", json=body).status_code == 201
+    assert server.client.delete("/products/sku-00001").status_code == 200
+    result = finish_indexer(process)
+    assert result.returncode == 0, summary_of(result)
+
+    expected = SAMPLE_PRODUCTS - 1 + 60 + 12
+    assert index_size(server) == expected
+    verify = run_indexer(tiny_model_dir, catalog_copy.data_dir, "verify")
+    assert verify.returncode == 0, summary_of(verify)
+    with sqlite3.connect(catalog_copy.data_dir / "vitrine.db") as conn:
+        ids = [row[0] for row in conn.execute("SELECT external_id FROM products")]
+    assert len(ids) == len(set(ids)) == expected
+    assert "sku-00001" not in ids
 
 
 # The image route stays inside the images folder ---------------------------------------------------------------
