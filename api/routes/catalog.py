@@ -39,7 +39,27 @@ def _parse_search(payload: object) -> SearchBody:
         raise BadInput(f"invalid search request: {where}: {first['msg']}") from None
 
 
-@router.post("/search", summary="Search products by text, image or product id")
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    # Bodies are read by hand (size limit, {"error"} messages); /docs is told their shape here.
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_PRODUCT_BODY = {
+    "type": "object",
+    "properties": {
+        "image": {"type": "string", "description": "URL, base64 or data URI (required for a new product)"},
+        "title": {"type": "string"},
+        "category": {"type": "string"},
+    },
+    "additionalProperties": {"description": "any other key is kept as a filterable attribute"},
+}
+
+
+@router.post(
+    "/search",
+    summary="Search products by text, image or product id",
+    openapi_extra=_json_body(SearchBody.model_json_schema()),
+)
 async def search(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     body = _parse_search(await read_json(request, state.settings.max_request_bytes))
     products = state.require_products()
@@ -98,7 +118,11 @@ async def product_image(product_id: str, state: ServiceState = Depends(get_state
     raise NotFound(f"product {product_id!r} has no stored image")
 
 
-@router.put("/products/{product_id}", summary="Create or update one product; indexed immediately")
+@router.put(
+    "/products/{product_id}",
+    summary="Create or update one product; indexed immediately",
+    openapi_extra=_json_body(_PRODUCT_BODY),
+)
 async def put_product(
     product_id: str, request: Request, state: ServiceState = Depends(get_state)
 ) -> JSONResponse:

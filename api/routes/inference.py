@@ -13,8 +13,71 @@ from api.state import ServiceState
 
 router = APIRouter()
 
+# The body is read by hand (size limit, the contract's error messages), so /docs is told its shape here.
+_EXAMPLES = {
+    "zero_shot": {
+        "value": {
+            "inputs": "https://catalog.example.com/products/tile-001.jpg",
+            "parameters": {"candidate_labels": ["ceramic tile", "porcelain tile", "natural stone"]},
+        }
+    },
+    "image_embedding": {
+        "value": {"inputs": ["<image1_url>", "<image2_url>"], "parameters": {"mode": "image_embedding"}}
+    },
+    "text_embedding": {
+        "value": {"inputs": ["matte finish ceramic tile 60x60cm"], "parameters": {"mode": "text_embedding"}}
+    },
+    "similarity": {
+        "value": {
+            "inputs": {
+                "image": "<image_url_or_base64>",
+                "texts": ["beige ceramic floor tile", "oak flooring"],
+            },
+            "parameters": {"mode": "similarity"},
+        }
+    },
+}
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "inputs": {
+                            "description": "image URL/base64, text, arrays of them, or {image(s), text(s)}"
+                        },
+                        "parameters": {
+                            "type": "object",
+                            "properties": {
+                                "mode": {
+                                    "enum": ["zero_shot", "image_embedding", "text_embedding", "similarity"]
+                                },
+                                "candidate_labels": {"type": "array", "items": {"type": "string"}},
+                                "hypothesis_template": {
+                                    "type": "string",
+                                    "default": "This is a photo of {}.",
+                                },
+                                "multi_label": {"type": "boolean", "default": False},
+                                "top_k": {"type": "integer", "minimum": 1},
+                            },
+                        },
+                    },
+                },
+                "examples": _EXAMPLES,
+            }
+        },
+    }
+}
 
-@router.post("/", summary="Inference: zero_shot, image_embedding, text_embedding or similarity")
+
+@router.post(
+    "/",
+    summary="Inference: zero_shot, image_embedding, text_embedding or similarity",
+    openapi_extra=_REQUEST_BODY,
+)
 async def predict(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     payload = await read_json(request, state.settings.max_request_bytes)
     runtime = state.require_runtime()
