@@ -276,7 +276,7 @@ def test_unknown_route_is_404_in_the_error_shape(shared_server):
 
 
 def test_wrong_method_is_405_in_the_error_shape(shared_server):
-    assert_error(shared_server.client.get("/"), 405)
+    assert_error(shared_server.client.delete("/"), 405)
     assert_error(shared_server.client.put("/", json={"inputs": "a"}), 405)
 
 

@@ -291,3 +291,37 @@ def test_same_image_by_url_base64_and_data_uri_gives_the_same_embedding(post, im
     ]
     assert vectors[0] == pytest.approx(vectors[1], abs=1e-6)
     assert vectors[0] == pytest.approx(vectors[2], abs=1e-6)
+
+
+# Compatibility with the Hugging Face toolkit's own routes ----------------------------------------------------
+
+
+def test_predict_alias_answers_like_the_root_route(server):
+    body = {"inputs": ["glossy porcelain tile"], "parameters": {"mode": "text_embedding"}}
+    assert server.client.post("/predict", json=body).json() == server.client.post("/", json=body).json()
+
+
+def test_query_parameters_stand_in_for_missing_parameters(server):
+    response = server.client.post("/?mode=text_embedding", json={"inputs": "https://a.example/not-fetched"})
+    assert response.status_code == 200
+    assert len(response.json()) == 1 and len(response.json()[0]["embedding"]) == 32
+
+
+def test_query_parameters_are_ignored_when_the_body_has_parameters(server):
+    body = {"inputs": ["glossy porcelain tile"], "parameters": {"mode": "text_embedding"}}
+    response = server.client.post("/?mode=similarity", json=body)
+    assert response.status_code == 200
+    assert len(response.json()) == 1
+
+
+def test_query_values_are_read_as_numbers_and_booleans():
+    from api.routes.inference import _query_value
+
+    assert _query_value("3") == 3
+    assert _query_value("true") is True
+    assert _query_value("False") is False
+    assert _query_value("zero_shot") == "zero_shot"
+
+
+def test_get_root_is_a_liveness_answer(server):
+    assert server.client.get("/").json() == {"status": "ok"}

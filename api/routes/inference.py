@@ -78,8 +78,27 @@ _REQUEST_BODY = {
     summary="Inference: zero_shot, image_embedding, text_embedding or similarity",
     openapi_extra=_REQUEST_BODY,
 )
+@router.post("/predict", include_in_schema=False)  # the Hugging Face toolkit serves this alias too
 async def predict(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     payload = await read_json(request, state.settings.max_request_bytes)
+    if isinstance(payload, dict) and "parameters" not in payload and request.query_params:
+        # As the Hugging Face toolkit does: query parameters stand in for a missing "parameters".
+        payload["parameters"] = {key: _query_value(value) for key, value in request.query_params.items()}
     runtime = state.require_runtime()
     with state.admit():
         return await run_in_threadpool(runtime.inference, payload)
+
+
+@router.get("/", summary="Liveness, as the Hugging Face toolkit answers GET /")
+async def root() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _query_value(value: str) -> object:
+    """Query strings carry text only: numbers and booleans are read back as such (top_k=3, multi_label=true)."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    try:
+        return int(value)
+    except ValueError:
+        return value
