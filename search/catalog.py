@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, delete, func, insert, select, update
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from search.db import WRITE_OPTION, create_db_engine
 from search.schema import CatalogState, Product, ProductAttribute, RemovedProduct, attribute_text, utcnow
@@ -99,6 +99,24 @@ def _record(row: Product) -> ProductRecord:
     )
 
 
+# The columns of a ProductRecord, in its field order.
+_RECORD_QUERY = select(
+    Product.id,
+    Product.external_id,
+    Product.title,
+    Product.category,
+    Product.image_ref,
+    Product.image_file,
+    Product.image_sha256,
+    Product.attributes,
+    Product.embedding_model,
+    Product.revision,
+    Product.created_at,
+    Product.updated_at,
+)
+_REVISION_QUERY = select(CatalogState.revision).where(CatalogState.id == 1)
+
+
 class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -115,8 +133,9 @@ class Catalog:
     # Reads --------------------------------------------------------------------------------------------
 
     def revision(self) -> int:
-        with self._read() as session:
-            return int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)) or 0)
+        # Asked before every search: a Core query on a pooled connection, without ORM bookkeeping.
+        with self.engine.connect() as connection:
+            return int(connection.scalar(_REVISION_QUERY) or 0)
 
     def count(self, model: str | None = None) -> int:
         query = select(func.count()).select_from(Product)
@@ -131,20 +150,17 @@ class Catalog:
             return {model: int(n) for model, n in session.execute(query)}
 
     def get(self, external_id: str) -> ProductRecord | None:
-        with self._read() as session:
-            row = session.scalar(
-                select(Product).options(defer(Product.embedding)).where(Product.external_id == external_id)
-            )
-            return _record(row) if row else None
+        with self.engine.connect() as connection:
+            row = connection.execute(_RECORD_QUERY.where(Product.external_id == external_id)).first()
+            return ProductRecord(*row) if row else None
 
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, ProductRecord]:
+        """Search results' products: plain rows (no ORM objects, no embedding blobs) on the hot path."""
         if not ids:
             return {}
-        with self._read() as session:
-            # The embedding blobs stay in the database: results never show them.
-            query = select(Product).options(defer(Product.embedding)).where(Product.id.in_(list(ids)))
-            rows = session.scalars(query)
-            return {row.id: _record(row) for row in rows}
+        with self.engine.connect() as connection:
+            rows = connection.execute(_RECORD_QUERY.where(Product.id.in_(list(ids))))
+            return {row[0]: ProductRecord(*row) for row in rows}
 
     def embedding(self, external_id: str) -> tuple[int, np.ndarray] | None:
         with self._read() as session:

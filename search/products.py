@@ -23,7 +23,7 @@ from search.catalog import Catalog, ProductRecord, ProductWrite
 from search.errors import BadInput, NotFound
 from search.image_store import ImageStore, sha256_hex
 from search.images import ImageLoader, is_url
-from search.index import IndexFileError, VectorIndex
+from search.index import IndexFileError, IndexSpec, VectorIndex
 from search.settings import Settings
 
 if TYPE_CHECKING:  # the maintenance commands never load torch
@@ -117,6 +117,7 @@ class ProductService:
         dim: int | None = None,
         max_k: int = 1000,
         load_index: bool = True,
+        index_spec: IndexSpec | None = None,
     ) -> None:
         self.catalog = catalog
         self.model = model
@@ -125,17 +126,22 @@ class ProductService:
         self.encoder = encoder
         self.images = images
         self.max_k = max_k
+        self.index_spec = index_spec or IndexSpec()
         dim = dim or (encoder.info.embedding_dim if encoder else None) or catalog_dim(catalog, model)
         self.dim = dim
         self._refresh_lock = threading.Lock()
         # load_index=False leaves the index file untouched (verify inspects it as it is).
-        self.index = self._open_index() if load_index else VectorIndex(self.dim or 0, model, 0)
+        self.index = (
+            self._open_index() if load_index else VectorIndex(self.dim or 0, model, 0, self.index_spec)
+        )
 
     # Index life cycle -----------------------------------------------------------------------------------
 
     def _open_index(self) -> VectorIndex:
         try:
-            index = VectorIndex.load(self.index_path, model=self.model, dim=self.dim or 0)
+            index = VectorIndex.load(
+                self.index_path, model=self.model, dim=self.dim or 0, spec=self.index_spec
+            )
             if index.revision > self.catalog.revision():
                 raise IndexFileError("index file is newer than the database (restored from a backup?)")
         except IndexFileError as exc:
@@ -146,7 +152,7 @@ class ProductService:
 
     def _build_from_database(self, save: bool) -> VectorIndex:
         revision = self.catalog.revision()
-        index = VectorIndex(self.dim or 0, self.model, revision)
+        index = VectorIndex(self.dim or 0, self.model, revision, self.index_spec)
         if self.dim:
             for ids, vectors in self.catalog.iter_embeddings(self.model):
                 index.upsert(ids, vectors)
@@ -165,7 +171,7 @@ class ProductService:
         if len(changes.upserted_ids):
             if index.dim == 0:  # the first vectors of an empty catalog fix the dimension
                 self.dim = int(changes.upserted_vectors.shape[1])
-                index = VectorIndex(self.dim, self.model, index.revision)
+                index = VectorIndex(self.dim, self.model, index.revision, self.index_spec)
             index.upsert(changes.upserted_ids, changes.upserted_vectors)
         index.revision = changes.revision
         return index
@@ -316,13 +322,15 @@ class ProductService:
         problems: list[str] = []
         file_revision: int | None = None
         try:
-            index = VectorIndex.load(self.index_path, model=self.model, dim=self.dim or 0)
+            index = VectorIndex.load(
+                self.index_path, model=self.model, dim=self.dim or 0, spec=self.index_spec
+            )
             file_revision = index.revision
             index = self._apply_changes(index)
         except IndexFileError as exc:
             if self.catalog.count(self.model):
                 problems.append(f"index file: {exc} (run `python -m indexer rebuild`)")
-            index = VectorIndex(self.dim or 0, self.model, 0)
+            index = VectorIndex(self.dim or 0, self.model, 0, self.index_spec)
         db_ids: set[int] = set()
         for ids, vectors in self.catalog.iter_embeddings(self.model):
             db_ids.update(int(i) for i in ids)
@@ -343,7 +351,9 @@ class ProductService:
             problems.append(f"{len(extra)} index vectors have no product: {sorted(extra)[:10]}")
         if len(index_ids) != len(index):
             problems.append("the index holds duplicate ids")
-        missing_images = [ext for ext, name in self.catalog.stored_images() if self.image_store.path(name) is None]
+        missing_images = [
+            ext for ext, name in self.catalog.stored_images() if self.image_store.path(name) is None
+        ]
         if missing_images:
             problems.append(f"{len(missing_images)} stored image files are missing: {missing_images[:10]}")
         other_models = {m: n for m, n in self.catalog.count_by_model().items() if m != self.model}
@@ -364,7 +374,7 @@ class ProductService:
             "products": self.catalog.count(),
             "products_by_model": self.catalog.count_by_model(),
             "index_vectors": len(self.index),
-            "index_type": "IDMap2,Flat,IP (exact cosine)",
+            "index_type": self.index_spec.describe(),
             "embedding_dim": self.dim,
             "model": self.model,
             "database_revision": self.catalog.revision(),
@@ -420,4 +430,5 @@ def open_products(
         images=images,
         max_k=settings.search_max_k,
         load_index=load_index,
+        index_spec=settings.index_spec,
     )

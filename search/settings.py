@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from search.index_spec import IndexSpec
+
 DEFAULT_MODEL = "google/siglip2-base-patch16-512"
 
 MiB = 1024 * 1024
@@ -61,6 +63,10 @@ class Settings(BaseSettings):
 
     # Search index
     search_max_k: int = Field(1000, ge=1)
+    index_type: Literal["flat", "hnsw"] = Field("flat", description="flat: exact; hnsw: approximate, fast")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree")
+    hnsw_ef_construction: int = Field(80, ge=8)
+    hnsw_ef_search: int = Field(256, ge=8, description="HNSW search breadth: recall against speed")
 
     log_level: str = "INFO"
 
@@ -82,3 +88,12 @@ class Settings(BaseSettings):
     @property
     def index_path(self) -> Path:
         return self.data_dir / "index" / "products.faiss"
+
+    @property
+    def index_spec(self) -> IndexSpec:
+        return IndexSpec(
+            kind=self.index_type,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.hnsw_ef_construction,
+            hnsw_ef_search=self.hnsw_ef_search,
+        )

@@ -1,4 +1,4 @@
-"""VectorIndex: exact cosine search over product row ids, and its checksummed, atomic file."""
+"""VectorIndex: cosine search over product row ids (flat and HNSW), and its checksummed, atomic file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.index import IndexFileError, VectorIndex
+from search.index import IndexFileError, IndexSpec, VectorIndex
 
 DIM = 8
 
@@ -17,10 +17,10 @@ def unit_vectors(count: int, seed: int = 0) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@pytest.fixture
-def index() -> VectorIndex:
-    """Ten products with row ids 101..110 (ids are the catalog's, not positions)."""
-    index = VectorIndex(DIM, "test-model", revision=7)
+@pytest.fixture(params=["flat", "hnsw"])
+def index(request: pytest.FixtureRequest) -> VectorIndex:
+    """Ten products with row ids 101..110 (ids are the catalog's, not positions), in each index kind."""
+    index = VectorIndex(DIM, "test-model", revision=7, spec=IndexSpec(kind=request.param))
     index.upsert(np.arange(101, 111), unit_vectors(10))
     return index
 
@@ -94,7 +94,7 @@ def test_search_of_an_empty_index_returns_nothing() -> None:
 def test_save_and_load_round_trip(index: VectorIndex, tmp_path: Path) -> None:
     path = tmp_path / "index" / "products.faiss"
     index.save(path)
-    loaded = VectorIndex.load(path, model="test-model", dim=DIM)
+    loaded = VectorIndex.load(path, model="test-model", dim=DIM, spec=index.spec)
     assert loaded.revision == 7
     assert sorted(loaded.ids().tolist()) == list(range(101, 111))
     for product_id in range(101, 111):
@@ -110,7 +110,7 @@ def test_damaged_file_fails_the_checksum(index: VectorIndex, tmp_path: Path) -> 
     data[middle : middle + 16] = bytes(16)
     path.write_bytes(bytes(data))
     with pytest.raises(IndexFileError, match="checksum"):
-        VectorIndex.load(path, model="test-model", dim=DIM)
+        VectorIndex.load(path, model="test-model", dim=DIM, spec=index.spec)
 
 
 def test_truncated_file_is_rejected(index: VectorIndex, tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_truncated_file_is_rejected(index: VectorIndex, tmp_path: Path) -> None:
     index.save(path)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(IndexFileError):
-        VectorIndex.load(path, model="test-model", dim=DIM)
+        VectorIndex.load(path, model="test-model", dim=DIM, spec=index.spec)
 
 
 def test_missing_file_is_an_index_file_error(tmp_path: Path) -> None:
@@ -130,6 +130,75 @@ def test_file_of_another_model_or_dimension_is_rejected(index: VectorIndex, tmp_
     path = tmp_path / "products.faiss"
     index.save(path)
     with pytest.raises(IndexFileError, match="other-model"):
-        VectorIndex.load(path, model="other-model", dim=DIM)
+        VectorIndex.load(path, model="other-model", dim=DIM, spec=index.spec)
     with pytest.raises(IndexFileError, match="16-d"):
-        VectorIndex.load(path, model="test-model", dim=16)
+        VectorIndex.load(path, model="test-model", dim=16, spec=index.spec)
+
+
+# HNSW: approximate, with masked slots instead of removal -------------------------------------------------------
+
+
+def clustered(count: int, seed: int, dim: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 20, count)] + 0.4 * rng.standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_hnsw_recall_at_10_against_exact_search_is_high() -> None:
+    vectors, queries = clustered(3000, seed=1), clustered(50, seed=2)
+    flat = VectorIndex(32, "m")
+    hnsw = VectorIndex(32, "m", spec=IndexSpec(kind="hnsw"))
+    for index in (flat, hnsw):
+        index.upsert(np.arange(3000), vectors)
+    found = [
+        len({h.id for h in hnsw.search(q, 10)} & {h.id for h in flat.search(q, 10)}) / 10 for q in queries
+    ]
+    assert np.mean(found) >= 0.95
+
+
+def test_hnsw_never_returns_replaced_or_removed_products() -> None:
+    vectors = clustered(500, seed=3)
+    index = VectorIndex(32, "m", spec=IndexSpec(kind="hnsw"))
+    index.upsert(np.arange(500), vectors)
+    index.upsert(np.arange(0, 100), clustered(100, seed=4))  # new vectors for products 0..99
+    index.remove(np.arange(100, 200))
+    assert len(index) == 400
+    for product_id in range(0, 200, 7):
+        hits = index.search(vectors[product_id], 10)
+        assert all(hit.id >= 200 or hit.score < 0.9999 for hit in hits)  # the old vector is gone
+        assert all(not 100 <= hit.id < 200 for hit in hits)
+    assert sorted(index.ids().tolist()) == [*range(0, 100), *range(200, 500)]
+
+
+def test_hnsw_compacts_once_most_slots_are_dead(tmp_path: Path) -> None:
+    vectors = clustered(1200, seed=5)
+    index = VectorIndex(32, "m", spec=IndexSpec(kind="hnsw"))
+    index.upsert(np.arange(1200), vectors)
+    index.upsert(np.arange(1200), vectors)  # every product replaced: 1200 dead slots of 2400
+    assert index._store.index.ntotal == 1200  # rebuilt without the dead ones
+    assert index.search(vectors[42], 1)[0].id == 42
+    index.save(tmp_path / "i.faiss")
+    loaded = VectorIndex.load(tmp_path / "i.faiss", model="m", dim=32, spec=IndexSpec(kind="hnsw"))
+    assert len(loaded) == 1200 and loaded.search(vectors[7], 1)[0].id == 7
+
+
+def test_hnsw_filtered_search_is_exact_over_the_allowed_products() -> None:
+    vectors = clustered(2000, seed=6)
+    flat = VectorIndex(32, "m")
+    hnsw = VectorIndex(32, "m", spec=IndexSpec(kind="hnsw"))
+    for index in (flat, hnsw):
+        index.upsert(np.arange(2000), vectors)
+    allowed = list(range(0, 2000, 9))
+    for query in clustered(10, seed=7):
+        expected = [h.id for h in flat.search(query, 5, allowed_ids=allowed)]
+        assert [h.id for h in hnsw.search(query, 5, allowed_ids=allowed)] == expected
+
+
+def test_a_file_of_the_other_index_kind_is_rejected(tmp_path: Path) -> None:
+    # Changing VITRINE_INDEX_TYPE makes the old file unusable, so it is rebuilt from the database.
+    flat = VectorIndex(DIM, "m")
+    flat.upsert(np.arange(3), unit_vectors(3))
+    flat.save(tmp_path / "i.faiss")
+    with pytest.raises(IndexFileError, match="HNSW"):
+        VectorIndex.load(tmp_path / "i.faiss", model="m", dim=DIM, spec=IndexSpec(kind="hnsw"))
