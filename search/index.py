@@ -133,26 +133,31 @@ class _HnswStore:
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None, excluded: list[int]
     ) -> tuple[np.ndarray, np.ndarray]:
-        live = self.slot_product >= 0
-        if excluded:
-            live &= ~np.isin(self.slot_product, np.asarray(excluded, dtype=np.int64))
-        if allowed is not None:
-            live &= np.isin(self.slot_product, allowed)
-            if int(live.sum()) <= EXACT_FILTER_LIMIT:
-                return self._exact(query, k, np.flatnonzero(live))
-        bitmap = np.packbits(live, bitorder="little")  # FAISS reads bit (slot & 7) of byte slot >> 3
-        selector = faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap))
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.spec.hnsw_ef_search, k))
-        scores, slots = self.index.search(query, min(k, len(self)), params=params)
-        del bitmap  # kept alive until here: the selector only points at it
-        return scores[0], np.where(slots[0] >= 0, self.slot_product[slots[0]], -1)
-
-    def _exact(self, query: np.ndarray, k: int, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(slots) == 0:
+        if allowed is None:
+            mask = self.slot_product >= 0
+        else:
+            mask = np.zeros(len(self.slot_product), dtype=bool)
+            slots = [self.product_slot.get(int(p), -1) for p in allowed]
+            mask[[slot for slot in slots if slot >= 0]] = True
+        for product_id in excluded:
+            slot = self.product_slot.get(int(product_id))
+            if slot is not None:
+                mask[slot] = False
+        selected = int(mask.sum())
+        if selected == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        scores = self._vectors()[slots] @ query[0]
-        top = np.argsort(-scores, kind="stable")[:k]
-        return scores[top], self.slot_product[slots[top]]
+        bitmap = np.packbits(mask, bitorder="little")  # FAISS reads bit (slot & 7) of byte slot >> 3
+        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        k = min(k, selected)
+        if allowed is not None and selected <= EXACT_FILTER_LIMIT:
+            # Few allowed vectors: scan just those in the graph's flat storage, exactly.
+            storage = faiss.downcast_index(self.index.storage)
+            scores, slots = storage.search(query, k, params=faiss.SearchParameters(sel=selector))
+        else:
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.spec.hnsw_ef_search, k))
+            scores, slots = self.index.search(query, k, params=params)
+        del bitmap  # kept alive until here: the selector only points at it
+        return scores[0], np.where(slots[0] >= 0, self.slot_product[np.maximum(slots[0], 0)], -1)
 
     def _vectors(self) -> np.ndarray:
         """All stored vectors (dead slots too) as a zero-copy view of the graph's flat storage."""
