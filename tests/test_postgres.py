@@ -1,0 +1,82 @@
+"""The catalog on PostgreSQL: the same store code, another dialect.
+
+Runs when VITRINE_TEST_POSTGRES_URL points at an empty scratch database, e.g.
+``postgresql+psycopg://vitrine:vitrine@127.0.0.1/vitrine_test`` (needs `pip install 'psycopg[binary]'`);
+skipped otherwise, so the default suite needs no database server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from search.catalog import Catalog, ProductWrite
+from search.db import migrate
+from search.image_store import ImageStore
+from search.products import Filters, ProductService
+from search.schema import Base
+
+URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not URL, reason="set VITRINE_TEST_POSTGRES_URL to run against PostgreSQL")
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    engine = create_engine(URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    migrate(URL)
+    catalog = Catalog.open(URL)
+    yield catalog
+    catalog.close()
+
+
+def unit(seed: int, dim: int = 8) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_models_match_the_migrated_postgres_schema(catalog: Catalog) -> None:
+    with catalog.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_catalog_round_trip_filters_and_changes_on_postgres(catalog: Catalog, tmp_path: Path) -> None:
+    writes = [
+        ProductWrite(
+            f"p{i}",
+            f"https://img.example/{i}.jpg",
+            f"product {i}",
+            "tile" if i % 2 else "wood",
+            {"size": 60 if i < 3 else "60cm", "tags": ["x"]},
+            embedding=unit(i),
+            embedding_model="m",
+        )
+        for i in range(6)
+    ]
+    revision, records = catalog.upsert(writes)
+    assert revision == 1 and [r.external_id for r in records] == [f"p{i}" for i in range(6)]
+    assert sorted(catalog.get_by_ids([r.id for r in records])) == sorted(r.id for r in records)
+    by_external = {r.external_id: r.id for r in records}
+    assert sorted(catalog.filter_ids("tile", {"size": 60})) == [by_external["p1"]]
+    assert sorted(catalog.filter_ids(None, {"size": "60"})) == sorted(by_external[f"p{i}"] for i in range(3))
+
+    service = ProductService(
+        catalog, model="m", index_path=tmp_path / "i.faiss", image_store=ImageStore(tmp_path / "images")
+    )
+    found = service._nearest(unit(4), 3, Filters(category="wood"), None, [])
+    assert found[0]["id"] == "p4" and found[0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+    catalog.remove(["p4"])
+    changes = catalog.changes_since(revision, "m")
+    assert changes.removed_ids == [by_external["p4"]]
+    service.refresh()
+    assert "p4" not in [hit["id"] for hit in service._nearest(unit(4), 6, None, None, [])]
+    assert service.verify().ok
