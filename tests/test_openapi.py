@@ -14,5 +14,7 @@ def test_openapi_documents_the_search_and_product_bodies(server):
     spec = server.client.get("/openapi.json").json()
     search = spec["paths"]["/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"text", "image", "product_id", "k", "filters", "min_score"} <= set(search["properties"])
-    put = spec["paths"]["/products/{product_id}"]["put"]["requestBody"]["content"]["application/json"]["schema"]
+    put = spec["paths"]["/products/{product_id}"]["put"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
     assert "image" in put["properties"]
