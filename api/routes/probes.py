@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.deps import get_state
@@ -23,7 +24,8 @@ async def health() -> dict[str, str]:
 async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
     if not state.ready:
         return error_response(503, state.load_error or "the model is still loading")
-    return JSONResponse({"status": "ready", **state.readiness()})
+    # Database reads: off the event loop, so a slow database never stalls the probes of others.
+    return JSONResponse({"status": "ready", **await run_in_threadpool(state.readiness)})
 
 
 @router.get("/info", summary="The model, device and dtype being served")
@@ -39,5 +41,5 @@ async def info(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
         "device": encoder.device,
         "dtype": encoder.dtype,
         "random_weights": encoder.random_weights,
-        **state.catalog_info(),
+        **await run_in_threadpool(state.catalog_info),
     }
