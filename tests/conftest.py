@@ -141,7 +141,11 @@ class ImageServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
-        routes, hits = self.routes, self.hits
+        # Requests being answered at once, and the most seen since reset_concurrency().
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        routes, hits, server = self.routes, self.hits, self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -151,7 +155,12 @@ class ImageServer:
                     self.send_error(404)
                     return
                 if route.delay:
+                    with server._lock:
+                        server.in_flight += 1
+                        server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     time.sleep(route.delay)
+                    with server._lock:
+                        server.in_flight -= 1
                 self.send_response(route.status)
                 for key, value in route.headers.items():
                     self.send_header(key, value)
@@ -171,6 +180,10 @@ class ImageServer:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    def reset_concurrency(self) -> None:
+        with self._lock:
+            self.max_in_flight = self.in_flight
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}{path}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import time
 
 import pytest
 
@@ -176,9 +175,8 @@ def test_download_without_content_length_is_read_to_the_end(shared_server, image
 def test_slow_origin_past_the_read_timeout_is_400(start_shared_server, image_server):
     server = start_shared_server(fetch_read_timeout=0.3)
     url = image_server.add("/guard/slow.png", PNG, delay=1.5)
-    started = time.monotonic()
+    # "timed out": the fetch gave up at the read timeout instead of waiting for the slow origin.
     assert "timed out" in assert_error(embed(server, url), 400)
-    assert time.monotonic() - started < 1.4
 
 
 def test_non_ascii_url_is_percent_encoded_like_a_browser(shared_server, image_server):
@@ -191,14 +189,13 @@ def test_non_ascii_url_is_percent_encoded_like_a_browser(shared_server, image_se
 
 def test_batch_fetches_run_concurrently(shared_server, image_server):
     urls = [image_server.add(f"/guard/slow-{i}.png", PNG, delay=0.5) for i in range(4)]
-    started = time.monotonic()
+    image_server.reset_concurrency()
     response = shared_server.client.post(
         "/", json={"inputs": urls, "parameters": {"mode": "image_embedding"}}
     )
-    elapsed = time.monotonic() - started
     assert response.status_code == 200
-    # One after another would take 2 s; concurrently about 0.5 s. A generous bound, not a benchmark.
-    assert elapsed < 1.5
+    # The image server saw the batch's requests overlap: fetched side by side, not one after another.
+    assert image_server.max_in_flight >= 2
 
 
 # address_kind and AddressPolicy -------------------------------------------------------------------------------
