@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.auth import BearerAuth
 from api.errors import install_error_handlers
+from api.metrics import MetricsMiddleware
 from api.routes import catalog, inference, probes
 from api.state import ServiceState
 from search.encoder import Encoder
@@ -54,6 +55,7 @@ def create_app(
     app.state.vitrine = state
     install_error_handlers(app)
     app.add_middleware(BearerAuth, tokens=settings.api_tokens)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: 401s are counted too
     app.include_router(probes.router)
     app.include_router(inference.router)
     app.include_router(catalog.router)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from api.metrics import Metrics
 from search.errors import NotReady, Overloaded
 from search.settings import Settings
 
@@ -20,6 +21,7 @@ class ServiceState:
         self.runtime: InferenceRuntime | None = None
         self.load_error: str | None = None
         self.in_flight = 0
+        self.metrics = Metrics()
 
     @property
     def ready(self) -> bool:
@@ -51,6 +53,30 @@ class ServiceState:
             return {}
         products.refresh()
         return {"catalog": {"products": products.catalog.count(), "index_vectors": len(products.index)}}
+
+    def render_metrics(self) -> str:
+        gauges: dict[str, tuple[str, float]] = {
+            "vitrine_ready": ("1 once the model (and catalog) are loaded.", float(self.ready)),
+            "vitrine_requests_in_flight": ("Admitted requests being worked on.", float(self.in_flight)),
+        }
+        info = {"model": self.settings.model}
+        if self.runtime is not None:
+            encoder = self.runtime.encoder.info
+            info |= {
+                "device": encoder.device,
+                "dtype": encoder.dtype,
+                "random_weights": str(encoder.random_weights).lower(),
+            }
+            products = self.runtime.products
+            if products is not None:
+                products.refresh()
+                info["index_type"] = products.index_spec.kind
+                gauges["vitrine_index_vectors"] = ("Vectors in the search index.", float(len(products.index)))
+                gauges["vitrine_catalog_revision"] = (
+                    "Catalog revision the index reflects.",
+                    float(products.index.revision),
+                )
+        return self.metrics.render(gauges, info)
 
     @contextmanager
     def admit(self) -> Iterator[None]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.deps import get_state
 from api.errors import error_response
@@ -43,3 +43,9 @@ async def info(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
         "random_weights": encoder.random_weights,
         **await run_in_threadpool(state.catalog_info),
     }
+
+
+@router.get("/metrics", summary="Prometheus metrics (requests, latency, index size, model)")
+async def metrics(state: ServiceState = Depends(get_state)) -> PlainTextResponse:
+    text = await run_in_threadpool(state.render_metrics)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
