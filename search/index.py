@@ -216,6 +216,12 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"vectors must have shape ({len(ids)}, {self.dim}), not {vectors.shape}")
+        if len(np.unique(ids)) != len(ids):
+            # An id twice in one call: the last vector wins, as if upserted one after the other.
+            reversed_ids = ids[::-1]
+            _, first_in_reversed = np.unique(reversed_ids, return_index=True)
+            keep = np.sort(len(ids) - 1 - first_in_reversed)
+            ids, vectors = ids[keep], vectors[keep]
         with self._lock:
             self._store.upsert(ids, vectors)
 

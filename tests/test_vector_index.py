@@ -202,3 +202,11 @@ def test_a_file_of_the_other_index_kind_is_rejected(tmp_path: Path) -> None:
     flat.save(tmp_path / "i.faiss")
     with pytest.raises(IndexFileError, match="HNSW"):
         VectorIndex.load(tmp_path / "i.faiss", model="m", dim=DIM, spec=IndexSpec(kind="hnsw"))
+
+
+def test_an_id_twice_in_one_upsert_keeps_the_last_vector(index: VectorIndex) -> None:
+    first, last = unit_vectors(2, seed=9)
+    index.upsert(np.array([200, 200]), np.stack([first, last]))
+    assert len(index) == 11
+    np.testing.assert_allclose(index.reconstruct(200), last, atol=1e-6)
+    assert [hit.id for hit in index.search(first, 11)].count(200) == 1
