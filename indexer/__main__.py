@@ -5,6 +5,7 @@
     rebuild            rebuild the index file from the database (no model needed)
     verify             prove the database and the index agree (exit 1 if not)
     stats              counts, revisions, files
+    compact            save the index, then prune the removal log it no longer needs
     migrate            apply database migrations
     sample OUT_DIR     write a synthetic catalog (images + manifest.csv)
 
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("rebuild", help="rebuild the index file from the database")
     commands.add_parser("verify", help="check that the database and the index agree")
     commands.add_parser("stats", help="print catalog and index statistics as JSON")
+    commands.add_parser("compact", help="save the index, then prune the removal log it no longer needs")
     commands.add_parser("migrate", help="apply database migrations")
     sample = commands.add_parser("sample", help="write a synthetic catalog")
     sample.add_argument("out_dir", type=Path)
@@ -99,6 +101,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             report = service.verify()
             print(json.dumps(report.__dict__, indent=2))
             return 0 if report.ok else 1
+        if args.command == "compact":
+            print(
+                f"pruned {service.compact()} logged removal(s); index saved at revision {service.index.revision}"
+            )
+            return 0
         if args.command == "stats":
             print(json.dumps(service.stats(), indent=2))
             return 0

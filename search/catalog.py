@@ -66,6 +66,10 @@ class Fingerprint:
     attributes: dict[str, Any]
 
 
+class ChangesPruned(Exception):
+    """The removal log no longer reaches back to the asked revision: rebuild instead of catching up."""
+
+
 @dataclass
 class Changes:
     revision: int
@@ -213,7 +217,12 @@ class Catalog:
     def changes_since(self, revision: int, model: str) -> Changes:
         """Everything written after ``revision``, read in one snapshot."""
         with self._read() as session, session.begin():
-            current = int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)) or 0)
+            state = session.execute(
+                select(CatalogState.revision, CatalogState.pruned_revision).where(CatalogState.id == 1)
+            ).one()
+            current, pruned = int(state[0]), int(state[1])
+            if revision < pruned:
+                raise ChangesPruned(f"removals up to revision {pruned} were pruned; asked from {revision}")
             removed = list(
                 session.scalars(select(RemovedProduct.product_id).where(RemovedProduct.revision > revision))
             )
@@ -274,6 +283,17 @@ class Catalog:
             session.flush()  # new rows get their ids
             _replace_attributes(session, out)
             return revision, [_record(row) for row in out]
+
+    def prune_removals(self, through_revision: int) -> int:
+        """Forget removals up to ``through_revision`` (indexes older than it will rebuild); returns how many."""
+        with self._write() as session, session.begin():
+            state = session.get(CatalogState, 1)
+            through_revision = min(through_revision, state.revision)
+            deleted = session.execute(
+                delete(RemovedProduct).where(RemovedProduct.revision <= through_revision)
+            )
+            state.pruned_revision = max(state.pruned_revision, through_revision)
+            return int(deleted.rowcount or 0)
 
     def remove(self, external_ids: Iterable[str]) -> tuple[int, list[str]]:
         """Remove products; returns (revision, the external ids that existed)."""

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from search.catalog import Catalog, ProductRecord, ProductWrite
+from search.catalog import Catalog, ChangesPruned, ProductRecord, ProductWrite
 from search.errors import BadInput, NotFound
 from search.image_store import ImageStore, sha256_hex
 from search.images import ImageLoader, is_url
@@ -163,7 +163,11 @@ class ProductService:
 
     def _apply_changes(self, index: VectorIndex) -> VectorIndex:
         """``index`` brought up to the database's revision (a new one if its dimension was unknown)."""
-        changes = self.catalog.changes_since(index.revision, self.model)
+        try:
+            changes = self.catalog.changes_since(index.revision, self.model)
+        except ChangesPruned as exc:
+            log.warning("%s: rebuilding the index from the database", exc)
+            return self._apply_changes(self._build_from_database(save=False))
         if changes.revision == index.revision:
             return index
         if changes.removed_ids:
@@ -188,6 +192,16 @@ class ProductService:
             self.index = self._apply_changes(self._build_from_database(save=False))
             self.save_index()
             return len(self.index)
+
+    def compact(self) -> int:
+        """Save the index at the current revision, then prune the removal log through it.
+
+        Any other process whose index is older than that revision rebuilds it from the database on its
+        next refresh instead of catching up: correct, only slower once.
+        """
+        self.refresh()
+        self.save_index()
+        return self.catalog.prune_removals(self.index.revision)
 
     def save_index(self) -> None:
         if self.index.dim:

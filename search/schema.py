@@ -75,12 +75,14 @@ class RemovedProduct(Base):
 
 
 class CatalogState(Base):
-    """One row: the catalog's revision, bumped by every write transaction."""
+    """One row: the catalog's revision, bumped by every write transaction, and the revision through
+    which the removal log was pruned (an index older than that must be rebuilt, not caught up)."""
 
     __tablename__ = "catalog_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    pruned_revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 def attribute_text(value: object) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.catalog import Catalog, ProductWrite
+from search.catalog import Catalog, ChangesPruned, ProductWrite
 from search.db import migrate
 
 MODEL = "test-model"
@@ -125,3 +125,16 @@ def test_product_re_embedded_by_another_model_leaves_this_models_index(catalog: 
     changes = catalog.changes_since(revision, MODEL)
     assert changes.removed_ids == [row_id(catalog, "a")]
     assert len(changes.upserted_ids) == 0
+
+
+def test_pruned_removals_make_older_revisions_rebuild_and_newer_ones_catch_up(catalog: Catalog) -> None:
+    catalog.upsert([product("a", 1), product("b", 2), product("c", 3)])
+    before_removal = catalog.revision()
+    removed_at, _ = catalog.remove(["a"])
+    assert catalog.prune_removals(removed_at) == 1
+    with pytest.raises(ChangesPruned):
+        catalog.changes_since(before_removal, MODEL)  # that index still holds "a": it must rebuild
+    b_row = row_id(catalog, "b")
+    catalog.remove(["b"])
+    changes = catalog.changes_since(removed_at, MODEL)  # indexes at the pruned revision lose nothing
+    assert changes.removed_ids == [b_row]

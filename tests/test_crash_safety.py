@@ -304,3 +304,28 @@ def test_verify_reports_stored_image_files_that_are_missing(
     stored[0].unlink()
     problems = verify_in_process(catalog_copy.data_dir, tiny_model_dir)
     assert any("stored image files are missing" in problem for problem in problems), problems
+
+
+def test_compact_prunes_removals_and_an_older_server_index_rebuilds(
+    catalog_copy: IndexedCatalog,
+    start_server: Callable[..., LiveServer],
+    indexer_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    server = start_server()
+    image = catalog_copy.image_bytes("sku-00005")
+    assert (
+        server.client.post("/search", json={"image": b64(image), "k": 1}).json()["results"][0]["id"]
+        == "sku-00005"
+    )
+    removed = indexer_cli(catalog_copy.data_dir, "remove", "sku-00005")
+    assert removed.returncode == 0, summary_of(removed)
+    compact = indexer_cli(catalog_copy.data_dir, "compact")
+    assert compact.returncode == 0 and "pruned 1 logged removal(s)" in compact.stdout, summary_of(compact)
+    with sqlite3.connect(catalog_copy.data_dir / "vitrine.db") as conn:
+        assert conn.execute("SELECT count(*) FROM removed_products").fetchone()[0] == 0
+    # The running server's index predates the pruned removal: it rebuilds and the product is gone.
+    results = server.client.post("/search", json={"image": b64(image), "k": 5}).json()["results"]
+    assert "sku-00005" not in [hit["id"] for hit in results]
+    assert server.client.get("/ready").json()["index"]["size"] == SAMPLE_PRODUCTS - 1
+    verify = indexer_cli(catalog_copy.data_dir, "verify")
+    assert verify.returncode == 0, summary_of(verify)
