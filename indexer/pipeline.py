@@ -171,20 +171,16 @@ class Indexer:
         picture = decode_image(data, self.images.limits)
         if not is_url(row.image):
             write.image_file = self.service.image_store.put(data)
-        if same_model and known.image_sha256 == write.image_sha256:
+        if known is not None and known.same_image(write.image_sha256, self.model):
             return self._metadata_or_skip(row, write, known)
         pixels = self.encoder.preprocess([picture])
         return Prepared(row, write, pixels, kind="added" if known is None else "updated")
 
     @staticmethod
     def _metadata_or_skip(row: ManifestRow, write: ProductWrite, known: Fingerprint) -> Prepared:
-        unchanged = (
-            known.title == write.title
-            and known.category == write.category
-            and known.attributes == write.attributes
-            and known.image_ref == write.image_ref
-        )
-        return Prepared(row, kind="skipped") if unchanged else Prepared(row, write, kind="metadata")
+        if known.same_metadata(write):
+            return Prepared(row, kind="skipped")
+        return Prepared(row, write, kind="metadata")
 
     # Main thread: embed a batch and commit it in one transaction -----------------------------------------
 

@@ -64,6 +64,21 @@ class Fingerprint:
     title: str | None
     category: str | None
     attributes: dict[str, Any]
+    image_file: str | None
+
+    def same_image(self, image_sha256: str | None, model: str) -> bool:
+        """The stored vector is still right: same picture content, embedded by the same model."""
+        return (
+            image_sha256 is not None and self.image_sha256 == image_sha256 and self.embedding_model == model
+        )
+
+    def same_metadata(self, write: ProductWrite) -> bool:
+        return (
+            self.title == write.title
+            and self.category == write.category
+            and self.attributes == write.attributes
+            and self.image_ref == write.image_ref
+        )
 
 
 class ChangesPruned(Exception):
@@ -190,12 +205,15 @@ class Catalog:
             Product.title,
             Product.category,
             Product.attributes,
+            Product.image_file,
         )
         with self._read() as session:
             for start in range(0, len(ids), 500):  # stay under SQL parameter limits
                 query = select(*columns).where(Product.external_id.in_(ids[start : start + 500]))
                 for row in session.execute(query):
-                    found[row[0]] = Fingerprint(row[1], row[2], row[3], row[4], row[5], dict(row[6] or {}))
+                    found[row[0]] = Fingerprint(
+                        row[1], row[2], row[3], row[4], row[5], dict(row[6] or {}), row[7]
+                    )
         return found
 
     def filter_ids(self, category: str | None = None, attributes: dict[str, Any] | None = None) -> list[int]:

@@ -301,7 +301,7 @@ class ProductService:
             if existing is None:
                 raise BadInput("image is required for a new product")
             write.image_ref, write.image_sha256 = existing.image_ref, existing.image_sha256
-            write.image_file = self.catalog.get(external_id).image_file  # type: ignore[union-attr]
+            write.image_file = existing.image_file
         else:
             if self.images is None:
                 raise BadInput("upserting an image needs the image loader")
@@ -311,14 +311,9 @@ class ProductService:
                 write.image_ref, write.image_file = image_value.strip(), None
             else:
                 write.image_ref, write.image_file = "upload", self.image_store.put(data)
-            same_image = (
-                existing is not None
-                and existing.image_sha256 == write.image_sha256
-                and existing.embedding_model == self.model
-            )
-            if not same_image:
+            if existing is None or not existing.same_image(write.image_sha256, self.model):
                 write.embedding = self._require_encoder().embed_images([picture])[0]
-        if existing is not None and write.embedding is None and _same_metadata(existing, write):
+        if existing is not None and write.embedding is None and existing.same_metadata(write):
             return "unchanged", self.get(external_id)
         _, records = self.catalog.upsert([write])
         self.refresh()
@@ -410,15 +405,6 @@ def parse_product_fields(row: dict[str, Any]) -> dict[str, Any]:
             raise BadInput(f"{name} must be a string")
     attributes = {key: value for key, value in row.items() if key not in RESERVED_FIELDS}
     return {"title": title or None, "category": category or None, "attributes": attributes}
-
-
-def _same_metadata(existing: Any, write: ProductWrite) -> bool:
-    return (
-        existing.title == write.title
-        and existing.category == write.category
-        and existing.attributes == write.attributes
-        and existing.image_ref == write.image_ref
-    )
 
 
 def catalog_dim(catalog: Catalog, model: str) -> int | None:
