@@ -1,6 +1,8 @@
 """python -m indexer COMMAND: build and maintain the product catalog and its vector index.
 
     add MANIFEST       index a CSV/JSONL manifest or a folder of images (incremental, resumable)
+    import FILE        import embeddings computed elsewhere (Parquet: id, embedding, metadata; no model)
+    export FILE        write every product with its embedding to a Parquet file
     remove ID...       remove products
     rebuild            rebuild the index file from the database (no model needed)
     verify             prove the database and the index agree (exit 1 if not)
@@ -39,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
         "--refetch", action="store_true", help="download URLs again and re-embed if content changed"
     )
     add.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vectors_in = commands.add_parser("import", help="import embeddings from a Parquet file (no model loaded)")
+    vectors_in.add_argument("file", type=Path)
+    vectors_in.add_argument("--model", help="the embedding space the vectors are in (default: VITRINE_MODEL)")
+    vectors_in.add_argument(
+        "--dim", type=int, help="expected dimension (default: the catalog's, else the file's first row)"
+    )
+    vectors_in.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
+    vectors_in.add_argument("--no-progress", action="store_true", help="no progress bar")
+    vectors_out = commands.add_parser("export", help="write products and embeddings to a Parquet file")
+    vectors_out.add_argument("file", type=Path)
+    vectors_out.add_argument("--model", help="which embedding space to export (default: VITRINE_MODEL)")
     remove = commands.add_parser("remove", help="remove products by id")
     remove.add_argument("ids", nargs="+")
     commands.add_parser("rebuild", help="rebuild the index file from the database")
@@ -83,6 +96,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "add":
         return _add(args, settings)
+    if args.command in ("import", "export") and args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    if args.command == "import":
+        return _import(args, settings)
     service = open_products(settings, load_index=args.command != "verify")
     try:
         if args.command == "remove":
@@ -105,6 +122,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 f"pruned {service.compact()} logged removal(s); index saved at revision {service.index.revision}"
             )
+            return 0
+        if args.command == "export":
+            from indexer.vector_files import export_vectors
+
+            count = export_vectors(service.catalog, service.model, args.file)
+            print(f"exported {count} products of {service.model} to {args.file}")
             return 0
         if args.command == "stats":
             print(json.dumps(service.stats(), indent=2))
@@ -136,6 +159,40 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
         summary = indexer.run(manifest)
     finally:
         images.close()
+        service.catalog.close()
+    for line in summary.lines():
+        print(line)
+    if summary.interrupted:
+        return 130
+    return 2 if summary.failed else 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from indexer.vector_files import ImportSummary, VectorImporter, first_embedding_length, row_count
+    from search.products import open_products
+
+    service = open_products(settings)
+    try:
+        dim = service.dim or args.dim or first_embedding_length(args.file)
+        if args.dim and dim != args.dim:
+            print(
+                f"error: the catalog's {service.model} vectors are {dim}-d, not {args.dim}-d", file=sys.stderr
+            )
+            return 1
+        bar = tqdm(total=row_count(args.file), unit="row", disable=None if not args.no_progress else True)
+
+        def progress(summary: ImportSummary) -> None:
+            bar.update(summary.total - bar.n)
+            bar.set_postfix(added=summary.added, failed=len(summary.failed))
+
+        importer = VectorImporter(service, dim, batch_size=args.batch_size, on_batch=progress)
+        try:
+            summary = importer.run(args.file)
+        finally:
+            bar.close()
+    finally:
         service.catalog.close()
     for line in summary.lines():
         print(line)

@@ -216,6 +216,34 @@ class Catalog:
                     )
         return found
 
+    def embeddings_of(self, external_ids: Sequence[str], model: str) -> dict[str, bytes]:
+        """Stored embeddings (raw float32 bytes) of those products that ``model`` embedded."""
+        found: dict[str, bytes] = {}
+        ids = list(external_ids)
+        with self._read() as session:
+            for start in range(0, len(ids), 500):  # stay under SQL parameter limits
+                query = select(Product.external_id, Product.embedding).where(
+                    Product.external_id.in_(ids[start : start + 500]), Product.embedding_model == model
+                )
+                found.update((row[0], row[1]) for row in session.execute(query))
+        return found
+
+    def iter_products(self, model: str, batch: int = 10_000) -> Iterator[list[tuple[ProductRecord, bytes]]]:
+        """Every product of ``model`` with its embedding bytes, in row id order, in batches."""
+        last = 0
+        while True:
+            with self.engine.connect() as connection:
+                rows = connection.execute(
+                    select(*_RECORD_QUERY.selected_columns, Product.embedding)
+                    .where(Product.embedding_model == model, Product.id > last)
+                    .order_by(Product.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(ProductRecord(*row[:-1]), row[-1]) for row in rows]
+
     def filter_ids(self, category: str | None = None, attributes: dict[str, Any] | None = None) -> list[int]:
         """Row ids of products matching a category and attribute equalities."""
         query = select(Product.id)

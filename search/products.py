@@ -25,6 +25,7 @@ from search.image_store import ImageStore, sha256_hex
 from search.images import ImageLoader, is_url
 from search.index import IndexFileError, IndexSpec, VectorIndex
 from search.settings import Settings
+from search.vectors import normalise_vector
 
 if TYPE_CHECKING:  # the maintenance commands never load torch
     from search.encoder import Encoder
@@ -221,17 +222,23 @@ class ProductService:
         text: str | None = None,
         image: str | None = None,
         product_id: str | None = None,
+        vector: list[float] | None = None,
         k: int = 10,
         filters: Filters | None = None,
         min_score: float | None = None,
     ) -> dict[str, Any]:
         given = [
             name
-            for name, value in (("text", text), ("image", image), ("product_id", product_id))
+            for name, value in (
+                ("text", text),
+                ("image", image),
+                ("product_id", product_id),
+                ("vector", vector),
+            )
             if value is not None
         ]
         if len(given) != 1:
-            raise BadInput("give exactly one of text, image or product_id")
+            raise BadInput("give exactly one of text, image, product_id or vector")
         started = time.perf_counter()
         excluded: list[int] = []
         if text is not None:
@@ -241,6 +248,8 @@ class ProductService:
                 raise BadInput("search by image needs the image loader")
             picture = self.images.load_many([image], ["image"])[0]
             vector = self._require_encoder().embed_images([picture])[0]
+        elif vector is not None:
+            vector = self._query_vector(vector)
         else:
             row_id, vector = self._product_vector(product_id or "")
             excluded = [row_id]
@@ -257,6 +266,15 @@ class ProductService:
         self, external_id: str, k: int = 10, filters: Filters | None = None, min_score: float | None = None
     ) -> dict[str, Any]:
         return self.search(product_id=external_id, k=k, filters=filters, min_score=min_score)
+
+    def _query_vector(self, values: list[float]) -> np.ndarray:
+        """A caller's own embedding (computed elsewhere in this model's space), normalised here."""
+        if not self.dim:
+            raise BadInput("the catalog is empty: its embedding dimension is not known yet")
+        try:
+            return normalise_vector(values, self.dim)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
 
     def _product_vector(self, external_id: str) -> tuple[int, np.ndarray]:
         found = self.catalog.embedding(external_id)

@@ -25,6 +25,8 @@ class SearchBody(BaseModel):
     text: str | None = None
     image: str | None = None
     product_id: str | None = None
+    # A query embedding computed elsewhere in the served model's space (normalised by the server).
+    vector: list[float] | None = None
     k: int = 10
     filters: dict[str, Any] | None = None
     min_score: float | int | None = None
@@ -57,7 +59,7 @@ _PRODUCT_BODY = {
 
 @router.post(
     "/search",
-    summary="Search products by text, image or product id",
+    summary="Search products by text, image, product id or embedding vector",
     openapi_extra=_json_body(SearchBody.model_json_schema()),
 )
 async def search(request: Request, state: ServiceState = Depends(get_state)) -> Any:
@@ -70,6 +72,7 @@ async def search(request: Request, state: ServiceState = Depends(get_state)) -> 
             text=body.text,
             image=body.image,
             product_id=body.product_id,
+            vector=body.vector,
             k=body.k,
             filters=filters,
             min_score=body.min_score,

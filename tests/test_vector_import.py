@@ -1,0 +1,158 @@
+"""Vector import/export (Parquet, no model loaded) and vector queries on POST /search."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from indexer.__main__ import main as indexer_main
+from indexer.vector_files import ImportSummary, VectorImporter
+from search.products import open_products
+from search.settings import Settings
+from search.vectors import normalise_rows
+from tests.conftest import assert_error
+
+DIM = 32  # the tiny test model's embedding dimension
+
+
+def raw_vectors(count: int, seed: int = 0) -> np.ndarray:
+    """Not normalised on purpose: the importer must do it."""
+    return (np.random.default_rng(seed).standard_normal((count, DIM)) * 3).astype(np.float32)
+
+
+def write_parquet(path: Path, ids: list, vectors: list, **columns: list) -> Path:
+    table = pa.table({"id": pa.array(ids), "embedding": pa.array(vectors, pa.list_(pa.float32())), **columns})
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture
+def cli(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
+    """``python -m indexer ...`` in this process, on the data folder the test servers use."""
+    monkeypatch.setenv("VITRINE_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))
+
+    def run(*args: object) -> int:
+        with pytest.raises(SystemExit) as stopped:
+            indexer_main([str(arg) for arg in args])
+        code = stopped.value.code
+        return code if isinstance(code, int) else 1
+
+    return run
+
+
+def catalog_file(tmp_path: Path, count: int = 12) -> tuple[Path, np.ndarray]:
+    vectors = raw_vectors(count)
+    path = write_parquet(
+        tmp_path / "catalog.parquet",
+        [f"v-{i:03d}" for i in range(count)],
+        list(vectors),
+        title=[f"product {i}" for i in range(count)],
+        category=["tile" if i % 2 else "wood" for i in range(count)],
+        image=[f"https://img.example/{i}.jpg" for i in range(count)],
+        color=["beige", "grey", None, "oak"] * (count // 4),
+        size=list(range(count)),
+    )
+    return path, vectors
+
+
+def test_import_then_export_round_trips_bit_for_bit(cli, tmp_path, capsys):
+    source, vectors = catalog_file(tmp_path)
+    assert cli("import", source, "--no-progress") == 0
+    assert "12 added" in capsys.readouterr().out
+    exported = tmp_path / "out.parquet"
+    assert cli("export", exported) == 0
+    table = pq.read_table(exported)
+    original = pq.read_table(source)
+    assert table.column("id").to_pylist() == original.column("id").to_pylist()
+    got = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    expected, _ = normalise_rows(vectors)
+    assert got.tobytes() == expected.tobytes()
+    for column in ("title", "category", "image", "color", "size"):
+        assert table.column(column).to_pylist() == original.column(column).to_pylist(), column
+    # The export imports back as unchanged: normalising a unit vector again keeps its bits.
+    capsys.readouterr()
+    assert cli("import", exported, "--no-progress") == 0
+    assert "0 added, 0 new vectors, 0 metadata updated, 12 unchanged" in capsys.readouterr().out
+
+
+def test_bad_rows_are_reported_by_row_and_skipped(cli, tmp_path, capsys, make_settings):
+    good = list(raw_vectors(3))
+    nan = good[0].copy()
+    nan[4] = np.nan
+    path = write_parquet(
+        tmp_path / "bad.parquet",
+        ["a", "b", "a", "c", "d", "", "e"],
+        [good[0], np.ones(DIM + 1, np.float32), good[1], nan, np.zeros(DIM, np.float32), good[2], good[2]],
+    )
+    assert cli("import", path, "--no-progress", "--dim", DIM) == 2
+    out = capsys.readouterr().out
+    assert "7 rows: 2 added" in out and "5 failed" in out
+    assert "row 2 (b): embedding has 33 values; the model's dimension is 32" in out
+    assert "row 3 (a): id 'a' appeared in an earlier row (duplicate id)" in out
+    assert "row 4 (c): embedding has a non-finite value" in out
+    assert "row 5 (d): embedding is the zero vector" in out
+    assert "row 6: product id must be a non-empty string" in out
+    catalog = open_products(make_settings()).catalog
+    assert [catalog.get(name) is not None for name in "abcde"] == [True, False, False, False, True]
+
+
+def test_interrupted_import_resumes_where_it_stopped(cli, tmp_path, capsys, make_settings):
+    source, _ = catalog_file(tmp_path, count=20)
+    settings: Settings = make_settings()
+    cli("migrate")
+    service = open_products(settings)
+
+    def stop_after_first_batch(summary: ImportSummary) -> None:
+        raise KeyboardInterrupt  # Ctrl-C once the first batch is committed
+
+    first = VectorImporter(service, DIM, batch_size=8, on_batch=stop_after_first_batch).run(source)
+    assert first.interrupted and first.added == 8
+    assert service.catalog.count() == 8
+    capsys.readouterr()
+    assert cli("import", source, "--no-progress", "--batch-size", 8) == 0
+    assert "20 rows: 12 added, 0 new vectors, 0 metadata updated, 8 unchanged" in capsys.readouterr().out
+    assert open_products(settings).catalog.count() == 20
+
+
+def test_vector_query_finds_the_imported_product_first(cli, tmp_path, start_server):
+    source, vectors = catalog_file(tmp_path)
+    assert cli("import", source, "--no-progress") == 0
+    server = start_server()
+    # Any scale: the server normalises the query.
+    body = {"vector": (vectors[5] * 7).tolist(), "k": 3}
+    results = server.client.post("/search", json=body).json()["results"]
+    assert results[0]["id"] == "v-005"
+    assert math.isclose(results[0]["score"], 1.0, abs_tol=1e-5)
+    filtered = server.client.post("/search", json={**body, "filters": {"category": "wood"}}).json()
+    assert {hit["id"] for hit in filtered["results"]} <= {f"v-{i:03d}" for i in range(0, 12, 2)}
+
+
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [
+        ([0.1] * (DIM - 1), "32 numbers"),
+        ([0.0] * DIM, "zero vector"),
+        ([1e39] + [0.0] * (DIM - 1), "finite"),
+    ],
+)
+def test_bad_query_vectors_get_a_400(cli, tmp_path, start_server, vector, message):
+    source, _ = catalog_file(tmp_path, count=4)
+    assert cli("import", source, "--no-progress") == 0
+    server = start_server()
+    assert message in assert_error(server.client.post("/search", json={"vector": vector}), 400)
+
+
+def test_a_nan_in_a_query_vector_gets_a_400(cli, tmp_path, start_server):
+    source, _ = catalog_file(tmp_path, count=4)
+    assert cli("import", source, "--no-progress") == 0
+    server = start_server()
+    body = '{"vector": [NaN' + ", 0.5" * (DIM - 1) + "]}"
+    response = server.client.post("/search", content=body, headers={"Content-Type": "application/json"})
+    assert "finite" in assert_error(response, 400)
