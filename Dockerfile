@@ -1,7 +1,10 @@
-# CPU image. GPU hosts: start from a CUDA base, install torch for CUDA, then `pip install -e '.[gpu]'`.
+# CPU image (docker compose --profile cpu up). The CUDA image is Dockerfile.cuda.
+# Weights are not baked in: mount a folder at /models (VITRINE_MODEL=/models/siglip2-base-patch16-512)
+# or let the hub cache fill /models/hf-cache on first start.
 FROM python:3.11-slim
 WORKDIR /app
-ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 VITRINE_HOST=0.0.0.0 VITRINE_DATA_DIR=/data
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 VITRINE_HOST=0.0.0.0 VITRINE_DATA_DIR=/data HF_HOME=/models/hf-cache
+# The CPU wheel first: the pinned torch from PyPI would pull the multi-GB CUDA build.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY search search
@@ -9,7 +12,8 @@ COPY api api
 COPY indexer indexer
 COPY migrations migrations
 COPY handler.py alembic.ini ./
-RUN pip install -e '.[cpu]'
+RUN pip install '.[cpu,postgres]'
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
 CMD ["python", "-m", "api"]

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= cpu,dev
 
-.PHONY: install serve test lint models demo clean
+.PHONY: install serve test lint models weights demo clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ models/base-512: | install
 	$(BIN)/python -m search.random_model base-512 models/base-512
 
 models: models/tiny models/base-512
+
+# Real weights into ./models (needs hub access; shows download progress). Then:
+#   VITRINE_MODEL=models/siglip2-base-patch16-512 make serve
+WEIGHTS ?= google/siglip2-base-patch16-512
+weights: install
+	$(BIN)/hf download $(WEIGHTS) --local-dir models/$(notdir $(WEIGHTS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
