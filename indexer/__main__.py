@@ -30,8 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m indexer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    # Every command accepts --json: its result as one JSON object on stdout (progress stays on stderr).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
     commands = parser.add_subparsers(dest="command", required=True)
-    add = commands.add_parser("add", help="index a manifest (CSV, JSONL) or a folder of images")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    add = command("add", "index a manifest (CSV, JSONL) or a folder of images")
     add.add_argument("manifest", type=Path)
     add.add_argument(
         "--batch-size", type=int, default=None, help="images per forward pass (VITRINE_BATCH_SIZE)"
@@ -40,26 +47,36 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--refetch", action="store_true", help="download URLs again and re-embed if content changed"
     )
-    add.add_argument("--no-progress", action="store_true", help="no progress bar")
-    vectors_in = commands.add_parser("import", help="import embeddings from a Parquet file (no model loaded)")
+    add.add_argument("--no-progress", action="store_true", help="no progress bar and no progress log lines")
+    add.add_argument(
+        "--progress-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="outside a terminal: a progress log line this often (default 5)",
+    )
+    vectors_in = command("import", "import embeddings from a Parquet file (no model loaded)")
     vectors_in.add_argument("file", type=Path)
     vectors_in.add_argument("--model", help="the embedding space the vectors are in (default: VITRINE_MODEL)")
     vectors_in.add_argument(
         "--dim", type=int, help="expected dimension (default: the catalog's, else the file's first row)"
     )
     vectors_in.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
-    vectors_in.add_argument("--no-progress", action="store_true", help="no progress bar")
-    vectors_out = commands.add_parser("export", help="write products and embeddings to a Parquet file")
+    vectors_in.add_argument(
+        "--no-progress", action="store_true", help="no progress bar and no progress log lines"
+    )
+    vectors_in.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS")
+    vectors_out = command("export", "write products and embeddings to a Parquet file")
     vectors_out.add_argument("file", type=Path)
     vectors_out.add_argument("--model", help="which embedding space to export (default: VITRINE_MODEL)")
-    remove = commands.add_parser("remove", help="remove products by id")
+    remove = command("remove", "remove products by id")
     remove.add_argument("ids", nargs="+")
-    commands.add_parser("rebuild", help="rebuild the index file from the database")
-    commands.add_parser("verify", help="check that the database and the index agree")
-    commands.add_parser("stats", help="print catalog and index statistics as JSON")
-    commands.add_parser("compact", help="save the index, then prune the removal log it no longer needs")
-    commands.add_parser("migrate", help="apply database migrations")
-    sample = commands.add_parser("sample", help="write a synthetic catalog")
+    command("rebuild", "rebuild the index file from the database")
+    command("verify", "check that the database and the index agree")
+    command("stats", "print catalog and index statistics as JSON")
+    command("compact", "save the index, then prune the removal log it no longer needs")
+    command("migrate", "apply database migrations")
+    sample = command("sample", "write a synthetic catalog")
     sample.add_argument("out_dir", type=Path)
     sample.add_argument("--count", type=int, default=200)
     sample.add_argument("--seed", type=int, default=0)
@@ -82,14 +99,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from search.sample_catalog import write_sample_catalog
 
         manifest = write_sample_catalog(args.out_dir, args.count, seed=args.seed, size=args.size)
-        print(f"wrote {args.count} products: {manifest}")
+        _report(args, f"wrote {args.count} products: {manifest}", products=args.count, manifest=str(manifest))
         return 0
 
     from search.db import migrate
 
     migrate(settings.resolved_database_url)
     if args.command == "migrate":
-        print("database is at the latest migration")
+        _report(args, "database is at the latest migration", migrated=True)
         return 0
 
     from search.products import open_products  # no torch: maintenance needs no model
@@ -106,28 +123,42 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             removed = service.remove(args.ids)
             service.save_index()
             missing = sorted(set(args.ids) - set(removed))
-            print(
+            _report(
+                args,
                 f"removed {len(removed)} product(s)"
-                + (f"; not found: {', '.join(missing)}" if missing else "")
+                + (f"; not found: {', '.join(missing)}" if missing else ""),
+                removed=removed,
+                not_found=missing,
             )
             return 0
         if args.command == "rebuild":
-            print(f"rebuilt the index: {service.rebuild()} vectors")
+            vectors = service.rebuild()
+            _report(args, f"rebuilt the index: {vectors} vectors", index_vectors=vectors)
             return 0
         if args.command == "verify":
             report = service.verify()
             print(json.dumps(report.__dict__, indent=2))
             return 0 if report.ok else 1
         if args.command == "compact":
-            print(
-                f"pruned {service.compact()} logged removal(s); index saved at revision {service.index.revision}"
+            pruned = service.compact()
+            _report(
+                args,
+                f"pruned {pruned} logged removal(s); index saved at revision {service.index.revision}",
+                pruned_removals=pruned,
+                index_revision=service.index.revision,
             )
             return 0
         if args.command == "export":
             from indexer.vector_files import export_vectors
 
             count = export_vectors(service.catalog, service.model, args.file)
-            print(f"exported {count} products of {service.model} to {args.file}")
+            _report(
+                args,
+                f"exported {count} products of {service.model} to {args.file}",
+                exported=count,
+                model=service.model,
+                file=str(args.file),
+            )
             return 0
         if args.command == "stats":
             print(json.dumps(service.stats(), indent=2))
@@ -154,22 +185,25 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         refetch=args.refetch,
         progress=not args.no_progress,
+        progress_every=args.progress_every,
     )
     try:
         summary = indexer.run(manifest)
     finally:
         images.close()
         service.catalog.close()
-    for line in summary.lines():
-        print(line)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        for line in summary.lines():
+            print(line)
     if summary.interrupted:
         return 130
     return 2 if summary.failed else 0
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
+    from indexer.progress import Progress
     from indexer.vector_files import ImportSummary, VectorImporter, first_embedding_length, row_count
     from search.products import open_products
 
@@ -181,11 +215,10 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
                 f"error: the catalog's {service.model} vectors are {dim}-d, not {args.dim}-d", file=sys.stderr
             )
             return 1
-        bar = tqdm(total=row_count(args.file), unit="row", disable=None if not args.no_progress else True)
+        bar = Progress(row_count(args.file), enabled=not args.no_progress, every=args.progress_every)
 
         def progress(summary: ImportSummary) -> None:
-            bar.update(summary.total - bar.n)
-            bar.set_postfix(added=summary.added, failed=len(summary.failed))
+            bar.update(summary.total - bar.done, added=summary.added, failed=len(summary.failed))
 
         importer = VectorImporter(service, dim, batch_size=args.batch_size, on_batch=progress)
         try:
@@ -194,11 +227,18 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
             bar.close()
     finally:
         service.catalog.close()
-    for line in summary.lines():
-        print(line)
+    if args.json:
+        print(json.dumps({**summary.__dict__, "failed": [str(issue) for issue in summary.failed]}, indent=2))
+    else:
+        for line in summary.lines():
+            print(line)
     if summary.interrupted:
         return 130
     return 2 if summary.failed else 0
+
+
+def _report(args: argparse.Namespace, text: str, **result: object) -> None:
+    print(json.dumps(result, indent=2) if args.json else text)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from indexer.progress import Progress
 from search.catalog import Fingerprint, ProductWrite
 from search.encoder import Encoder
 from search.errors import BadInput, VitrineError
@@ -43,6 +43,25 @@ class Summary:
     @property
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The summary for ``--json``: counts, timing, and every failed row."""
+        return {
+            "total": self.total,
+            "added": self.added,
+            "updated": self.updated,
+            "metadata_updated": self.metadata_updated,
+            "skipped": self.skipped,
+            "failed": len(self.failed),
+            "embedded": self.embedded,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 3),
+            "interrupted": self.interrupted,
+            "attribute_columns": self.attribute_columns,
+            "failures": [
+                {"line": issue.line, "id": issue.external_id, "error": issue.reason} for issue in self.failed
+            ],
+        }
 
     def lines(self) -> list[str]:
         out = [
@@ -83,6 +102,7 @@ class Indexer:
         workers: int = 4,
         refetch: bool = False,
         progress: bool = True,
+        progress_every: float = 5.0,
     ) -> None:
         self.service = service
         self.encoder = encoder
@@ -91,6 +111,7 @@ class Indexer:
         self.workers = workers
         self.refetch = refetch
         self.progress = progress
+        self.progress_every = progress_every
         self.model = service.model
 
     def run(self, manifest: Manifest) -> Summary:
@@ -99,10 +120,7 @@ class Indexer:
         summary.attribute_columns = manifest.attribute_columns
         started = time.perf_counter()
         fingerprints = self.service.catalog.fingerprints(row.external_id for row in manifest.rows)
-        # disable=None: a bar on a terminal, none in logs and CI.
-        bar = tqdm(
-            total=len(manifest.rows), unit="img", disable=None if self.progress else True, dynamic_ncols=True
-        )
+        bar = Progress(len(manifest.rows), enabled=self.progress, every=self.progress_every)
         pending: list[Prepared] = []
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="vitrine-prepare") as pool:
@@ -118,9 +136,11 @@ class Indexer:
                         or len(pending) >= 256
                     ):
                         self._commit(pending, summary)
-                        bar.update(len(pending))
-                        bar.set_postfix(
-                            added=summary.added, updated=summary.updated, failed=len(summary.failed)
+                        bar.update(
+                            len(pending),
+                            added=summary.added,
+                            updated=summary.updated,
+                            failed=len(summary.failed),
                         )
                         pending = []
                 if pending:

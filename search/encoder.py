@@ -15,13 +15,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from search.errors import ModelLoadError
+from search.weights import locate_weights, ways_forward
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +74,9 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _looks_like_folder(model_id: str) -> bool:
-    # Hub ids are "name" or "owner/name"; anything else was meant as a local folder.
-    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
-
-
 def _load_failure_message(model_id: str, exc: BaseException) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (
-        f"Could not load the model {model_id!r}: {reason}\n"
-        "If this machine is offline, copy the checkpoint to a local folder and set VITRINE_MODEL to that "
-        "folder (for example VITRINE_MODEL=/models/siglip2-base-patch16-512), or write a random test model "
-        "with `python -m search.random_model tiny ./models/tiny` and point VITRINE_MODEL there."
-    )
+    return f"Could not load the model {model_id!r}: {reason}\n{ways_forward(model_id)}"
 
 
 class Encoder:
@@ -136,19 +126,18 @@ class Encoder:
         cls, model_id: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16
     ) -> Encoder:
         """Load a checkpoint (hub id or local folder). Raises ModelLoadError with an actionable message."""
-        if _looks_like_folder(model_id) and not Path(model_id).is_dir():
-            # Otherwise transformers takes it for a hub id and reports a puzzling "Repo id must be ..." error.
-            raise ModelLoadError(_load_failure_message(model_id, FileNotFoundError("no such folder")))
+        # Decided before transformers sees the id: offline it would retry the hub for half a minute.
+        local_only = locate_weights(model_id).local_files_only
         try:
             from transformers import AutoConfig, AutoProcessor
 
-            config = AutoConfig.from_pretrained(model_id)
+            config = AutoConfig.from_pretrained(model_id, local_files_only=local_only)
             model_cls = _model_class(config.model_type)
             resolved_device = resolve_device(device)
             torch_dtype = resolve_dtype(dtype, resolved_device)
-            model = model_cls.from_pretrained(model_id, dtype=torch_dtype)
+            model = model_cls.from_pretrained(model_id, dtype=torch_dtype, local_files_only=local_only)
             model.to(resolved_device).eval()
-            processor = AutoProcessor.from_pretrained(model_id)
+            processor = AutoProcessor.from_pretrained(model_id, local_files_only=local_only)
         except ModelLoadError:
             raise
         except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors, ...

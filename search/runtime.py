@@ -19,11 +19,14 @@ __all__ = ["InferenceRuntime", "build_image_loader", "load_encoder", "open_produ
 
 
 def quiet_transformers() -> None:
-    """Progress bars and advisory warnings of transformers are noise in a service log."""
+    """Advisory warnings and loading bars of transformers are noise in a service log; weight downloads
+    (minutes for 1.5 GB) keep their progress bars."""
+    import huggingface_hub
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # also turns off the hub's bars...
+    huggingface_hub.utils.enable_progress_bars()  # ...which downloads need
 
 
 def load_encoder(settings: Settings) -> Encoder:

@@ -1,0 +1,96 @@
+"""Where a model's weights come from: a local folder, the hub cache, or the hub itself.
+
+Offline, transformers retries the hub for half a minute before failing. vitrine asks first, with one
+short connection attempt, and then either loads from the local cache only or fails at once with the
+ways forward.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from search.errors import ModelLoadError
+
+HUB_PROBE_SECONDS = 2.0
+DOWNLOAD_EXAMPLE = "google/siglip2-base-patch16-512"
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """How to hand ``model_id`` to transformers: ``local_files_only`` when the hub must not be asked."""
+
+    model_id: str
+    local_files_only: bool
+
+
+def looks_like_folder(model_id: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else was meant as a local folder.
+    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
+
+
+def ways_forward(model_id: str) -> str:
+    """The three ways to get a model onto this machine, for every load failure message."""
+    name = (
+        model_id.rstrip("/").rsplit("/", 1)[-1]
+        if not looks_like_folder(model_id)
+        else DOWNLOAD_EXAMPLE.rsplit("/", 1)[-1]
+    )
+    hub_id = model_id if not looks_like_folder(model_id) else DOWNLOAD_EXAMPLE
+    return (
+        "Three ways forward:\n"
+        f"  1. a local copy of the checkpoint: VITRINE_MODEL=/path/to/{name} make serve\n"
+        "  2. everything offline with a random tiny model and a sample catalog: make demo\n"
+        f"  3. download the weights where the hub is reachable: make weights (or `hf download {hub_id} "
+        f"--local-dir models/{name}`), copy models/{name} here and set VITRINE_MODEL=models/{name}"
+    )
+
+
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """One TCP connection to the hub, bounded in time including the DNS lookup (which has no timeout)."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True, name="vitrine-hub-probe")
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def in_hub_cache(model_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+
+
+def locate_weights(model_id: str) -> WeightsSource:
+    """Decide where ``model_id`` loads from, failing in seconds (not after retries) when it cannot."""
+    if looks_like_folder(model_id) or Path(model_id).is_dir():
+        if not Path(model_id).is_dir():
+            raise ModelLoadError(
+                f"Could not load the model {model_id!r}: no such folder.\n{ways_forward(model_id)}"
+            )
+        return WeightsSource(model_id, local_files_only=True)
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE and hub_reachable(constants.ENDPOINT):
+        return WeightsSource(model_id, local_files_only=False)
+    if in_hub_cache(model_id):
+        return WeightsSource(model_id, local_files_only=True)
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+    raise ModelLoadError(
+        f"Could not load the model {model_id!r}: {why} and the model is not in the local hub cache.\n"
+        f"{ways_forward(model_id)}"
+    )

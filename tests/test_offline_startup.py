@@ -1,0 +1,84 @@
+"""Offline start-up: no half-minute of hub retries, one message with the three ways forward."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.errors import ModelLoadError
+from search.weights import hub_reachable, locate_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when the socket is: connections are refused
+
+
+def start_offline(tmp_path: Path, **env_overrides: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VITRINE_", "HF_"))}
+    env.update(
+        HF_HOME=str(tmp_path / "hf-home"),  # an empty hub cache
+        VITRINE_MODEL="google/siglip2-base-patch16-512",
+        VITRINE_DATA_DIR=str(tmp_path / "data"),
+        **env_overrides,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(closed_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_message_with_the_ways_forward(result: subprocess.CompletedProcess) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert output.count("vitrine could not start") == 1
+    assert output.count("Three ways forward") == 1
+    assert "VITRINE_MODEL=" in result.stderr
+    assert "make demo" in result.stderr
+    assert "hf download google/siglip2-base-patch16-512 --local-dir models/siglip2-base-patch16-512" in (
+        result.stderr
+    )
+    assert "Retrying" not in output and "retry" not in output.lower()
+
+
+def test_unreachable_hub_fails_at_once_with_the_three_ways_forward(tmp_path):
+    result = start_offline(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
+    assert_one_message_with_the_ways_forward(result)
+    assert "cannot be reached" in result.stderr
+
+
+def test_hf_hub_offline_without_the_model_in_the_cache_fails_with_the_same_message(tmp_path):
+    result = start_offline(tmp_path, HF_HUB_OFFLINE="1")
+    assert_one_message_with_the_ways_forward(result)
+    assert "HF_HUB_OFFLINE is set" in result.stderr
+
+
+def test_hub_probe_sees_a_listening_server_and_a_closed_port():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert hub_reachable(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=2)
+    assert not hub_reachable(f"http://127.0.0.1:{closed_port()}", timeout=2)
+
+
+def test_a_local_folder_loads_without_asking_the_hub(tiny_model_dir):
+    assert locate_weights(str(tiny_model_dir)).local_files_only
+
+
+def test_a_missing_local_folder_names_the_ways_forward(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such folder") as caught:
+        locate_weights(str(tmp_path / "nowhere"))
+    assert "make demo" in str(caught.value)
