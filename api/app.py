@@ -6,13 +6,16 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api.auth import BearerAuth
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware
-from api.routes import catalog, inference, probes
+from api.openapi import install_openapi
+from api.routes import catalog, docs, embeddings, inference, probes
 from api.state import ServiceState
 from search.encoder import Encoder
 from search.errors import ModelLoadError
@@ -20,6 +23,8 @@ from search.runtime import InferenceRuntime
 from search.settings import Settings
 
 log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(
@@ -51,14 +56,20 @@ def create_app(
             if state.runtime is not None:
                 state.runtime.close()
 
-    app = FastAPI(title="vitrine", version="0.1.0", lifespan=lifespan)
+    # /docs is served from vendored assets (api/routes/docs.py); ReDoc would need a CDN.
+    app = FastAPI(title="vitrine", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.vitrine = state
+    install_openapi(app)
     install_error_handlers(app)
     app.add_middleware(BearerAuth, tokens=settings.api_tokens)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: 401s are counted too
     app.include_router(probes.router)
     app.include_router(inference.router)
     app.include_router(catalog.router)
+    app.include_router(embeddings.router)
+    app.include_router(docs.router)
+    # Page assets are public (they hold no data); every API call they make carries the token.
+    app.mount("/static/swagger", StaticFiles(directory=STATIC / "swagger"), name="swagger")
     return app
 
 

@@ -8,7 +8,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
 
-OPEN_PATHS = frozenset({"/health", "/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/openapi.json"})
+# Static page assets (Swagger UI): no data in them, and a browser cannot attach a token to a
+# <script src>. Every API call those pages make still needs the token.
+OPEN_PREFIXES = ("/static/",)
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def token_matches(presented: str, tokens: list[bytes]) -> bool:
@@ -28,7 +35,7 @@ class BearerAuth:
         self.tokens = [token.encode() for token in tokens]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.tokens or _is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = ""
