@@ -70,6 +70,7 @@ def create_app(
     app.include_router(docs.router)
     # Page assets are public (they hold no data); every API call they make carries the token.
     app.mount("/static/swagger", StaticFiles(directory=STATIC / "swagger"), name="swagger")
+    app.mount("/ui", StaticFiles(directory=STATIC / "ui", html=True), name="ui")
     return app
 
 

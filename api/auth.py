@@ -8,10 +8,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/openapi.json"})
-# Static page assets (Swagger UI): no data in them, and a browser cannot attach a token to a
-# <script src>. Every API call those pages make still needs the token.
-OPEN_PREFIXES = ("/static/",)
+OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/openapi.json", "/ui"})
+# Static page assets (Swagger UI, the /ui page): no data in them, and a browser cannot attach a token
+# to a <script src>. Every API call those pages make still needs the token.
+OPEN_PREFIXES = ("/static/", "/ui/")
 
 
 def _is_open(path: str) -> bool:

@@ -36,7 +36,7 @@ _ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/ready"): (503,),
     ("get", "/info"): (401, 503),
 }
-_PUBLIC = {("get", "/health"), ("get", "/ready"), ("get", "/")}
+_PUBLIC = {("get", "/health"), ("get", "/ready")}  # the only routes BearerAuth lets through
 BEARER = "bearer"
 
 

@@ -1,0 +1,418 @@
+// vitrine's search page: plain JavaScript against the JSON API, no build step, no CDN.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  token: sessionStorage.getItem("vitrine-token") || "",
+  filters: {},            // field -> value, sent as the search's equality filters
+  facetsSupported: false, // the server's /search takes "facets" (read from /openapi.json)
+  lastQuery: null,
+  queryImage: null,       // data URL of the picked image
+  crop: null,             // {x, y, w, h} in the picture's own pixels
+  blobUrls: [],
+  attributeKeys: [],
+};
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+async function api(path, { method = "GET", json } = {}) {
+  const headers = {};
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  let body;
+  if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
+  const response = await fetch(path, { method, headers, body });
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) lock(state.token ? "That token was refused; enter another." : "This server needs an API token.");
+  if (!response.ok) throw new ApiError(response.status, data.error || response.statusText);
+  return data;
+}
+
+// Images go through fetch() with the token and become blob: URLs, so a token-protected server never
+// has to expose its images publicly.
+async function showImage(img, url, fallback) {
+  img.alt = img.alt || "";
+  if (!state.token) { img.src = url; if (fallback) img.onerror = () => { img.onerror = null; img.src = fallback; }; return; }
+  try {
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+    if (!response.ok) throw new Error(String(response.status));
+    const blobUrl = URL.createObjectURL(await response.blob());
+    state.blobUrls.push(blobUrl);
+    img.src = blobUrl;
+  } catch (_) {
+    if (fallback && /^https?:/.test(fallback)) img.src = fallback;
+  }
+}
+
+function releaseBlobs() {
+  state.blobUrls.forEach((url) => URL.revokeObjectURL(url));
+  state.blobUrls = [];
+}
+
+// Access ---------------------------------------------------------------------------------------------
+
+function lock(message) {
+  document.querySelector("main").hidden = true;
+  $("token-form").hidden = false;
+  $("results").replaceChildren();
+  setStatus(message, true);
+  $("token").focus();
+}
+
+function unlock() {
+  document.querySelector("main").hidden = false;
+  $("token-form").hidden = !state.token;
+}
+
+async function start() {
+  try {
+    const info = await api("/info");
+    unlock();
+    const catalog = info.catalog ? `${info.catalog.products} products` : "no catalog";
+    setStatus(`${catalog} · ${info.model}${info.random_weights ? " (random weights: scores are meaningless)" : ""}`);
+    detectFacets();
+  } catch (error) {
+    if (error.status === 503) { setStatus(`${error.message} — retrying…`); setTimeout(start, 2000); }
+    else if (error.status !== 401) setStatus(error.message, true);
+  }
+}
+
+async function detectFacets() {
+  try {
+    const spec = await (await fetch("/openapi.json")).json();
+    let schema = spec.paths["/search"].post.requestBody.content["application/json"].schema;
+    if (schema.$ref) schema = spec.components.schemas[schema.$ref.split("/").pop()];
+    state.facetsSupported = Boolean(schema.properties && schema.properties.facets);
+  } catch (_) { state.facetsSupported = false; }
+}
+
+$("token-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  state.token = $("token").value.trim();
+  sessionStorage.setItem("vitrine-token", state.token);
+  await start();
+});
+
+// Search ---------------------------------------------------------------------------------------------
+
+async function runSearch(query, label) {
+  state.lastQuery = { query, label };
+  const body = { ...query, k: 24 };
+  if (Object.keys(state.filters).length) body.filters = { ...state.filters };
+  if (state.facetsSupported) body.facets = ["category", ...state.attributeKeys].slice(0, 8);
+  setStatus("Searching…");
+  try {
+    const answer = await api("/search", { method: "POST", json: body });
+    renderResults(answer, label);
+    setStatus(`${answer.count} result${answer.count === 1 ? "" : "s"} in ${Math.round(answer.took_ms)} ms`);
+  } catch (error) {
+    if (error.status !== 401) setStatus(error.message, true);
+  }
+}
+
+function renderResults(answer, label) {
+  releaseBlobs();
+  $("summary").textContent = label;
+  const keys = new Set(state.attributeKeys);
+  const cards = answer.results.map((hit) => {
+    Object.keys(hit.attributes || {}).forEach((key) => keys.add(key));
+    return card(hit);
+  });
+  state.attributeKeys = [...keys];
+  $("results").replaceChildren(...cards);
+  renderFacets(answer.facets);
+}
+
+function card(hit) {
+  const item = document.createElement("li");
+  item.className = "card";
+  item.dataset.id = hit.id;
+  const img = document.createElement("img");
+  img.alt = hit.title || hit.id;
+  const imageUrl = hit.matched_image ? hit.matched_image.url : hit.image_url;
+  showImage(img, imageUrl, hit.image);
+  const body = document.createElement("div");
+  body.className = "body";
+  const title = button(hit.title || hit.id, () => openProduct(hit.id), "title");
+  title.setAttribute("aria-label", `Details of ${hit.title || hit.id}`);
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = `score ${hit.score.toFixed(3)}${hit.category ? ` · ${hit.category}` : ""}`;
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(button("More like this", () => moreLikeThis(hit.id, hit.title), "more"));
+  if (hit.category) actions.append(button(hit.category, () => addFilter("category", hit.category), "secondary"));
+  body.append(title, score, actions);
+  item.append(img, body);
+  return item;
+}
+
+function button(text, onClick, className = "") {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = text;
+  if (className) element.className = className;
+  element.addEventListener("click", onClick);
+  return element;
+}
+
+function moreLikeThis(id, title) {
+  runSearch({ product_id: id }, `More like “${title || id}”`);
+}
+
+function addFilter(field, value) {
+  state.filters[field] = value;
+  renderFilters();
+  if (state.lastQuery) runSearch(state.lastQuery.query, state.lastQuery.label);
+}
+
+function renderFilters() {
+  const chips = Object.entries(state.filters).map(([field, value]) => {
+    const chip = button(`${field}: ${value} ×`, () => {
+      delete state.filters[field];
+      renderFilters();
+      if (state.lastQuery) runSearch(state.lastQuery.query, state.lastQuery.label);
+    }, "chip");
+    chip.setAttribute("aria-label", `Remove filter ${field} ${value}`);
+    return chip;
+  });
+  $("filters").replaceChildren(...chips);
+}
+
+function renderFacets(facets) {
+  const panel = $("facets");
+  if (!facets || !Object.keys(facets).length) { panel.hidden = true; panel.replaceChildren(); return; }
+  const groups = Object.entries(facets).map(([field, counts]) => {
+    const group = document.createElement("div");
+    const heading = document.createElement("h3");
+    heading.textContent = field;
+    const list = document.createElement("ul");
+    Object.entries(counts).forEach(([value, count]) => {
+      const entry = document.createElement("li");
+      entry.append(button(`${value} (${count})`, () => addFilter(field, value)));
+      list.append(entry);
+    });
+    group.append(heading, list);
+    return group;
+  });
+  panel.replaceChildren(...groups);
+  panel.hidden = false;
+}
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("q").value.trim();
+  if (text) runSearch({ text }, `“${text}”`);
+});
+
+// Product view ---------------------------------------------------------------------------------------
+
+async function openProduct(id) {
+  try {
+    const product = await api(`/products/${encodeURIComponent(id)}`);
+    $("product-title").textContent = product.title || product.id;
+    $("product-meta").textContent = [product.id, product.category].filter(Boolean).join(" · ");
+    const images = product.images && product.images.length
+      ? product.images.map((image) => ({ url: image.url, fallback: image.image }))
+      : [{ url: product.image_url, fallback: product.image }];
+    $("product-images").replaceChildren(...images.map((image, i) => {
+      const img = document.createElement("img");
+      img.alt = `${product.title || product.id}, image ${i + 1}`;
+      showImage(img, image.url, image.fallback);
+      return img;
+    }));
+    const rows = [];
+    Object.entries(product.attributes || {}).forEach(([key, value]) => {
+      const term = document.createElement("dt");
+      term.textContent = key;
+      const detail = document.createElement("dd");
+      detail.append(button(String(value), () => { $("product").close(); addFilter(key, value); }, "chip"));
+      rows.push(term, detail);
+    });
+    $("product-attributes").replaceChildren(...rows);
+    $("product-similar").onclick = () => { $("product").close(); moreLikeThis(product.id, product.title); };
+    $("product").showModal();
+  } catch (error) {
+    if (error.status !== 401) setStatus(error.message, true);
+  }
+}
+
+// Image queries: upload, drag-and-drop, paste; an optional crop box drawn on the picture ------------
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function setQueryImage(file) {
+  if (!file || !file.type.startsWith("image/")) { setStatus("That is not an image file.", true); return; }
+  state.queryImage = await readAsDataUrl(file);
+  state.crop = null;
+  $("crop-box").hidden = true;
+  $("query-image").src = state.queryImage;
+  $("crop-stage").hidden = false;
+  $("image-actions").hidden = false;
+  searchQueryImage();
+}
+
+function croppedImage() {
+  if (!state.crop) return state.queryImage;
+  const picture = $("query-image");
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(state.crop.w));
+  canvas.height = Math.max(1, Math.round(state.crop.h));
+  canvas.getContext("2d").drawImage(picture, state.crop.x, state.crop.y, state.crop.w, state.crop.h, 0, 0, canvas.width, canvas.height);
+  return canvas.toDataURL("image/png");
+}
+
+function searchQueryImage() {
+  if (state.queryImage) runSearch({ image: croppedImage() }, state.crop ? "Image (cropped)" : "Image");
+}
+
+function imagesFrom(dataTransfer) {
+  return [...(dataTransfer ? dataTransfer.files : [])].filter((file) => file.type.startsWith("image/"));
+}
+
+$("image-pick").addEventListener("click", () => $("image-file").click());
+$("image-file").addEventListener("change", () => setQueryImage($("image-file").files[0]));
+$("image-search").addEventListener("click", searchQueryImage);
+$("crop-reset").addEventListener("click", () => { state.crop = null; $("crop-box").hidden = true; searchQueryImage(); });
+$("image-clear").addEventListener("click", () => {
+  state.queryImage = null; state.crop = null;
+  $("crop-stage").hidden = true; $("image-actions").hidden = true; $("image-file").value = "";
+});
+
+function dropTarget(zone, onFile) {
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    const [file] = imagesFrom(event.dataTransfer);
+    if (file) onFile(file);
+  });
+}
+dropTarget($("drop"), setQueryImage);
+
+(function cropBox() {
+  const picture = $("query-image");
+  const box = $("crop-box");
+  let origin = null;
+  const point = (event) => {
+    const rect = picture.getBoundingClientRect();
+    return {
+      x: Math.min(Math.max(event.clientX - rect.left, 0), rect.width),
+      y: Math.min(Math.max(event.clientY - rect.top, 0), rect.height),
+    };
+  };
+  picture.addEventListener("dragstart", (event) => event.preventDefault());
+  picture.addEventListener("pointerdown", (event) => {
+    origin = point(event);
+    picture.setPointerCapture(event.pointerId);
+  });
+  picture.addEventListener("pointermove", (event) => {
+    if (!origin) return;
+    const here = point(event);
+    Object.assign(box.style, {
+      left: `${Math.min(origin.x, here.x)}px`, top: `${Math.min(origin.y, here.y)}px`,
+      width: `${Math.abs(here.x - origin.x)}px`, height: `${Math.abs(here.y - origin.y)}px`,
+    });
+    box.hidden = false;
+  });
+  picture.addEventListener("pointerup", (event) => {
+    if (!origin) return;
+    const here = point(event);
+    const scale = picture.naturalWidth / picture.clientWidth;
+    const w = Math.abs(here.x - origin.x), h = Math.abs(here.y - origin.y);
+    if (w > 8 && h > 8) {
+      state.crop = { x: Math.min(origin.x, here.x) * scale, y: Math.min(origin.y, here.y) * scale, w: w * scale, h: h * scale };
+      searchQueryImage();
+    } else {
+      box.hidden = true;
+    }
+    origin = null;
+  });
+})();
+
+// Zero-shot playground -------------------------------------------------------------------------------
+
+let zeroShotImage = null;
+
+async function setZeroShotImage(file) {
+  if (!file || !file.type.startsWith("image/")) return;
+  zeroShotImage = await readAsDataUrl(file);
+  $("zs-image").src = zeroShotImage;
+  $("zs-image").hidden = false;
+}
+
+$("zs-file").addEventListener("change", () => setZeroShotImage($("zs-file").files[0]));
+dropTarget($("zs-drop"), setZeroShotImage);
+
+$("zs-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const labels = $("zs-labels").value.split("\n").map((label) => label.trim()).filter(Boolean);
+  if (!zeroShotImage) { setStatus("Choose an image to classify.", true); return; }
+  if (!labels.length) { setStatus("Give at least one label.", true); return; }
+  try {
+    const scores = await api("/", {
+      method: "POST",
+      json: { inputs: zeroShotImage, parameters: { candidate_labels: labels, multi_label: $("zs-multi").checked } },
+    });
+    $("zs-bars").replaceChildren(...scores.map(({ label, score }) => {
+      const item = document.createElement("li");
+      const text = document.createElement("div");
+      text.textContent = `${label} — ${(score * 100).toFixed(1)}%`;
+      const track = document.createElement("div");
+      track.className = "track";
+      track.setAttribute("role", "meter");
+      track.setAttribute("aria-label", label);
+      track.setAttribute("aria-valuemin", "0");
+      track.setAttribute("aria-valuemax", "1");
+      track.setAttribute("aria-valuenow", String(score));
+      const fill = document.createElement("div");
+      fill.className = "fill";
+      fill.style.width = `${Math.max(score * 100, 0.5)}%`;
+      track.append(fill);
+      item.append(text, track);
+      return item;
+    }));
+    setStatus(`${labels.length} labels scored`);
+  } catch (error) {
+    if (error.status !== 401) setStatus(error.message, true);
+  }
+});
+
+// Views, paste, keyboard -----------------------------------------------------------------------------
+
+function showView(name) {
+  document.querySelectorAll(".tab[data-view]").forEach((tab) => tab.setAttribute("aria-pressed", String(tab.dataset.view === name)));
+  $("view-search").hidden = name !== "search";
+  $("view-zeroshot").hidden = name !== "zeroshot";
+}
+document.querySelectorAll(".tab[data-view]").forEach((tab) => tab.addEventListener("click", () => showView(tab.dataset.view)));
+
+document.addEventListener("paste", (event) => {
+  const [file] = imagesFrom(event.clipboardData);
+  if (!file) return;
+  event.preventDefault();
+  if ($("view-zeroshot").hidden) setQueryImage(file); else setZeroShotImage(file);
+});
+
+document.addEventListener("keydown", (event) => {
+  const typing = ["INPUT", "TEXTAREA"].includes(document.activeElement.tagName);
+  if (event.key === "/" && !typing) { event.preventDefault(); showView("search"); $("q").focus(); }
+});
+
+document.querySelector("main").hidden = true;
+start();

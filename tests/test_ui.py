@@ -1,0 +1,198 @@
+"""The /ui page in a real headless Chromium (Debian's binary, driven by Playwright) against a real server.
+
+Each scenario saves a screenshot under its tmp_path and a copy under bench/results/ui/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "ui"
+TOKEN = "ui-t0ken"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    # No CDN: every request the page makes goes to the server under test (or is a blob:/data: URL).
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda r: None if urlsplit(r.url).hostname in (None, "127.0.0.1") else elsewhere.append(r.url),
+    )
+    yield page
+    context.close()
+    assert elsewhere == []
+
+
+def screenshot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SCREENSHOTS / path.name)
+    return path
+
+
+def card_ids(page) -> list[str]:
+    return page.locator("#results .card").evaluate_all("cards => cards.map(card => card.dataset.id)")
+
+
+def test_typing_a_query_shows_result_cards_with_images_and_scores(catalog_copy, start_server, page, tmp_path):
+    server = start_server()
+    page.goto(f"{server.base_url}/ui/")
+    page.get_by_placeholder("Describe a product").fill("beige matte ceramic floor tile")
+    page.keyboard.press("Enter")
+    page.locator("#results .card").first.wait_for()
+    assert len(card_ids(page)) == 24
+    assert page.locator("#results .card .score").first.inner_text().startswith("score ")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results img')].slice(0, 8).every(i => i.naturalWidth > 0)"
+    )
+    screenshot(page, tmp_path, "01-text-search")
+
+
+def test_uploading_a_product_image_finds_that_product_first(catalog_copy, start_server, page, tmp_path):
+    server = start_server()
+    row = catalog_copy.row("sku-00017")
+    page.goto(f"{server.base_url}/ui/")
+    page.locator("main").wait_for()
+    page.set_input_files("#image-file", str(catalog_copy.manifest.parent / row["image"]))
+    page.wait_for_function("document.querySelector('#results .card')?.dataset.id === 'sku-00017'")
+    assert page.locator("#crop-stage img").is_visible()
+    screenshot(page, tmp_path, "02-image-search")
+
+
+def test_more_like_this_shows_neighbours_without_the_product_itself(
+    catalog_copy, start_server, page, tmp_path
+):
+    server = start_server()
+    page.goto(f"{server.base_url}/ui/")
+    page.get_by_placeholder("Describe a product").fill("tile")
+    page.keyboard.press("Enter")
+    first = page.locator("#results .card").first
+    first.wait_for()
+    product_id = first.get_attribute("data-id")
+    first.get_by_role("button", name="More like this").click()
+    page.wait_for_function("document.querySelector('#summary').textContent.startsWith('More like')")
+    page.locator("#results .card").first.wait_for()
+    ids = card_ids(page)
+    assert ids and product_id not in ids
+    screenshot(page, tmp_path, "03-more-like-this")
+
+
+def test_product_view_shows_its_images_and_attributes(catalog_copy, start_server, page, tmp_path):
+    server = start_server()
+    page.goto(f"{server.base_url}/ui/")
+    page.get_by_placeholder("Describe a product").fill("tile")
+    page.keyboard.press("Enter")
+    page.locator("#results .card .title").first.click()
+    dialog = page.locator("#product")
+    dialog.wait_for()
+    page.wait_for_function(
+        "[...document.querySelectorAll('#product-images img')].every(i => i.naturalWidth > 0)"
+    )
+    assert dialog.locator("#product-images img").count() >= 1
+    assert dialog.locator("#product-attributes dt").count() >= 1
+    screenshot(page, tmp_path, "04-product-view")
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+
+
+def test_zero_shot_playground_shows_scores_as_bars(catalog_copy, start_server, page, tmp_path):
+    server = start_server()
+    page.goto(f"{server.base_url}/ui/")
+    page.get_by_role("button", name="Zero-shot").click()
+    page.set_input_files(
+        "#zs-file", str(catalog_copy.manifest.parent / catalog_copy.row("sku-00003")["image"])
+    )
+    page.get_by_role("button", name="Classify").click()
+    page.locator("#zs-bars li").first.wait_for()
+    assert page.locator("#zs-bars li").count() == 4
+    values = page.locator("#zs-bars .track").evaluate_all(
+        "t => t.map(e => Number(e.getAttribute('aria-valuenow')))"
+    )
+    assert abs(sum(values) - 1) < 1e-6 and values == sorted(values, reverse=True)
+    screenshot(page, tmp_path, "05-zero-shot")
+
+
+def test_with_tokens_on_the_page_shows_nothing_until_a_token_is_entered(
+    catalog_copy, start_server, page, tmp_path
+):
+    server = start_server(api_tokens=[TOKEN])
+    page.goto(f"{server.base_url}/ui/")
+    token_field = page.get_by_label("API token")
+    token_field.wait_for()
+    assert not page.locator("main").is_visible()
+    assert page.locator("#results .card").count() == 0
+    screenshot(page, tmp_path, "06-token-required")
+    token_field.fill("wrong")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('refused')")
+    assert not page.locator("main").is_visible()
+    token_field.fill(TOKEN)
+    page.keyboard.press("Enter")
+    page.locator("main").wait_for()
+    page.get_by_placeholder("Describe a product").fill("tile")
+    page.keyboard.press("Enter")
+    page.locator("#results .card").first.wait_for()
+    # Every image came through fetch() with the token (a blob: URL), none through a public URL.
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results img')].every(i => i.src.startsWith('blob:') && i.naturalWidth > 0)"
+    )
+    screenshot(page, tmp_path, "07-token-entered")
+
+
+def test_the_page_is_readable_on_a_phone(catalog_copy, start_server, browser, tmp_path):
+    server = start_server()
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{server.base_url}/ui/")
+        page.get_by_placeholder("Describe a product").fill("wood")
+        page.keyboard.press("Enter")
+        page.locator("#results .card").first.wait_for()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390  # no sideways scrolling
+        screenshot(page, tmp_path, "08-phone")
+    finally:
+        context.close()
+
+
+def test_swagger_ui_renders_offline_with_an_authorize_button(start_server, page, tmp_path):
+    server = start_server(api_tokens=[TOKEN])
+    page.goto(f"{server.base_url}/docs")
+    page.get_by_role("button", name="Authorize").first.wait_for()
+    assert page.locator(".opblock").count() >= 5
+    screenshot(page, tmp_path, "09-swagger")
