@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.metrics import Metrics
@@ -13,6 +15,15 @@ from search.settings import Settings
 if TYPE_CHECKING:
     from search.products import ProductService
     from search.runtime import InferenceRuntime
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux), for /info."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 class ServiceState:
@@ -52,7 +63,10 @@ class ServiceState:
         if products is None:
             return {}
         products.refresh()
-        return {"catalog": {"products": products.catalog.count(), "index_vectors": len(products.index)}}
+        return {
+            "catalog": {"products": products.catalog.count(), "index_vectors": len(products.index)},
+            "index": {**products.index.describe(), "server_rss_bytes": resident_bytes()},
+        }
 
     def render_metrics(self) -> str:
         gauges: dict[str, tuple[str, float]] = {
@@ -70,7 +84,7 @@ class ServiceState:
             products = self.runtime.products
             if products is not None:
                 products.refresh()
-                info["index_type"] = products.index_spec.kind
+                info["index_type"] = products.index.kind
                 gauges["vitrine_index_vectors"] = ("Vectors in the search index.", float(len(products.index)))
                 gauges["vitrine_catalog_revision"] = (
                     "Catalog revision the index reflects.",

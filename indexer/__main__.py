@@ -6,6 +6,7 @@
     remove ID...       remove products
     rebuild            rebuild the index file from the database (no model needed)
     verify             prove the database and the index agree (exit 1 if not)
+    tune               measure recall@10 against exact search, re-tune and save the index's parameters
     stats              counts, revisions, files
     compact            save the index, then prune the removal log it no longer needs
     migrate            apply database migrations
@@ -73,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("ids", nargs="+")
     command("rebuild", "rebuild the index file from the database")
     command("verify", "check that the database and the index agree")
+    tune = command("tune", "measure the index's recall@10 against exact search; re-tune it")
+    tune.add_argument(
+        "--queries",
+        type=Path,
+        help="text-side vectors to tune on (.npy, or Parquet with an embedding column); "
+        "default: the sample of served text queries, else far proxies of catalog vectors",
+    )
     command("stats", "print catalog and index statistics as JSON")
     command("compact", "save the index, then prune the removal log it no longer needs")
     command("migrate", "apply database migrations")
@@ -139,6 +147,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             report = service.verify()
             print(json.dumps(report.__dict__, indent=2))
             return 0 if report.ok else 1
+        if args.command == "tune":
+            samples = None
+            if args.queries is not None:
+                from indexer.vector_files import read_query_vectors
+
+                samples = read_query_vectors(args.queries)
+            print(json.dumps(service.tune(samples), indent=2))
+            return 0
         if args.command == "compact":
             pruned = service.compact()
             _report(

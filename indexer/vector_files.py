@@ -76,6 +76,26 @@ def read_batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
     yield from parquet.iter_batches(batch_size=batch_size)
 
 
+def read_query_vectors(path: Path) -> np.ndarray:
+    """Text-side vectors for tuning: a .npy matrix or a Parquet file's embedding column, normalised."""
+    if path.suffix == ".npy":
+        try:
+            matrix = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"{path} is not a readable .npy file: {exc}") from None
+    else:
+        rows = [
+            value
+            for batch in read_batches(path, 10_000)
+            for value in batch.column(EMBEDDING_COLUMN).to_pylist()
+        ]
+        matrix = np.asarray([row for row in rows if row], dtype=np.float32)
+    if matrix.ndim != 2 or not len(matrix):
+        raise BadInput(f"{path} holds no vectors")
+    unit, reasons = normalise_rows(matrix)
+    return unit[[reason is None for reason in reasons]]
+
+
 def row_count(path: Path) -> int:
     try:
         return pq.ParquetFile(path).metadata.num_rows

@@ -163,6 +163,12 @@ class Catalog:
         with self._read() as session:
             return int(session.scalar(query) or 0)
 
+    def changed_count(self, revision: int) -> int:
+        """Products written after ``revision`` (to choose between catching up and rebuilding)."""
+        with self.engine.connect() as connection:
+            query = select(func.count()).select_from(Product).where(Product.revision > revision)
+            return int(connection.scalar(query) or 0)
+
     def count_by_model(self) -> dict[str, int]:
         query = select(Product.embedding_model, func.count()).group_by(Product.embedding_model)
         with self._read() as session:

@@ -24,6 +24,7 @@ from search.errors import BadInput, NotFound
 from search.image_store import ImageStore, sha256_hex
 from search.images import ImageLoader, is_url
 from search.index import IndexFileError, IndexSpec, VectorIndex
+from search.index.query_log import QueryLog
 from search.settings import Settings
 from search.vectors import normalise_vector
 
@@ -119,6 +120,7 @@ class ProductService:
         max_k: int = 1000,
         load_index: bool = True,
         index_spec: IndexSpec | None = None,
+        rebuild_in_background: bool = False,
     ) -> None:
         self.catalog = catalog
         self.model = model
@@ -131,6 +133,10 @@ class ProductService:
         dim = dim or (encoder.info.embedding_dim if encoder else None) or catalog_dim(catalog, model)
         self.dim = dim
         self._refresh_lock = threading.Lock()
+        # A server folds changes into a fresh index in a thread; maintenance commands rebuild in the open.
+        self.rebuild_in_background = rebuild_in_background
+        self._rebuild_thread: threading.Thread | None = None
+        self.query_log = QueryLog(index_path.with_name(index_path.name + ".queries.npy"))
         # load_index=False leaves the index file untouched (verify inspects it as it is).
         self.index = (
             self._open_index() if load_index else VectorIndex(self.dim or 0, model, 0, self.index_spec)
@@ -153,17 +159,30 @@ class ProductService:
 
     def _build_from_database(self, save: bool) -> VectorIndex:
         revision = self.catalog.revision()
-        index = VectorIndex(self.dim or 0, self.model, revision, self.index_spec)
-        if self.dim:
-            for ids, vectors in self.catalog.iter_embeddings(self.model):
-                index.upsert(ids, vectors)
+        if not self.dim:
+            return VectorIndex(0, self.model, revision, self.index_spec)
+        index = VectorIndex.build(
+            self.dim,
+            self.model,
+            revision,
+            self.index_spec,
+            self.catalog.iter_embeddings(self.model),
+            count=self.catalog.count(self.model),
+            path=self.index_path,
+            text_samples=self.query_log.sample(self.dim),
+        )
         # Writes that landed while we read are picked up by the next refresh (revision is from before).
-        if save and self.dim:
+        if save:
             index.save(self.index_path)
         return index
 
     def _apply_changes(self, index: VectorIndex) -> VectorIndex:
         """``index`` brought up to the database's revision (a new one if its dimension was unknown)."""
+        pending = self.catalog.changed_count(index.revision)
+        if pending > max(50_000, len(index) // 2):
+            # A bulk load: a fresh build streams from the database instead of holding every change.
+            log.info("%d changed products: rebuilding the index from the database", pending)
+            return self._apply_changes(self._build_from_database(save=False))
         try:
             changes = self.catalog.changes_since(index.revision, self.model)
         except ChangesPruned as exc:
@@ -187,12 +206,53 @@ class ProductService:
             return
         with self._refresh_lock:
             self.index = self._apply_changes(self.index)
+        if self.rebuild_in_background and self.index.wants_rebuild():
+            self.start_background_rebuild()
 
     def rebuild(self) -> int:
         with self._refresh_lock:
             self.index = self._apply_changes(self._build_from_database(save=False))
             self.save_index()
+            self.index.remove_stale_parts(self.index_path)
             return len(self.index)
+
+    def start_background_rebuild(self) -> threading.Thread | None:
+        """Build a fresh index from the database in a thread; searches keep using the current one.
+
+        The new index catches up with writes made meanwhile (the change log), is saved (its parts first,
+        the index file's rename last) and swapped in. If the build fails or the process dies, the
+        previous index file and the current in-memory index stay as they were.
+        """
+        with self._refresh_lock:
+            if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
+                return None
+            self._rebuild_thread = threading.Thread(
+                target=self._rebuild_and_swap, name="vitrine-index-rebuild", daemon=True
+            )
+            self._rebuild_thread.start()
+            return self._rebuild_thread
+
+    def _rebuild_and_swap(self) -> None:
+        try:
+            fresh = self._build_from_database(save=False)
+            with self._refresh_lock:
+                fresh = self._apply_changes(fresh)
+                fresh.save(self.index_path)
+                self.index = fresh
+            fresh.remove_stale_parts(self.index_path)
+            log.info("index rebuilt in the background: %s", fresh.describe()["description"])
+        except Exception:
+            log.exception("background index rebuild failed; the previous index keeps serving")
+
+    def tune(self, text_samples: np.ndarray | None = None) -> dict[str, Any]:
+        """Measure recall@10 of the index against exact search (image-like and text-like samples),
+        re-choose its parameters, save them with the index, and return the facts."""
+        self.refresh()
+        if text_samples is None and self.dim:
+            text_samples = self.query_log.sample(self.dim)
+        facts = self.index.tune(text_samples)
+        self.save_index()
+        return facts
 
     def compact(self) -> int:
         """Save the index at the current revision, then prune the removal log through it.
@@ -207,6 +267,7 @@ class ProductService:
     def save_index(self) -> None:
         if self.index.dim:
             self.index.save(self.index_path)
+        self.query_log.save()
 
     # Reads ----------------------------------------------------------------------------------------------
 
@@ -243,6 +304,7 @@ class ProductService:
         excluded: list[int] = []
         if text is not None:
             vector = self._require_encoder().embed_texts([text])[0]
+            self.query_log.add(vector)
         elif image is not None:
             if self.images is None:
                 raise BadInput("search by image needs the image loader")
@@ -250,6 +312,7 @@ class ProductService:
             vector = self._require_encoder().embed_images([picture])[0]
         elif vector is not None:
             vector = self._query_vector(vector)
+            self.query_log.add(vector)
         else:
             row_id, vector = self._product_vector(product_id or "")
             excluded = [row_id]
@@ -401,7 +464,8 @@ class ProductService:
             "products": self.catalog.count(),
             "products_by_model": self.catalog.count_by_model(),
             "index_vectors": len(self.index),
-            "index_type": self.index_spec.describe(),
+            "index_type": self.index_spec.describe(self.index.kind),
+            "index": self.index.describe(),
             "embedding_dim": self.dim,
             "model": self.model,
             "database_revision": self.catalog.revision(),
@@ -437,6 +501,7 @@ def open_products(
     images: ImageLoader | None = None,
     *,
     load_index: bool = True,
+    rebuild_in_background: bool = False,
 ) -> ProductService:
     """The catalog and its index (migrations must have run). Without an encoder: maintenance only."""
     return ProductService(
@@ -449,4 +514,5 @@ def open_products(
         max_k=settings.search_max_k,
         load_index=load_index,
         index_spec=settings.index_spec,
+        rebuild_in_background=rebuild_in_background,
     )

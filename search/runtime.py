@@ -94,7 +94,7 @@ class InferenceRuntime:
         products = None
         if with_catalog:
             migrate(settings.resolved_database_url)
-            products = open_products(settings, encoder, images)
+            products = open_products(settings, encoder, images, rebuild_in_background=True)
             log.info(
                 "catalog: %d products, index of %d vectors at revision %d (%s)",
                 products.catalog.count(),

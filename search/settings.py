@@ -63,7 +63,13 @@ class Settings(BaseSettings):
 
     # Search index
     search_max_k: int = Field(1000, ge=1)
-    index_type: Literal["flat", "hnsw"] = Field("flat", description="flat: exact; hnsw: approximate, fast")
+    index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="auto: exact below index_exact_limit vectors, ivf above; flat; hnsw; ivf"
+    )
+    index_exact_limit: int = Field(50_000, ge=1, description="auto: largest catalog searched exactly")
+    recall_target: float = Field(0.95, gt=0, le=1, description="ivf: recall@10 the probe count is tuned to")
+    ivf_nlist: int = Field(0, ge=0, description="ivf lists; 0: about 4 * sqrt(vectors)")
+    ivf_nprobe: int = Field(0, ge=0, description="ivf lists probed; 0: tuned to recall_target")
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree")
     hnsw_ef_construction: int = Field(80, ge=8)
     hnsw_ef_search: int = Field(256, ge=8, description="HNSW search breadth: recall against speed")
@@ -96,4 +102,8 @@ class Settings(BaseSettings):
             hnsw_m=self.hnsw_m,
             hnsw_ef_construction=self.hnsw_ef_construction,
             hnsw_ef_search=self.hnsw_ef_search,
+            exact_limit=self.index_exact_limit,
+            recall_target=self.recall_target,
+            ivf_nlist=self.ivf_nlist,
+            ivf_nprobe=self.ivf_nprobe,
         )

@@ -1,0 +1,264 @@
+"""Search at scale on a modality-gap catalog: recall@10 for text-like and image-like queries, latency
+through the service path, filtered search, memory, build time, time until an added product is found.
+
+    .venv/bin/python bench/bench_scale.py --size 100000 --hnsw          # + HNSW and exact baselines
+    .venv/bin/python bench/bench_scale.py --size 1000000                # about 15-25 min on 2 cores
+    .venv/bin/python bench/bench_scale.py --size 100000 --data hard
+
+Data (bench/modality_gap.py): image-like catalog vectors; text-like queries whose best image has cosine
+~0.1; image-like queries (new images of the catalog's clusters). Queries for measuring are never those
+the index was tuned on: tuning uses a separate "served" sample of text-like queries.
+
+The products go into SQLite in bulk (Core inserts, not the indexer: no model is involved), then a
+ProductService opens the catalog as a server does (VITRINE_INDEX_TYPE=auto): it builds the index from the
+database and tunes it. "service" latency is ProductService._nearest, the API's path minus encoding:
+revision check, SQL filter, index search with exact re-scoring, reading the k products. Recall is
+against exact search over the same vectors (the float32 rows, scanned in chunks). RSS is this process
+(the server's role) after the build and the searches, split into anonymous memory and mapped file pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import median, percentile, write_result
+from modality_gap import GapModel
+
+
+def memory() -> dict[str, float]:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024  # MiB
+    return fields
+
+
+def fill_catalog(url: str, model: GapModel, size: int, name: str) -> float:
+    """Bulk insert: category c00..c99 (1% each), attribute tier=a on 30% of products."""
+    from sqlalchemy import insert, update
+
+    from search.catalog import Catalog, vector_to_bytes
+    from search.schema import CatalogState, Product, ProductAttribute, utcnow
+
+    catalog = Catalog.open(url)
+    started = time.perf_counter()
+    now = utcnow()
+    row_id = 0
+    with catalog.engine.begin() as connection:
+        connection.execute(update(CatalogState).where(CatalogState.id == 1).values(revision=1))
+    for vectors, _ in model.images(size, seed=1, chunk=20_000):
+        rows, attributes = [], []
+        for vector in vectors:
+            row_id += 1
+            tier = "a" if row_id % 10 < 3 else "b"
+            rows.append(
+                {
+                    "id": row_id,
+                    "external_id": f"p{row_id}",
+                    "title": None,
+                    "category": f"c{row_id % 100:02d}",
+                    "image_ref": "",
+                    "attributes": {"tier": tier},
+                    "embedding": vector_to_bytes(vector),
+                    "embedding_dim": len(vector),
+                    "embedding_model": name,
+                    "revision": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            attributes.append({"product_id": row_id, "key": "tier", "value": tier})
+        with catalog.engine.begin() as connection:
+            connection.execute(insert(Product), rows)
+            connection.execute(insert(ProductAttribute), attributes)
+    catalog.close()
+    return time.perf_counter() - started
+
+
+def timed(queries: np.ndarray, work) -> tuple[list[float], list]:
+    work(queries[0])  # warm-up
+    samples, results = [], []
+    for query in queries:
+        started = time.perf_counter()
+        results.append(work(query))
+        samples.append(time.perf_counter() - started)
+    return samples, results
+
+
+def recall(found: list[list[str]], truth: np.ndarray) -> float:
+    from search.index.tuning import recall_at_k
+
+    return recall_at_k([np.array([int(x[1:]) for x in ids]) for ids in found], truth)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--data", choices=["gap", "hard"], default="gap")
+    parser.add_argument("--recall-target", type=float, default=0.95)
+    parser.add_argument("--hnsw", action="store_true", help="also HNSW32 at efSearch 64/256/1024 (slow build)")
+    parser.add_argument("--dir", type=Path, help="work folder (default: a temp folder, deleted)")
+    args = parser.parse_args()
+
+    from search.catalog import ProductWrite
+    from search.db import migrate
+    from search.image_store import ImageStore
+    from search.index.tuning import exact_top_k
+    from search.index_spec import IndexSpec
+    from search.products import Filters, ProductService
+
+    model = GapModel(dim=args.dim, hard=args.data == "hard")
+    name = "bench/gap"
+    texts = model.texts(args.queries, seed=2)
+    images = model.image_queries(args.queries, seed=3)
+    served = model.texts(300, seed=4)  # the "served query" sample the index is tuned on
+    out: dict[str, object] = {"size": args.size, "dim": args.dim, "data": args.data}
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        migrate(url)
+        out["sqlite_insert_s"] = fill_catalog(url, model, args.size, name)
+        print(f"catalog of {args.size:,} written in {out['sqlite_insert_s']:.0f} s", flush=True)
+        gc.collect()
+        out["rss_before_build_mib"] = memory()
+
+        from search.catalog import Catalog
+
+        index_path = Path(tmp) / "index" / "products.faiss"
+        index_path.parent.mkdir(parents=True)
+        np.save(index_path.with_name("products.faiss.queries.npy"), served)
+        spec = IndexSpec(kind="auto", recall_target=args.recall_target)
+        started = time.perf_counter()
+        service = ProductService(
+            Catalog.open(url),
+            model=name,
+            index_path=index_path,
+            image_store=ImageStore(Path(tmp) / "images"),
+            dim=args.dim,
+            index_spec=spec,
+            rebuild_in_background=True,
+        )
+        out["build_s"] = time.perf_counter() - started
+        out["index"] = service.index.describe()
+        print(f"built in {out['build_s']:.0f} s: {out['index']}", flush=True)
+
+        store = service.index._store
+        everything = np.concatenate([texts, images])
+        started = time.perf_counter()
+        truth = exact_top_k(store.iter_live(), everything, 10)
+        out["exact_truth_s_per_query"] = (time.perf_counter() - started) / len(everything)
+        truth_text, truth_image = truth[: len(texts)], truth[len(texts) :]
+        ids_of = lambda hits: [hit["id"] for hit in hits]  # noqa: E731
+        rows = []
+
+        def path(label, queries, truth_ids, filters=None):
+            samples, results = timed(queries, lambda q: ids_of(service._nearest(q, 10, filters, None, [])))
+            rows.append(
+                {
+                    "path": label,
+                    "p50_ms": median(samples) * 1000,
+                    "p95_ms": percentile(samples, 95) * 1000,
+                    "recall_at_10": None if truth_ids is None else recall(results, truth_ids),
+                }
+            )
+            print(rows[-1], flush=True)
+            return results
+
+        path("service, text-like", texts, truth_text)
+        path("service, image-like", images, truth_image)
+        # Filtered: 1% (one category, exact scan of its vectors) and 30% (attribute, IVF + selector).
+        for label, filters, allowed_of in (
+            ("1%", Filters(category="c07"), lambda ids: ids % 100 == 7),
+            ("30%", Filters(attributes={"tier": "a"}), lambda ids: ids % 10 < 3),
+        ):
+
+            def allowed_chunks(keep=allowed_of):
+                for ids, vectors in store.iter_live():
+                    mask = keep(ids)
+                    yield ids[mask], vectors[mask]
+
+            filtered_truth = exact_top_k(allowed_chunks(), texts, 10)
+            found = path(f"service, text-like, filter {label}", texts, filtered_truth, filters)
+            assert all(allowed_of(np.array([int(x[1:]) for x in ids])).all() for ids in found)
+        gc.collect()
+        out["rss_after_searches_mib"] = memory()
+        print("memory", out["rss_after_searches_mib"], flush=True)
+        # Exact baseline in the same run: the flat scan over the same rows, per query (FAISS, 2 threads).
+        import faiss
+
+        flat = faiss.IndexFlatIP(args.dim)
+        for _, vectors in store.iter_live():
+            flat.add(vectors)
+        exact_samples, _ = timed(texts[:50], lambda q: flat.search(q[None], 10))
+        out["exact_flat_p50_ms"] = median(exact_samples) * 1000
+        out["exact_flat_index_mib"] = flat.ntotal * args.dim * 4 / 2**20
+        print(f"exact flat baseline p50 {out['exact_flat_p50_ms']:.1f} ms", flush=True)
+        del flat
+        gc.collect()
+
+        # Tuning without served queries: far proxies of catalog vectors. Which probe count, what recall?
+        if hasattr(store, "tune"):
+            proxy = store.tune(None)
+            nprobe_served = store.tuned.nprobe
+            store.tuned, served_tuning = proxy, store.tuned
+            samples, results = timed(texts, lambda q: ids_of(service._nearest(q, 10, None, None, [])))
+            out["proxy_tuning"] = {
+                "nprobe": proxy.nprobe,
+                "text_recall_at_10": recall(results, truth_text),
+                "p50_ms": median(samples) * 1000,
+                "served_tuning_nprobe": nprobe_served,
+            }
+            print("proxy tuning", out["proxy_tuning"], flush=True)
+            store.tuned = served_tuning
+
+        # Time until an added product is searchable (write commits -> the next search finds it).
+        new_vector = model.image_queries(1, seed=99)[0]
+        started = time.perf_counter()
+        service.catalog.upsert(
+            [ProductWrite(external_id="added", image_ref="", embedding=new_vector, embedding_model=name)]
+        )
+        committed = time.perf_counter()
+        top = service._nearest(new_vector, 1, None, None, [])[0]["id"]
+        out["add_commit_ms"] = (committed - started) * 1000
+        out["add_visible_ms"] = (time.perf_counter() - committed) * 1000
+        assert top == "added"
+        print(f"added product searchable {out['add_visible_ms']:.1f} ms after its commit", flush=True)
+
+        if args.hnsw:
+            import faiss
+
+            hnsw = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = 80
+            started = time.perf_counter()
+            for _, vectors in store.iter_live():
+                hnsw.add(vectors)
+            out["hnsw_build_s"] = time.perf_counter() - started
+            slot_ids = np.concatenate([ids for ids, _ in store.iter_live()])
+            for ef in (64, 256, 1024):
+                hnsw.hnsw.efSearch = ef
+                for label, queries, truth_ids in (("text-like", texts, truth_text), ("image-like", images, truth_image)):
+                    samples, results = timed(queries, lambda q: hnsw.search(q[None], 10)[1][0])
+                    found = [[f"p{slot_ids[i]}" for i in ids if i >= 0] for ids in results]
+                    rows.append(
+                        {
+                            "path": f"HNSW32 efSearch {ef} (faiss alone), {label}",
+                            "p50_ms": median(samples) * 1000,
+                            "p95_ms": percentile(samples, 95) * 1000,
+                            "recall_at_10": recall(found, truth_ids),
+                        }
+                    )
+                    print(rows[-1], flush=True)
+        service.catalog.close()
+    out["rows"] = rows
+    print(f"results: {write_result(f'scale-{args.data}-{args.size}', out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""``VectorIndex``: the one interface over the index kinds, thread-safe, with the revision it reflects.
+
+The index is a cache of the database: its file records the catalog revision it reflects and is written
+atomically with checksums (see ``file_format``), so a crash leaves the previous file and a damaged file
+is detected before FAISS reads it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.index.errors import IndexFileError
+from search.index.exact import ExactStore
+from search.index.file_format import read_state, write_state
+from search.index.hnsw import HnswStore
+from search.index.ivf import BaseFiles, IvfStore
+from search.index_spec import IndexSpec
+
+Store = ExactStore | HnswStore | IvfStore
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: int
+    score: float
+
+
+class VectorIndex:
+    """Thread-safe vector index (int64 ids -> unit vectors) with the catalog revision it reflects."""
+
+    def __init__(
+        self,
+        dim: int,
+        model: str,
+        revision: int = 0,
+        spec: IndexSpec | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.dim = dim
+        self.model = model
+        self.revision = revision
+        self.spec = spec or IndexSpec()
+        if store is None:
+            store = HnswStore(dim, self.spec) if self.spec.resolve(0) == "hnsw" else ExactStore(dim)
+        self._store: Store = store
+        self._lock = threading.Lock()
+
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        model: str,
+        revision: int,
+        spec: IndexSpec,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        *,
+        count: int,
+        path: Path,
+        text_samples: np.ndarray | None = None,
+    ) -> VectorIndex:
+        """An index of ``count`` vectors from (ids, vectors) batches; its kind chosen by ``spec``.
+
+        An IVF index writes its immutable parts beside ``path`` while it is built (``save`` then commits).
+        """
+        kind = spec.resolve(count)
+        if kind == "ivf":
+            store = IvfStore.build(dim, spec, batches, path, text_samples)
+            return cls(dim, model, revision, spec, store)
+        store = HnswStore(dim, spec) if kind == "hnsw" else ExactStore(dim)
+        index = cls(dim, model, revision, spec, store)
+        for ids, vectors in batches:
+            index.upsert(ids, vectors)
+        return index
+
+    @property
+    def kind(self) -> str:
+        return self._store.kind
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return self._store.ids()
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"vectors must have shape ({len(ids)}, {self.dim}), not {vectors.shape}")
+        if len(np.unique(ids)) != len(ids):
+            # An id twice in one call: the last vector wins, as if upserted one after the other.
+            reversed_ids = ids[::-1]
+            _, first_in_reversed = np.unique(reversed_ids, return_index=True)
+            keep = np.sort(len(ids) - 1 - first_in_reversed)
+            ids, vectors = ids[keep], vectors[keep]
+        with self._lock:
+            self._store.upsert(ids, vectors)
+
+    def remove(self, ids: np.ndarray | list[int]) -> int:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return 0
+        with self._lock:
+            return self._store.remove(ids)
+
+    def reconstruct(self, vector_id: int) -> np.ndarray | None:
+        with self._lock:
+            return self._store.reconstruct(vector_id)
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        allowed_ids: list[int] | np.ndarray | None = None,
+        excluded_ids: list[int] | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchHit]:
+        """Top-k by cosine for one query; optional id allow-list (filters) and exclusions (itself)."""
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        allowed = None if allowed_ids is None else np.asarray(allowed_ids, dtype=np.int64)
+        if allowed is not None and len(allowed) == 0:
+            return []
+        with self._lock:
+            if k <= 0 or len(self._store) == 0:
+                return []
+            scores, ids = self._store.search(query, k, allowed, list(excluded_ids or []))
+        hits = [SearchHit(int(i), float(s)) for s, i in zip(scores, ids, strict=True) if i >= 0]
+        if min_score is not None:
+            hits = [hit for hit in hits if hit.score >= min_score]
+        return hits
+
+    # Upkeep and self-measurement -----------------------------------------------------------------------
+
+    def wants_rebuild(self) -> bool:
+        """Changes since the build (side index, deletion marks) or growth call for a fresh build."""
+        if self.spec.outgrown(self.kind, len(self)):
+            return True
+        return isinstance(self._store, IvfStore) and self._store.wants_rebuild()
+
+    def tune(self, text_samples: np.ndarray | None = None) -> dict[str, Any]:
+        """Measure recall@10 against exact search (and re-choose the IVF probe count); returns the facts."""
+        store = self._store
+        if isinstance(store, IvfStore):
+            tuned = store.tune(text_samples)  # reads only: searches keep running meanwhile
+            with self._lock:
+                store.tuned = tuned
+        return self.describe()
+
+    def describe(self) -> dict[str, Any]:
+        """Kind, parameters, measured recall and memory, as /info and `indexer stats` show them."""
+        facts = {
+            **self._store.describe(),
+            "vectors": len(self),
+            "memory_bytes": self._store.memory_bytes(),
+            "description": self.spec.describe(self.kind),
+        }
+        if self.kind == "flat":
+            facts["measured_recall_at_10"] = {"image_like": 1.0, "text_like": 1.0}
+        return facts
+
+    # Persistence ---------------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write atomically: readers see the old file or the new one, never half of one."""
+        with self._lock:
+            sections = self._store.sections()
+            meta: dict[str, Any] = {
+                "revision": self.revision,
+                "dim": self.dim,
+                "model": self.model,
+                "count": len(self._store),
+                "kind": self.kind,
+                "spec": asdict(replace(self.spec, kind=self.kind)),
+            }
+            if isinstance(self._store, IvfStore):
+                meta["ivf"] = self._store.meta()
+        write_state(path, meta, sections)
+
+    def parts(self) -> set[str]:
+        """File names of the immutable parts this index reads (IVF base files)."""
+        if not isinstance(self._store, IvfStore):
+            return set()
+        generation = self._store.files.generation
+        return {f".{generation}.f32", f".{generation}.ivf"}
+
+    def remove_stale_parts(self, path: Path) -> None:
+        """Delete IVF part files beside ``path`` that neither this index nor the saved file uses.
+
+        A process that still maps a deleted part keeps reading it (POSIX keeps the data until unmapped).
+        """
+        keep = {path.name + suffix for suffix in self.parts()}
+        try:
+            saved, _ = read_state(path)
+            if "ivf" in saved:
+                generation = saved["ivf"]["generation"]
+                keep |= {BaseFiles.raw_path(path, generation).name, BaseFiles.ivf_path(path, generation).name}
+        except IndexFileError:
+            pass
+        for candidate in path.parent.glob(path.name + ".*"):
+            if candidate.suffix in (".f32", ".ivf") and candidate.name not in keep:
+                candidate.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path, *, model: str, dim: int, spec: IndexSpec | None = None) -> VectorIndex:
+        spec = spec or IndexSpec()
+        meta, sections = read_state(path)
+        if meta.get("model") != model or meta.get("dim") != dim:
+            raise IndexFileError(
+                f"{path} holds {meta.get('dim')}-d vectors of {meta.get('model')!r}, not {dim}-d of {model!r}"
+            )
+        stored_spec = IndexSpec(**meta.get("spec", {}))
+        kind = meta.get("kind", stored_spec.kind)
+        if not spec.accepts(kind) or (kind == "hnsw" and stored_spec.hnsw_m != spec.hnsw_m):
+            raise IndexFileError(f"{path} is a {stored_spec.describe(kind)} index, not {spec.describe()}")
+        store: Store
+        if kind == "hnsw":
+            store = HnswStore.from_sections(dim, spec, sections)
+        elif kind == "ivf":
+            store = IvfStore.from_sections(dim, spec, meta["ivf"], sections, path)
+        else:
+            store = ExactStore.from_sections(dim, sections)
+        index = cls(dim, model, int(meta["revision"]), spec, store)
+        if len(index) != meta.get("count"):
+            raise IndexFileError(f"{path} holds {len(index)} vectors, its header says {meta.get('count')}")
+        return index
