@@ -151,8 +151,7 @@ class Indexer:
         finally:
             bar.close()
             summary.seconds = time.perf_counter() - started
-            self.service.refresh()
-            self.service.save_index()
+            self.service.checkpoint()
         return summary
 
     # Worker stage: runs in threads, touches no database session and no model ---------------------------

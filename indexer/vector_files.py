@@ -160,8 +160,7 @@ class VectorImporter:
             summary.interrupted = True
         finally:
             summary.seconds = time.perf_counter() - started
-            self.service.refresh()
-            self.service.save_index()
+            self.service.checkpoint()
         return summary
 
     def _import_batch(

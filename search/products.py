@@ -141,6 +141,8 @@ class ProductService:
         self.index = (
             self._open_index() if load_index else VectorIndex(self.dim or 0, model, 0, self.index_spec)
         )
+        if load_index:
+            self._rebuild_if_due()  # e.g. an exact index file of a catalog that has outgrown it
 
     # Index life cycle -----------------------------------------------------------------------------------
 
@@ -206,6 +208,9 @@ class ProductService:
             return
         with self._refresh_lock:
             self.index = self._apply_changes(self.index)
+        self._rebuild_if_due()
+
+    def _rebuild_if_due(self) -> None:
         if self.rebuild_in_background and self.index.wants_rebuild():
             self.start_background_rebuild()
 
@@ -247,7 +252,7 @@ class ProductService:
     def tune(self, text_samples: np.ndarray | None = None) -> dict[str, Any]:
         """Measure recall@10 of the index against exact search (image-like and text-like samples),
         re-choose its parameters, save them with the index, and return the facts."""
-        self.refresh()
+        self.checkpoint()
         if text_samples is None and self.dim:
             text_samples = self.query_log.sample(self.dim)
         facts = self.index.tune(text_samples)
@@ -263,6 +268,15 @@ class ProductService:
         self.refresh()
         self.save_index()
         return self.catalog.prune_removals(self.index.revision)
+
+    def checkpoint(self) -> None:
+        """After a batch job: catch up and save; an index the catalog has outgrown (or whose side index
+        has grown large) is rebuilt first, in the open (batch jobs have no background thread)."""
+        self.refresh()
+        if self.index.wants_rebuild():
+            self.rebuild()
+        else:
+            self.save_index()
 
     def save_index(self) -> None:
         if self.index.dim:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,8 @@ def test_vector_query_finds_the_imported_product_first(cli, tmp_path, start_serv
     assert math.isclose(results[0]["score"], 1.0, abs_tol=1e-5)
     filtered = server.client.post("/search", json={**body, "filters": {"category": "wood"}}).json()
     assert {hit["id"] for hit in filtered["results"]} <= {f"v-{i:03d}" for i in range(0, 12, 2)}
+    index = server.client.get("/info").json()["index"]
+    assert index["kind"] == "flat" and index["measured_recall_at_10"]["text_like"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -156,3 +159,21 @@ def test_a_nan_in_a_query_vector_gets_a_400(cli, tmp_path, start_server):
     body = '{"vector": [NaN' + ", 0.5" * (DIM - 1) + "]}"
     response = server.client.post("/search", content=body, headers={"Content-Type": "application/json"})
     assert "finite" in assert_error(response, 400)
+
+
+def test_a_larger_import_is_served_by_a_tuned_ivf_index(cli, tmp_path, capsys, monkeypatch, start_server):
+    monkeypatch.setenv("VITRINE_INDEX_EXACT_LIMIT", "1000")  # auto: IVF from 1000 vectors on
+    vectors = raw_vectors(2500, seed=3)
+    source = write_parquet(tmp_path / "big.parquet", [f"b{i}" for i in range(2500)], list(vectors))
+    assert cli("import", source, "--no-progress") == 0
+    capsys.readouterr()
+    assert cli("tune") == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["kind"] == "ivf" and facts["measured_recall_at_10"]["image_like"] >= 0.95
+    assert facts["tuning_samples"]["text_source"] == "far proxies of catalog vectors"
+    assert cli("verify") == 0
+    server = start_server(index_exact_limit=1000)
+    info = server.client.get("/info").json()["index"]
+    assert info["kind"] == "ivf" and info["nprobe"] == facts["nprobe"] and info["server_rss_bytes"] > 0
+    top = server.client.post("/search", json={"vector": vectors[1234].tolist(), "k": 1}).json()["results"][0]
+    assert top["id"] == "b1234" and math.isclose(top["score"], 1.0, abs_tol=1e-5)

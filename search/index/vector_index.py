@@ -8,6 +8,7 @@ is detected before FAISS reads it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,6 +24,8 @@ from search.index.ivf import BaseFiles, IvfStore
 from search.index_spec import IndexSpec
 
 Store = ExactStore | HnswStore | IvfStore
+# A temp file this old beside the index belongs to no running writer (a part takes minutes at most).
+STALE_TEMP_SECONDS = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,8 @@ class VectorIndex:
         for candidate in path.parent.glob(path.name + ".*"):
             if candidate.suffix in (".f32", ".ivf") and candidate.name not in keep:
                 candidate.unlink(missing_ok=True)
+            elif candidate.suffix == ".tmp" and time.time() - candidate.stat().st_mtime > STALE_TEMP_SECONDS:
+                candidate.unlink(missing_ok=True)  # left by a process killed while writing
 
     @classmethod
     def load(cls, path: Path, *, model: str, dim: int, spec: IndexSpec | None = None) -> VectorIndex:
