@@ -126,9 +126,13 @@ class IvfStore:
         rng = np.random.default_rng(0)
         sample_size = min(count, 40 * nlist)
         train_slots = np.sort(rng.choice(count, sample_size, replace=False)) if count else np.zeros(0, int)
-        ivf.train(np.ascontiguousarray(raw[train_slots]) if count else np.zeros((1, dim), np.float32))
-        for start in range(0, count, _CHUNK):
-            ivf.add(np.ascontiguousarray(raw[start : start + _CHUNK]))  # ids = slots 0..count-1
+        # Sequential reads, not the mapping: a build must not leave the whole file mapped in (and
+        # counted in) this process's resident memory.
+        training = rows_at(raw_path, count, dim, train_slots) if count else np.zeros((1, dim), np.float32)
+        ivf.train(training)
+        del training
+        for _, chunk in read_chunks(raw_path, count, dim):
+            ivf.add(chunk)  # ids = slots 0..count-1
         ivf_path = BaseFiles.ivf_path(state_path, generation)
         ivf_sha = write_part(ivf_path, lambda path: faiss.write_index(ivf, str(path)))
         files = BaseFiles(generation, count, raw_sha, ivf_sha)
@@ -191,10 +195,11 @@ class IvfStore:
 
     def iter_live(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float32 vectors) of every live vector, in chunks."""
-        for start in range(0, len(self.slot_ids), _CHUNK):
-            alive = np.flatnonzero(~self.dead[start : start + _CHUNK]) + start
+        path = Path(self.raw.filename) if isinstance(self.raw, np.memmap) else None
+        for start, chunk in read_chunks(path, len(self.slot_ids), self.dim):
+            alive = np.flatnonzero(~self.dead[start : start + len(chunk)])
             if len(alive):
-                yield self.slot_ids[alive], np.ascontiguousarray(self.raw[alive])
+                yield self.slot_ids[alive + start], chunk[alive]
         if len(self.delta):
             ids = self.delta.ids()
             yield ids, np.stack([self.delta.reconstruct(int(i)) for i in ids])
@@ -376,6 +381,26 @@ class IvfStore:
             tuned.nprobe = spec.ivf_nprobe
         delta = ExactStore.from_sections(dim, sections[2:])
         return cls(dim, spec, ivf, raw, slot_ids, files, tuned, dead, delta)
+
+
+def read_chunks(path: Path | None, count: int, dim: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first slot, rows) of a float32 row file in chunks, read sequentially (not through the mapping)."""
+    if path is None or count == 0:
+        return
+    with open(path, "rb") as handle:
+        for start in range(0, count, _CHUNK):
+            rows = min(_CHUNK, count - start)
+            chunk = np.fromfile(handle, dtype="<f4", count=rows * dim).reshape(rows, dim)
+            yield start, chunk.astype(np.float32, copy=False)
+
+
+def rows_at(path: Path, count: int, dim: int, slots: np.ndarray) -> np.ndarray:
+    """The rows at sorted ``slots``, gathered during one sequential read of the file."""
+    parts = []
+    for start, chunk in read_chunks(path, count, dim):
+        inside = slots[(slots >= start) & (slots < start + len(chunk))]
+        parts.append(chunk[inside - start])
+    return np.concatenate(parts)
 
 
 def open_raw(path: Path, count: int, dim: int) -> np.ndarray:
