@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from indexer.progress import Progress
 from search.catalog import Fingerprint, ProductWrite
@@ -86,7 +86,7 @@ class Prepared:
 
     row: ManifestRow
     write: ProductWrite | None = None
-    pixels: torch.Tensor | None = None
+    pixels: np.ndarray | None = None
     kind: str = "skipped"  # added | updated | metadata | skipped | failed
     issue: ManifestIssue | None = None
 
@@ -206,7 +206,7 @@ class Indexer:
     def _commit(self, items: list[Prepared], summary: Summary) -> None:
         to_embed = [item for item in items if item.pixels is not None]
         if to_embed:
-            vectors = self.encoder.embed_pixels(torch.cat([item.pixels for item in to_embed]))
+            vectors = self.encoder.embed_pixels(np.concatenate([item.pixels for item in to_embed]))
             for item, vector in zip(to_embed, vectors, strict=True):
                 item.write.embedding = vector
         self.service.catalog.upsert([item.write for item in items])

@@ -15,20 +15,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from search.batching import BatchPolicy, TowerQueue
 from search.errors import ModelLoadError
+from search.preprocess import ImagePreprocessor
+from search.runtimes import ModelRuntime, load_runtime
+from search.runtimes.base import normalise
 from search.weights import locate_weights, ways_forward
 
 log = logging.getLogger(__name__)
 
 # Config key that the random-model writer sets, so a random checkpoint is never mistaken for a real one.
 RANDOM_WEIGHTS_KEY = "vitrine_random_weights"
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -39,22 +42,19 @@ class EncoderInfo:
     image_size: int
     max_text_length: int
     device: str
-    dtype: str
+    dtype: str  # the precision the runtime computes in: float32, bfloat16, float16, int8
     random_weights: bool
+    runtime: str = "torch"
 
 
-def _model_class(model_type: str) -> type:
+def _check_model_type(model_type: str) -> None:
     # Chosen from model_type, not `architectures`: the SigLIP 2 fixed-resolution configs have no
     # `architectures` key, and they are plain "siglip" models with a Gemma tokenizer.
-    from transformers import SiglipModel
-
-    classes = {"siglip": SiglipModel}
-    if model_type not in classes:
+    if model_type != "siglip":
         raise ModelLoadError(
             f"model_type {model_type!r} is not supported: vitrine serves SigLIP and fixed-resolution "
             "SigLIP 2 checkpoints (model_type 'siglip')"
         )
-    return classes[model_type]
 
 
 def resolve_device(device: str) -> str:
@@ -65,13 +65,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    if dtype == "auto":
-        # float32 on CPU keeps reference numerics; bf16 on GPU is fast and within 1e-4 cosine.
-        if device == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return _DTYPES[dtype]
+
+
+def _checkpoint_folder(model_id: str, local_only: bool) -> str:
+    """A local folder holding the whole checkpoint (a hub id: its snapshot, downloaded where missing),
+    so runtimes load, hash and convert files that are all there."""
+    if Path(model_id).is_dir():
+        return model_id
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(model_id, local_files_only=local_only)
 
 
 def _load_failure_message(model_id: str, exc: BaseException) -> str:
@@ -79,28 +82,54 @@ def _load_failure_message(model_id: str, exc: BaseException) -> str:
     return f"Could not load the model {model_id!r}: {reason}\n{ways_forward(model_id)}"
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """How the scheduler batches each tower (see search/batching.py); None: chosen for the device."""
+
+    image_batch: int | None = None
+    text_batch: int | None = None
+    max_wait_ms: float = 2.0
+    image_queue_max: int = 256
+    text_queue_max: int = 4096
+
+    def image_policy(self, device: str) -> BatchPolicy:
+        # Measured (bench/RESULTS.md): on CPU a larger image batch adds latency without throughput;
+        # a GPU needs large batches to be busy.
+        batch = self.image_batch or (64 if device == "cuda" else 4)
+        return BatchPolicy(batch, self.max_wait_ms, self.image_queue_max)
+
+    def text_policy(self, device: str) -> BatchPolicy:
+        batch = self.text_batch or (256 if device == "cuda" else 32)
+        return BatchPolicy(batch, self.max_wait_ms, self.text_queue_max)
+
+
 class Encoder:
-    """L2-normalised float32 embeddings of images and texts, plus SigLIP's logit scale and bias."""
+    """L2-normalised float32 embeddings of images and texts, plus SigLIP's logit scale and bias.
+
+    Images in, vectors out: callers never see batches. Behind it, one scheduler queue per tower batches
+    concurrent callers' rows into shared forward passes of the runtime adapter.
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        runtime: ModelRuntime,
         processor: object,
+        config: object,
         *,
         model_id: str,
-        device: str,
-        batch_size: int = 16,
+        batching: BatchSettings | None = None,
         text_cache_size: int = 4096,
     ) -> None:
-        self.model = model
+        self.runtime = runtime
+        self.processor = processor
+        self.config = config
         self.image_processor = processor.image_processor
+        self.preprocessor = ImagePreprocessor(processor.image_processor)
         self.tokenizer = processor.tokenizer
         # Right padding: the text tower pools the last position, as in training.
         self.tokenizer.padding_side = "right"
-        self.device = device
-        self.dtype = next(model.parameters()).dtype
-        self.batch_size = batch_size
-        config = model.config
+        choice = runtime.choice
+        self.device = choice.device
         self.max_text_length = int(config.text_config.max_position_embeddings)
         self.info = EncoderInfo(
             model_id=model_id,
@@ -108,22 +137,41 @@ class Encoder:
             embedding_dim=int(config.vision_config.hidden_size),
             image_size=int(config.vision_config.image_size),
             max_text_length=self.max_text_length,
-            device=device,
-            dtype=str(self.dtype).removeprefix("torch."),
+            device=choice.device,
+            dtype=choice.precision,
             random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
+            runtime=choice.runtime,
         )
-        with torch.inference_mode():
-            self.logit_scale = float(model.logit_scale.float().exp().item())
-            self.logit_bias = float(model.logit_bias.float().item())
-        # Forward passes are serialised: on CPU, concurrent passes only fight over the same cores.
-        self._lock = threading.Lock()
+        self.logit_scale = float(runtime.logit_scale)
+        self.logit_bias = float(runtime.logit_bias)
+        batching = batching or BatchSettings()
+        self.images_queue = TowerQueue(
+            "images",
+            lambda pixels: normalise(runtime.image_features(pixels)),
+            batching.image_policy(choice.device),
+            setting="VITRINE_IMAGE_QUEUE_MAX",
+        )
+        self.texts_queue = TowerQueue(
+            "texts",
+            lambda ids: normalise(runtime.text_features(ids)),
+            batching.text_policy(choice.device),
+            setting="VITRINE_TEXT_QUEUE_MAX",
+        )
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._cache_lock = threading.Lock()
 
     @classmethod
     def load(
-        cls, model_id: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16
+        cls,
+        model_id: str,
+        *,
+        runtime: str = "torch",
+        device: str = "auto",
+        dtype: str = "auto",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+        batching: BatchSettings | None = None,
     ) -> Encoder:
         """Load a checkpoint (hub id or local folder). Raises ModelLoadError with an actionable message."""
         # Decided before transformers sees the id: offline it would retry the hub for half a minute.
@@ -132,35 +180,45 @@ class Encoder:
             from transformers import AutoConfig, AutoProcessor
 
             config = AutoConfig.from_pretrained(model_id, local_files_only=local_only)
-            model_cls = _model_class(config.model_type)
-            resolved_device = resolve_device(device)
-            torch_dtype = resolve_dtype(dtype, resolved_device)
-            model = model_cls.from_pretrained(model_id, dtype=torch_dtype, local_files_only=local_only)
-            model.to(resolved_device).eval()
+            _check_model_type(config.model_type)
+            adapter = load_runtime(
+                _checkpoint_folder(model_id, local_only),
+                runtime=runtime,
+                dtype=dtype,
+                device=resolve_device(device),
+                cache_dir=cache_dir,
+                threads=threads,
+            )
             processor = AutoProcessor.from_pretrained(model_id, local_files_only=local_only)
         except ModelLoadError:
             raise
         except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors, ...
             raise ModelLoadError(_load_failure_message(model_id, exc)) from exc
-        return cls(model, processor, model_id=model_id, device=resolved_device, batch_size=batch_size)
+        return cls(adapter, processor, config, model_id=model_id, batching=batching)
+
+    def with_batching(self, batching: BatchSettings) -> Encoder:
+        """The same loaded model behind its own scheduler queues (another server's batching settings)."""
+        return Encoder(
+            self.runtime, self.processor, self.config, model_id=self.info.model_id, batching=batching
+        )
+
+    def close(self) -> None:
+        self.images_queue.close()
+        self.texts_queue.close()
 
     # Images -------------------------------------------------------------------------------------------
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The model's own image processor (resize, rescale, normalise): float32 pixel values on CPU.
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Resize and normalise as the checkpoint's processor does: float32 pixel values (N, 3, H, W).
 
-        Thread-safe and free of model calls, so callers can run it in worker threads.
+        Thread-safe and free of model calls, so callers run it in their own threads while the model runs.
         """
-        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self.preprocessor(images)
 
-    def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
-        out = []
-        for start in range(0, len(pixel_values), self.batch_size):
-            chunk = pixel_values[start : start + self.batch_size].to(self.device, self.dtype)
-            with self._lock, torch.inference_mode():
-                features = self.model.get_image_features(pixel_values=chunk).pooler_output
-            out.append(_normalise(features))
-        return np.concatenate(out) if out else np.zeros((0, self.info.embedding_dim), np.float32)
+    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        if len(pixel_values) == 0:
+            return np.zeros((0, self.info.embedding_dim), np.float32)
+        return self.images_queue.run(np.asarray(pixel_values, dtype=np.float32))
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -169,15 +227,15 @@ class Encoder:
 
     # Texts --------------------------------------------------------------------------------------------
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         encoded = self.tokenizer(
             [text.lower() for text in texts],
             padding="max_length",
             max_length=self.max_text_length,
             truncation=True,
-            return_tensors="pt",
+            return_tensors="np",
         )
-        return encoded["input_ids"]
+        return encoded["input_ids"].astype(np.int64)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Text embeddings; exact repeats (zero-shot labels) come from an LRU cache.
@@ -195,14 +253,10 @@ class Encoder:
                 else:
                     missing.setdefault(text, []).append(i)
         unique = list(missing)
-        for start in range(0, len(unique), self.batch_size):
-            chunk = unique[start : start + self.batch_size]
-            input_ids = self.tokenize(chunk).to(self.device)
-            with self._lock, torch.inference_mode():
-                features = self.model.get_text_features(input_ids=input_ids).pooler_output
-            vectors = _normalise(features)
+        if unique:
+            vectors = self.texts_queue.run(self.tokenize(unique))
             with self._cache_lock:
-                for text, vector in zip(chunk, vectors, strict=True):
+                for text, vector in zip(unique, vectors, strict=True):
                     result[missing[text]] = vector
                     self._text_cache[text] = vector.copy()
                     if len(self._text_cache) > self._text_cache_size:
@@ -229,9 +283,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
-
-
-def _normalise(features: torch.Tensor) -> np.ndarray:
-    features = features.float()
-    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return features.cpu().numpy()

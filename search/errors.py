@@ -35,6 +35,12 @@ class Overloaded(VitrineError):
     status = 429
 
 
+class Cancelled(VitrineError):
+    """The caller went away before its work was done (nginx's 499: client closed request)."""
+
+    status = 499
+
+
 class NotReady(VitrineError):
     status = 503
 

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from search.db import migrate
-from search.encoder import Encoder
+from search.encoder import BatchSettings, Encoder
 from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
 from search.images import ImageLimits, ImageLoader
 from search.inference import InferenceService, RequestLimits
@@ -36,15 +36,22 @@ def load_encoder(settings: Settings) -> Encoder:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     encoder = Encoder.load(
-        settings.model, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size
+        settings.model,
+        runtime=settings.runtime,
+        device=settings.device,
+        dtype=settings.dtype,
+        cache_dir=settings.exports_dir,
+        threads=settings.torch_threads,
+        batching=batch_settings(settings),
     )
     info = encoder.info
     log.info(
-        "model %s loaded: %s, %d-d embeddings, %dpx, device %s, dtype %s",
+        "model %s loaded: %s, %d-d embeddings, %dpx, runtime %s, device %s, dtype %s",
         info.model_id,
         info.model_type,
         info.embedding_dim,
         info.image_size,
+        info.runtime,
         info.device,
         info.dtype,
     )
@@ -54,6 +61,16 @@ def load_encoder(settings: Settings) -> Encoder:
             info.model_id,
         )
     return encoder
+
+
+def batch_settings(settings: Settings) -> BatchSettings:
+    return BatchSettings(
+        image_batch=settings.image_batch_size,
+        text_batch=settings.text_batch_size,
+        max_wait_ms=settings.batch_wait_ms,
+        image_queue_max=settings.image_queue_max,
+        text_queue_max=settings.text_queue_max,
+    )
 
 
 def build_image_loader(settings: Settings) -> ImageLoader:

@@ -30,8 +30,20 @@ class Settings(BaseSettings):
         DEFAULT_MODEL, description="Hugging Face hub id or local folder of a SigLIP checkpoint."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    batch_size: int = Field(16, ge=1, le=1024, description="Images or texts per forward pass.")
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto: the fastest runtime whose embeddings pass the 0.999 cosine check."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
+    batch_size: int = Field(16, ge=1, le=1024, description="Images per indexer transaction.")
+    image_batch_size: int | None = Field(
+        None, ge=1, le=1024, description="Most images per forward pass; default 4 on CPU, 64 on CUDA."
+    )
+    text_batch_size: int | None = Field(
+        None, ge=1, le=4096, description="Most texts per forward pass; default 32 on CPU, 256 on CUDA."
+    )
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="Longest wait for batch-mates.")
+    image_queue_max: int = Field(256, ge=1, description="Images waiting for the model before 429.")
+    text_queue_max: int = Field(4096, ge=1, description="Texts waiting for the model before 429.")
     torch_threads: int | None = Field(
         None, ge=1, description="Intra-op CPU threads; default: torch's choice."
     )
@@ -86,6 +98,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'vitrine.db').resolve()}"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Exported and quantised models, keyed by checkpoint content."""
+        return self.data_dir / "models"
 
     @property
     def images_dir(self) -> Path:

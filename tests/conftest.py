@@ -25,7 +25,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from search.encoder import Encoder
+from search.encoder import BatchSettings, Encoder
 from search.inference import InferenceService
 from search.random_model import write_random_model
 from search.runtime import InferenceRuntime, quiet_transformers
@@ -78,7 +78,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(tiny_model_dir: Path) -> Encoder:
-    return Encoder.load(str(tiny_model_dir), device="cpu", dtype="float32", batch_size=4)
+    return Encoder.load(
+        str(tiny_model_dir),
+        device="cpu",
+        dtype="float32",
+        batching=BatchSettings(image_batch=4, text_batch=4),
+    )
 
 
 def settings_for(model_dir: Path, data_dir: Path, **overrides: object) -> Settings:

@@ -129,6 +129,7 @@ def test_handler_without_weights_in_its_path_loads_vitrine_model(tiny_model_dir,
 
     monkeypatch.setenv("VITRINE_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("VITRINE_DEVICE", "cpu")
+    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))
     instance = EndpointHandler(str(tmp_path))  # a repository folder with handler.py but no config.json
     try:
         result = instance({"inputs": ["ceramic tile"], "parameters": {"mode": "text_embedding"}})

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from search.encoder import Encoder
+from search.encoder import BatchSettings, Encoder
 from tests.conftest import b64, encode_png, patterned_image
 
 TOL = 1e-5
@@ -107,7 +107,12 @@ def test_image_and_text_embeddings_have_unit_norm(inference):
 
 def test_text_embedding_alone_equals_it_inside_a_batch_of_different_lengths(encoder, tiny_model_dir):
     # A second encoder, so neither result comes from the other's text cache.
-    other = Encoder.load(str(tiny_model_dir), device="cpu", dtype="float32", batch_size=4)
+    other = Encoder.load(
+        str(tiny_model_dir),
+        device="cpu",
+        dtype="float32",
+        batching=BatchSettings(image_batch=4, text_batch=4),
+    )
     text = "matte ceramic tile"
     alone = encoder.embed_texts([text])[0]
     # Six texts cross the batch size (4): the text shares its forward pass with shorter and longer mates.

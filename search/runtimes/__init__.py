@@ -1,0 +1,84 @@
+"""Runtimes: one adapter per way of running the model, all behind ``ModelRuntime``.
+
+``load_runtime`` turns the settings (runtime, dtype, device) into a loaded adapter. ``auto`` tries the
+choices for the hardware fastest first and takes the first that loads and passes its accuracy check
+(cosine >= 0.999 to float32 on probe inputs, measured when an export is built).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from search.runtimes.base import ModelRuntime, RuntimeChoice, RuntimeUnavailable
+from search.runtimes.torch_runtime import TorchRuntime, cpu_has_native_bf16
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelRuntime", "RuntimeChoice", "RuntimeUnavailable", "candidates", "load_runtime"]
+
+
+def candidates(runtime: str, dtype: str, device: str) -> list[RuntimeChoice]:
+    """The choices to try, fastest first, for the settings on this hardware (measured: bench/RESULTS.md)."""
+    if device == "cuda":
+        if runtime not in ("auto", "torch"):
+            raise RuntimeUnavailable(
+                f"VITRINE_RUNTIME={runtime} runs on CPU only; use torch (or auto) on CUDA"
+            )
+        if dtype == "auto":
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return [RuntimeChoice("torch", dtype, device)]
+    fast_torch = "bfloat16" if cpu_has_native_bf16() else "float32"
+    if runtime == "torch":
+        return [RuntimeChoice("torch", fast_torch if dtype == "auto" else dtype)]
+    if runtime == "onnx":
+        if dtype == "auto":
+            return [RuntimeChoice("onnx", "int8"), RuntimeChoice("onnx", "float32")]
+        return [RuntimeChoice("onnx", dtype)]
+    # auto: a dtype alone names its natural runtime (int8 is ONNX's; float types are torch's).
+    if dtype == "int8":
+        return [RuntimeChoice("onnx", "int8")]
+    if dtype != "auto":
+        return [RuntimeChoice("torch", dtype)]
+    order = [RuntimeChoice("onnx", "int8"), RuntimeChoice("torch", fast_torch)]
+    if fast_torch == "float32":
+        # Without native bf16, ONNX Runtime's float32 beats torch's float32.
+        order.insert(1, RuntimeChoice("onnx", "float32"))
+    return order
+
+
+def load_runtime(
+    model_id: str,
+    *,
+    runtime: str = "torch",
+    dtype: str = "float32",
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+) -> ModelRuntime:
+    """The first of ``candidates`` that loads; the reasons for skipped ones are logged."""
+    reasons = []
+    for choice in candidates(runtime, dtype, device):
+        try:
+            return _load(model_id, choice, cache_dir, threads)
+        except RuntimeUnavailable as exc:
+            log.warning("runtime %s unavailable: %s", choice, exc)
+            reasons.append(f"{choice}: {exc}")
+    if runtime == "auto":
+        # The reference always works.
+        return _load(model_id, RuntimeChoice("torch", "float32", device), cache_dir, threads)
+    raise RuntimeUnavailable("; ".join(reasons))
+
+
+def _load(model_id: str, choice: RuntimeChoice, cache_dir: Path | None, threads: int | None) -> ModelRuntime:
+    if choice.runtime == "torch":
+        return TorchRuntime.load(model_id, choice)
+    if choice.runtime == "onnx":
+        from search.runtimes.onnx_runtime import OnnxRuntime
+
+        if cache_dir is None:
+            raise RuntimeUnavailable("the onnx runtime needs a cache folder for its exports")
+        return OnnxRuntime.load(model_id, choice, cache_dir, threads=threads)
+    raise RuntimeUnavailable(f"unknown runtime {choice.runtime!r}")

@@ -1,0 +1,116 @@
+"""Exported models on disk, keyed by the checkpoint's content, written atomically, verified on load.
+
+Layout: ``<cache>/<checkpoint sha256[:16]>/<runtime>-<precision>/`` holding the model files and a
+``manifest.json`` written last, with each file's size and sha256, the checkpoint hash, the accuracy
+check's cosines and its verdict. An export is built in a temporary folder beside its final place and
+renamed into it, so a crash leaves either nothing or a whole export; on load every file is checked
+against the manifest, and anything missing, truncated or altered is rebuilt, never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MIN_COSINE = 0.999  # an export must be this close to the float32 reference on every probe
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_hash(checkpoint_folder: str) -> str:
+    """sha256 over the checkpoint's weights and config: a changed checkpoint gets a new cache key."""
+    folder = Path(checkpoint_folder)
+    names = sorted(
+        path.name
+        for path in folder.iterdir()
+        if path.suffix in (".safetensors", ".bin", ".json") and path.is_file()
+    )
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + _sha256_file(folder / name).encode() + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass
+class Export:
+    """A verified export: its folder and manifest."""
+
+    folder: Path
+    manifest: dict
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.manifest.get("accepted"))
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+
+def verify(folder: Path) -> dict | None:
+    """The manifest of a complete, unaltered export, or None (missing, partial, truncated, altered)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+        for name, expected in files.items():
+            path = folder / name
+            if path.stat().st_size != expected["size"] or _sha256_file(path) != expected["sha256"]:
+                log.warning("export %s: %s does not match its manifest; rebuilding", folder, name)
+                return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if (folder / MANIFEST).exists() or folder.exists():
+            log.warning("export %s is unreadable (%s); rebuilding", folder, exc)
+        return None
+    return manifest
+
+
+Builder = Callable[[Path], dict]
+"""Writes the model files into a folder and returns the manifest's extra facts (cosines, accepted, ...)."""
+
+
+def load_or_build(root: Path, checkpoint: str, variant: str, build: Builder) -> Export:
+    """The verified export ``variant`` of ``checkpoint`` under ``root``, built first where missing or broken."""
+    final = root / checkpoint[:16] / variant
+    manifest = verify(final)
+    if manifest is not None and manifest.get("checkpoint") == checkpoint:
+        return Export(final, manifest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.parent / f".tmp-{variant}-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    try:
+        log.info("building %s export of checkpoint %s (once; cached in %s)", variant, checkpoint[:16], final)
+        facts = build(temp)
+        files = {}
+        for path in sorted(temp.iterdir()):
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+            files[path.name] = {"size": path.stat().st_size, "sha256": _sha256_file(path)}
+        manifest = {"checkpoint": checkpoint, "variant": variant, "files": files, **facts}
+        manifest_path = temp / MANIFEST
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        with manifest_path.open("rb") as handle:
+            os.fsync(handle.fileno())
+        if final.exists():
+            # A broken export: moved aside first, so the rename below is atomic.
+            stale = final.parent / f".stale-{variant}-{uuid.uuid4().hex[:8]}"
+            final.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        temp.rename(final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return Export(final, manifest)

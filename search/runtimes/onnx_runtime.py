@@ -1,0 +1,182 @@
+"""ONNX Runtime on CPU: the towers exported from the checkpoint, float32 or int8 (dynamic quantisation).
+
+The export (``build``) runs once per checkpoint and precision and is cached (``export_cache``); it
+measures the exported towers against the float32 transformers model on probe inputs and records whether
+they reach ``MIN_COSINE``. An export that misses it is kept (so it is not rebuilt at every start) but
+refused: ``load`` raises ``RuntimeUnavailable`` and ``auto`` falls back to the next choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from search.runtimes.base import RuntimeChoice, RuntimeUnavailable, min_cosine
+from search.runtimes.export_cache import MIN_COSINE, Export, checkpoint_hash, load_or_build
+
+log = logging.getLogger(__name__)
+
+VISION, TEXT = "vision.onnx", "text.onnx"
+PRECISIONS = ("float32", "int8")
+PROBES = 4
+
+
+def _import_ort() -> object:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeUnavailable(
+            "onnxruntime is not installed (pip install 'vitrine[cpu]' or onnx onnxruntime)"
+        ) from exc
+    return onnxruntime
+
+
+class OnnxRuntime:
+    def __init__(self, export: Export, choice: RuntimeChoice, threads: int | None = None) -> None:
+        ort = _import_ort()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        self.vision = ort.InferenceSession(str(export.path(VISION)), options, providers=providers)
+        self.text = ort.InferenceSession(str(export.path(TEXT)), options, providers=providers)
+        self.choice = choice
+        self.export = export
+        self.logit_scale = float(export.manifest["logit_scale"])
+        self.logit_bias = float(export.manifest["logit_bias"])
+
+    @classmethod
+    def load(
+        cls, model_id: str, choice: RuntimeChoice, cache_dir: Path, *, threads: int | None = None
+    ) -> OnnxRuntime:
+        """The cached export for this checkpoint (built first where missing or broken), if it passed
+        its accuracy check."""
+        if choice.precision not in PRECISIONS:
+            raise RuntimeUnavailable(f"onnx runs float32 or int8, not {choice.precision}")
+        if choice.device != "cpu":
+            raise RuntimeUnavailable("the onnx runtime adapter runs on CPU; use torch on CUDA")
+        _import_ort()
+        checkpoint = checkpoint_hash(model_id)
+        export = load_or_build(
+            cache_dir, checkpoint, f"onnx-{choice.precision}", lambda folder: build(model_id, choice, folder)
+        )
+        if not export.accepted:
+            raise RuntimeUnavailable(
+                f"onnx {choice.precision} export of {model_id} is refused: cosine to float32 "
+                f"{export.manifest.get('cosine')} < {MIN_COSINE}"
+            )
+        return cls(export, choice, threads)
+
+    def image_features(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        return self.vision.run(None, {"pixel_values": pixels})[0].astype(np.float32, copy=False)
+
+    def text_features(self, input_ids: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        return self.text.run(None, {"input_ids": ids})[0].astype(np.float32, copy=False)
+
+
+# Export ---------------------------------------------------------------------------------------------------
+
+
+def probe_inputs(config: object, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed probe inputs: smooth random pictures (like photos, unlike white noise) and token ids."""
+    rng = np.random.default_rng(seed)
+    size = int(config.vision_config.image_size)
+    coarse = rng.uniform(-1, 1, (PROBES, 3, 8, 8)).astype(np.float32)
+    pixels = np.repeat(np.repeat(coarse, size // 8 + 1, axis=2), size // 8 + 1, axis=3)[:, :, :size, :size]
+    pixels = np.clip(pixels + rng.normal(0, 0.1, pixels.shape), -1, 1).astype(np.float32)
+    length = int(config.text_config.max_position_embeddings)
+    vocab = int(config.text_config.vocab_size)
+    ids = np.zeros((PROBES, length), np.int64)
+    for row, words in enumerate(rng.integers(2, min(length, 16), PROBES)):
+        ids[row, :words] = rng.integers(1, vocab, words)
+    return pixels, ids
+
+
+def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
+    """Export both towers to ONNX (int8: then quantise the weights), and check them against float32."""
+    import torch
+    from transformers import SiglipModel
+
+    ort = _import_ort()
+    model = SiglipModel.from_pretrained(model_id, dtype=torch.float32).eval()
+    pixels, ids = probe_inputs(model.config)
+    float_dir = folder / "float32" if choice.precision == "int8" else folder
+    float_dir.mkdir(exist_ok=True)
+    _export_towers(model, float_dir)
+    if choice.precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # Dynamic quantisation: int8 weights, activations quantised per batch at run time (no calibration).
+        for name in (VISION, TEXT):
+            quantize_dynamic(float_dir / name, folder / name, weight_type=QuantType.QInt8)
+        for path in float_dir.iterdir():
+            path.unlink()
+        float_dir.rmdir()
+    with torch.inference_mode():
+        reference_image = model.get_image_features(pixel_values=torch.from_numpy(pixels)).pooler_output
+        reference_text = model.get_text_features(input_ids=torch.from_numpy(ids)).pooler_output
+        scale = float(model.logit_scale.exp().item())
+        bias = float(model.logit_bias.item())
+    options = ort.SessionOptions()
+    vision = ort.InferenceSession(str(folder / VISION), options, providers=["CPUExecutionProvider"])
+    text = ort.InferenceSession(str(folder / TEXT), options, providers=["CPUExecutionProvider"])
+    cosine = {
+        "image": min_cosine(vision.run(None, {"pixel_values": pixels})[0], reference_image.numpy()),
+        "text": min_cosine(text.run(None, {"input_ids": ids})[0], reference_text.numpy()),
+    }
+    accepted = min(cosine.values()) >= MIN_COSINE
+    log.info("onnx %s export: cosine to float32 %s -> %s", choice.precision, cosine, accepted)
+    return {
+        "runtime": "onnx",
+        "precision": choice.precision,
+        "cosine": cosine,
+        "accepted": accepted,
+        "logit_scale": scale,
+        "logit_bias": bias,
+        "onnxruntime": ort.__version__,
+        "torch": torch.__version__,
+    }
+
+
+def _export_towers(model: object, folder: Path) -> None:
+    import torch
+
+    class Vision(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model.get_image_features(pixel_values=pixel_values).pooler_output
+
+    class Text(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.model.get_text_features(input_ids=input_ids).pooler_output
+
+    size = int(model.config.vision_config.image_size)
+    length = int(model.config.text_config.max_position_embeddings)
+    # A batch-2 example: with batch 1 the exporter freezes the batch size into the graph.
+    examples = {
+        VISION: (Vision(), torch.zeros(2, 3, size, size), "pixel_values"),
+        TEXT: (Text(), torch.ones(2, length, dtype=torch.int64), "input_ids"),
+    }
+    for name, (module, example, input_name) in examples.items():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(folder / name),
+            input_names=[input_name],
+            output_names=["features"],
+            dynamic_axes={input_name: {0: "batch"}, "features": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency, proven on SigLIP
+        )
