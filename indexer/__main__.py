@@ -11,6 +11,7 @@
     compact            save the index, then prune the removal log it no longer needs
     migrate            apply database migrations
     sample OUT_DIR     write a synthetic catalog (images + manifest.csv)
+    export-model       build (or verify) the exported model VITRINE_RUNTIME/VITRINE_DTYPE choose
 
 Exit codes: 0 done, 1 verify found problems or the command failed, 2 some rows failed, 130 interrupted.
 """
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     add = command("add", "index a manifest (CSV, JSONL) or a folder of images")
     add.add_argument("manifest", type=Path)
     add.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (VITRINE_BATCH_SIZE)"
+        "--batch-size", type=int, default=None, help="images per transaction (VITRINE_BATCH_SIZE)"
     )
     add.add_argument("--workers", type=int, default=4, help="threads that fetch, decode and preprocess")
     add.add_argument(
@@ -89,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--count", type=int, default=200)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--size", type=int, default=256, help="image side in pixels")
+    commands.add_parser(
+        "export-model", help="build the exported model the runtime settings choose (also done at start)"
+    )
     return parser
 
 
@@ -109,6 +113,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         manifest = write_sample_catalog(args.out_dir, args.count, seed=args.seed, size=args.size)
         _report(args, f"wrote {args.count} products: {manifest}", products=args.count, manifest=str(manifest))
         return 0
+
+    if args.command == "export-model":
+        return _export_model(settings)
 
     from search.db import migrate
 
@@ -182,6 +189,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         service.catalog.close()
     return 1
+
+
+def _export_model(settings: Settings) -> int:
+    from search.runtime import load_encoder
+
+    encoder = load_encoder(settings)
+    info = encoder.info
+    print(f"{info.model_id}: runtime {info.runtime}, {info.dtype}, {info.device}")
+    export = getattr(encoder.runtime, "export", None)
+    if export is not None:
+        cosine = ", ".join(f"{tower} {value:.6f}" for tower, value in export.manifest["cosine"].items())
+        print(f"export {export.folder} (cosine to float32: {cosine})")
+    encoder.close()
+    return 0
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:

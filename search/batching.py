@@ -87,8 +87,9 @@ def cancel_scope(scope: CancelScope) -> Iterator[CancelScope]:
 class _Job:
     """One submission: its rows, how many are taken, and where its results go."""
 
-    def __init__(self, rows: np.ndarray, seq: int) -> None:
+    def __init__(self, rows: np.ndarray, seq: int, queue: TowerQueue) -> None:
         self.rows = rows
+        self.queue = queue
         self.seq = seq
         self.taken = 0  # rows handed to a batch so far
         self.filled = 0  # rows whose results are in
@@ -104,6 +105,7 @@ class _Job:
     def cancel(self) -> None:
         self.cancelled = True
         self.done.set()
+        self.queue._forget(self)
 
     def deliver(self, start: int, vectors: np.ndarray) -> None:
         if self.result is None:
@@ -174,7 +176,7 @@ class TowerQueue:
                     f"server is busy: {self._queued_rows} {self.name} waiting for the model "
                     f"({self._setting}={self.policy.max_queued}); retry later"
                 )
-            job = _Job(rows, next(self._seq))
+            job = _Job(rows, next(self._seq), self)
             self._jobs.append(job)
             self._queued_rows += len(rows)
             if self._worker is None:
@@ -227,7 +229,6 @@ class TowerQueue:
         policy = self.policy
         with self._cond:
             while True:
-                self._drop_cancelled()
                 if self._closed:
                     return None
                 if self._jobs:
@@ -239,7 +240,6 @@ class TowerQueue:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            self._drop_cancelled()
             if self._closed or not self._jobs:
                 return None if self._closed else []
             # Interactive first: a job that fits in one batch goes before the rest of a larger one.
@@ -258,8 +258,10 @@ class TowerQueue:
                     self._jobs.remove(job)
             return pieces
 
-    def _drop_cancelled(self) -> None:
-        for job in [job for job in self._jobs if job.cancelled]:
-            self._jobs.remove(job)
-            self._queued_rows -= job.remaining
-            self.stats.dropped_rows += job.remaining
+    def _forget(self, job: _Job) -> None:
+        """A cancelled job leaves the queue at once: its rows free their place and are never computed."""
+        with self._cond:
+            if job in self._jobs:
+                self._jobs.remove(job)
+                self._queued_rows -= job.remaining
+                self.stats.dropped_rows += job.remaining

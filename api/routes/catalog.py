@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from api.body import read_json
+from api.cancel import run_cancellable
 from api.deps import get_state
 from api.state import ServiceState
 from search.errors import BadInput, NotFound
@@ -67,7 +68,8 @@ async def search(request: Request, state: ServiceState = Depends(get_state)) -> 
     products = state.require_products()
     filters = Filters.parse(body.filters)
     with state.admit():
-        return await run_in_threadpool(
+        return await run_cancellable(
+            request,
             products.search,
             text=body.text,
             image=body.image,
@@ -132,7 +134,7 @@ async def put_product(
     body = await read_json(request, state.settings.max_request_bytes)
     products = state.require_products()
     with state.admit():
-        status, record = await run_in_threadpool(products.upsert, product_id, body)
+        status, record = await run_cancellable(request, products.upsert, product_id, body)
     return JSONResponse(
         {"status": status, "product": product_view(record)}, status_code=201 if status == "created" else 200
     )

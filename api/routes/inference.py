@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 
 from api.body import read_json
+from api.cancel import run_cancellable
 from api.deps import get_state
 from api.state import ServiceState
 
@@ -86,7 +86,7 @@ async def predict(request: Request, state: ServiceState = Depends(get_state)) ->
         payload["parameters"] = {key: _query_value(value) for key, value in request.query_params.items()}
     runtime = state.require_runtime()
     with state.admit():
-        return await run_in_threadpool(runtime.inference, payload)
+        return await run_cancellable(request, runtime.inference, payload)
 
 
 @router.get("/", summary="Liveness, as the Hugging Face toolkit answers GET /")

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 VISION, TEXT = "vision.onnx", "text.onnx"
 PRECISIONS = ("float32", "int8")
-PROBES = 4
+PROBES = 6
 
 
 def _import_ort() -> object:
@@ -83,12 +83,17 @@ class OnnxRuntime:
 
 
 def probe_inputs(config: object, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed probe inputs: smooth random pictures (like photos, unlike white noise) and token ids."""
+    """Fixed probe inputs: pictures with flat areas, hard edges and saturated colours (like product
+    photos, unlike white noise, and harder on int8 than smooth noise), and token ids."""
     rng = np.random.default_rng(seed)
     size = int(config.vision_config.image_size)
-    coarse = rng.uniform(-1, 1, (PROBES, 3, 8, 8)).astype(np.float32)
-    pixels = np.repeat(np.repeat(coarse, size // 8 + 1, axis=2), size // 8 + 1, axis=3)[:, :, :size, :size]
-    pixels = np.clip(pixels + rng.normal(0, 0.1, pixels.shape), -1, 1).astype(np.float32)
+    pixels = np.empty((PROBES, 3, size, size), np.float32)
+    for i in range(PROBES):
+        cells = 2 + 2 * i  # coarse to fine blocks
+        blocks = rng.choice([-1.0, -0.5, 0.0, 0.7, 1.0], (3, cells, cells))
+        repeat = size // cells + 1
+        picture = np.repeat(np.repeat(blocks, repeat, axis=1), repeat, axis=2)[:, :size, :size]
+        pixels[i] = np.clip(picture + rng.normal(0, 0.05, picture.shape), -1, 1)
     length = int(config.text_config.max_position_embeddings)
     vocab = int(config.text_config.vocab_size)
     ids = np.zeros((PROBES, length), np.int64)
@@ -112,8 +117,10 @@ def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Dynamic quantisation: int8 weights, activations quantised per batch at run time (no calibration).
+        # Per channel: one scale per output column keeps the cosine to float32 above 0.999 where a
+        # single scale per tensor does not (measured on the tiny model: 0.9996 against 0.9990).
         for name in (VISION, TEXT):
-            quantize_dynamic(float_dir / name, folder / name, weight_type=QuantType.QInt8)
+            quantize_dynamic(float_dir / name, folder / name, weight_type=QuantType.QInt8, per_channel=True)
         for path in float_dir.iterdir():
             path.unlink()
         float_dir.rmdir()

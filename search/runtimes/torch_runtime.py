@@ -21,13 +21,15 @@ def cpu_has_native_bf16() -> bool:
 
 class TorchRuntime:
     def __init__(self, model: torch.nn.Module, choice: RuntimeChoice) -> None:
-        self.model = model
-        self.choice = choice
-        self.device = torch.device(choice.device)
-        self.dtype = DTYPES[choice.precision]
+        # The logit scale and bias are read while the weights are still float32: in bfloat16,
+        # exp(logit_scale) of 10 would become 9.94.
         with torch.inference_mode():
             self.logit_scale = float(model.logit_scale.float().exp().item())
             self.logit_bias = float(model.logit_bias.float().item())
+        self.choice = choice
+        self.device = torch.device(choice.device)
+        self.dtype = DTYPES[choice.precision]
+        self.model = model.to(choice.device, self.dtype).eval()
 
     @classmethod
     def load(cls, model_id: str, choice: RuntimeChoice) -> TorchRuntime:
@@ -35,8 +37,7 @@ class TorchRuntime:
 
         if choice.precision not in DTYPES:
             raise RuntimeUnavailable(f"torch runs float32, bfloat16 or float16, not {choice.precision}")
-        model = SiglipModel.from_pretrained(model_id, dtype=DTYPES[choice.precision])
-        return cls(model.to(choice.device).eval(), choice)
+        return cls(SiglipModel.from_pretrained(model_id, dtype=torch.float32), choice)
 
     def _to_device(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))

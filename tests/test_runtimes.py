@@ -1,0 +1,179 @@
+"""Each runtime adapter against the float32 torch reference on the tiny model, the export cache's
+rebuilds, and what ``auto`` picks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search.encoder import Encoder
+from search.random_model import write_random_model
+from search.runtimes import candidates, load_runtime
+from search.runtimes.base import RuntimeChoice, RuntimeUnavailable, min_cosine
+from search.runtimes.export_cache import checkpoint_hash
+from search.runtimes.onnx_runtime import OnnxRuntime, probe_inputs
+from search.runtimes.torch_runtime import TorchRuntime
+from tests.conftest import patterned_image
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def inputs(encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
+    """Real pictures and real texts through the encoder's own preprocessing and tokenizer."""
+    pixels = encoder.preprocess([patterned_image(seed, size=(50 + seed, 40)) for seed in range(6)])
+    ids = encoder.tokenize(["matte ceramic floor tile", "oak plank", "x", "a heat pump outdoor unit"])
+    return pixels, ids
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir: Path, inputs) -> tuple[np.ndarray, np.ndarray]:
+    runtime = TorchRuntime.load(str(tiny_model_dir), RuntimeChoice("torch", "float32"))
+    return runtime.image_features(inputs[0]), runtime.text_features(inputs[1])
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision", "min_cos"),
+    [
+        ("torch", "bfloat16", 0.999),
+        ("torch", "float16", 0.999),
+        ("onnx", "float32", 0.99999),
+        ("onnx", "int8", 0.999),
+    ],
+)
+def test_runtime_adapter_matches_the_float32_torch_reference(
+    tiny_model_dir, cache_dir, inputs, reference, runtime, precision, min_cos
+):
+    adapter = load_runtime(str(tiny_model_dir), runtime=runtime, dtype=precision, cache_dir=cache_dir)
+    assert adapter.choice == RuntimeChoice(runtime, precision)
+    assert min_cosine(adapter.image_features(inputs[0]), reference[0]) >= min_cos
+    assert min_cosine(adapter.text_features(inputs[1]), reference[1]) >= min_cos
+    torch_reference = TorchRuntime.load(str(tiny_model_dir), RuntimeChoice("torch", "float32"))
+    assert adapter.logit_scale == pytest.approx(torch_reference.logit_scale, rel=1e-3)
+    assert adapter.logit_bias == pytest.approx(torch_reference.logit_bias, abs=1e-3)
+
+
+def test_onnx_batch_size_is_not_frozen_by_the_export(tiny_model_dir, cache_dir, inputs, reference):
+    adapter = load_runtime(str(tiny_model_dir), runtime="onnx", dtype="float32", cache_dir=cache_dir)
+    for count in (1, 3, 6):
+        assert min_cosine(adapter.image_features(inputs[0][:count]), reference[0][:count]) >= 0.99999
+
+
+def test_an_export_records_its_accuracy_check_in_a_checksummed_manifest(tiny_model_dir, cache_dir):
+    adapter = OnnxRuntime.load(str(tiny_model_dir), RuntimeChoice("onnx", "int8"), cache_dir)
+    manifest = adapter.export.manifest
+    assert manifest["checkpoint"] == checkpoint_hash(str(tiny_model_dir))
+    assert manifest["accepted"] is True and min(manifest["cosine"].values()) >= 0.999
+    assert set(manifest["files"]) == {"vision.onnx", "text.onnx"}
+    assert adapter.export.folder.parent.name == manifest["checkpoint"][:16]
+
+
+@pytest.fixture
+def own_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny checkpoint that a test may change."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "checkpoint"))
+
+
+def build_stamp(export_folder: Path) -> float:
+    return (export_folder / "manifest.json").stat().st_mtime_ns
+
+
+def test_a_truncated_export_is_detected_and_rebuilt_never_served(own_checkpoint, tmp_path, inputs, reference):
+    cache = tmp_path / "cache"
+    first = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    folder, stamp = first.export.folder, build_stamp(first.export.folder)
+    again = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    assert build_stamp(again.export.folder) == stamp  # a verified export is reused, not rebuilt
+    vision = folder / "vision.onnx"
+    vision.write_bytes(vision.read_bytes()[: vision.stat().st_size // 2])
+    rebuilt = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    assert build_stamp(rebuilt.export.folder) != stamp
+    assert vision.stat().st_size == rebuilt.export.manifest["files"]["vision.onnx"]["size"]
+    assert min_cosine(rebuilt.image_features(inputs[0]), reference[0]) >= 0.99999
+
+
+def test_an_altered_or_partial_export_is_rebuilt(own_checkpoint, tmp_path):
+    cache = tmp_path / "cache"
+    first = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    text = first.export.folder / "text.onnx"
+    data = bytearray(text.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    text.write_bytes(bytes(data))
+    stamp = build_stamp(first.export.folder)
+    assert build_stamp(OnnxRuntime.load(str(own_checkpoint), first.choice, cache).export.folder) != stamp
+    (first.export.folder / "manifest.json").unlink()  # as a crash between files and manifest would leave
+    again = OnnxRuntime.load(str(own_checkpoint), first.choice, cache)
+    assert (again.export.folder / "manifest.json").is_file()
+    assert not [p for p in again.export.folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_a_changed_checkpoint_gets_a_new_export(own_checkpoint, tmp_path, inputs):
+    cache = tmp_path / "cache"
+    before = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    write_random_model("tiny", own_checkpoint, seed=1)  # new weights in the same folder
+    after = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    assert after.export.folder != before.export.folder
+    assert after.export.manifest["checkpoint"] == checkpoint_hash(str(own_checkpoint))
+    new_reference = TorchRuntime.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
+    assert min_cosine(after.image_features(inputs[0]), new_reference.image_features(inputs[0])) >= 0.99999
+
+
+def test_an_export_that_failed_its_accuracy_check_is_refused_and_auto_falls_back(own_checkpoint, tmp_path):
+    cache = tmp_path / "cache"
+    export = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "int8"), cache).export
+    manifest = json.loads((export.folder / "manifest.json").read_text())
+    manifest.update(accepted=False, cosine={"image": 0.98, "text": 0.99})  # as a model that quantises badly
+    (export.folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeUnavailable, match="refused"):
+        OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "int8"), cache)
+    chosen = load_runtime(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=cache)
+    assert chosen.choice != RuntimeChoice("onnx", "int8")
+    assert chosen.choice in candidates("auto", "auto", "cpu")
+
+
+def test_auto_on_cpu_prefers_the_checked_int8_export(own_checkpoint, tmp_path):
+    chosen = load_runtime(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=tmp_path / "c")
+    assert chosen.choice == RuntimeChoice("onnx", "int8")
+
+
+def test_choices_follow_the_settings():
+    assert candidates("torch", "float32", "cpu") == [RuntimeChoice("torch", "float32")]
+    assert candidates("auto", "bfloat16", "cpu") == [RuntimeChoice("torch", "bfloat16")]
+    assert candidates("auto", "int8", "cpu") == [RuntimeChoice("onnx", "int8")]
+    assert candidates("onnx", "auto", "cpu")[0] == RuntimeChoice("onnx", "int8")
+    assert candidates("auto", "float16", "cuda") == [RuntimeChoice("torch", "float16", "cuda")]
+    with pytest.raises(RuntimeUnavailable):
+        candidates("onnx", "auto", "cuda")
+
+
+def test_probe_inputs_are_fixed(encoder: Encoder):
+    a, b = probe_inputs(encoder.config), probe_inputs(encoder.config)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[0].shape[1:] == (3, 32, 32) and a[1].shape[1] == 64
+
+
+def test_indexer_export_model_builds_the_chosen_export(own_checkpoint, tmp_path, monkeypatch, capsys):
+    from indexer.__main__ import main
+
+    monkeypatch.setenv("VITRINE_MODEL", str(own_checkpoint))
+    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VITRINE_DEVICE", "cpu")
+    monkeypatch.setenv("VITRINE_RUNTIME", "onnx")
+    monkeypatch.setenv("VITRINE_DTYPE", "int8")
+    with pytest.raises(SystemExit) as exit_:
+        main(["export-model"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "runtime onnx, int8, cpu" in out and "cosine to float32: image 0.99" in out
+    folder = tmp_path / "data" / "models" / checkpoint_hash(str(own_checkpoint))[:16] / "onnx-int8"
+    assert (folder / "manifest.json").is_file()
