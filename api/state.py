@@ -77,6 +77,7 @@ class ServiceState:
         if self.runtime is not None:
             encoder = self.runtime.encoder.info
             info |= {
+                "runtime": encoder.runtime,
                 "device": encoder.device,
                 "dtype": encoder.dtype,
                 "random_weights": str(encoder.random_weights).lower(),

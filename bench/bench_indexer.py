@@ -1,7 +1,7 @@
-"""Indexer throughput against the bare encoder on the same images, in the same run.
+"""Indexer throughput against the bare encoder on the same images, in the same run, per runtime.
 
     .venv/bin/python bench/bench_indexer.py --size tiny --count 300
-    .venv/bin/python bench/bench_indexer.py --size base-512 --count 200
+    .venv/bin/python bench/bench_indexer.py --size base-512 --count 24 --configs torch/float32 auto/auto
 
 - bare encoder: the images already decoded in memory, `Encoder.embed_images` in batches (processor +
   model): the floor the indexer cannot beat;
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ensure_model, write_result
+from _common import ROOT, ensure_model, write_result
 
 
 def main() -> None:
@@ -30,7 +30,13 @@ def main() -> None:
     parser.add_argument("--image-px", type=int, default=512, help="side of the generated images")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["torch/float32"],
+        help="runtime/dtype pairs to compare (torch/float32 was the only path before runtimes)",
+    )
+    parser.add_argument("--cache", default=str(ROOT / "models" / "bench-data" / "models"))
     args = parser.parse_args()
 
     from PIL import Image
@@ -44,56 +50,69 @@ def main() -> None:
     from search.settings import Settings
 
     model_dir = ensure_model(args.size)
-    encoder = Encoder.load(str(model_dir), device="cpu", dtype=args.dtype, batch_size=args.batch_size)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         manifest_path = write_sample_catalog(root / "catalog", args.count, size=args.image_px)
         manifest = read_manifest(manifest_path)
+        for config in args.configs:
+            runtime, dtype = config.split("/")
+            encoder = Encoder.load(
+                str(model_dir), runtime=runtime, device="cpu", dtype=dtype, cache_dir=Path(args.cache)
+            )
+            pictures = [Image.open(root / "catalog" / row.image).convert("RGB") for row in manifest.rows]
+            encoder.embed_images(pictures[:2])  # warm-up
+            started = time.perf_counter()
+            for start in range(0, len(pictures), args.batch_size):
+                encoder.embed_images(pictures[start : start + args.batch_size])
+            bare_s = time.perf_counter() - started
+            del pictures
 
-        pictures = [Image.open(root / "catalog" / row.image).convert("RGB") for row in manifest.rows]
-        encoder.embed_images(pictures[:2])  # warm-up
-        started = time.perf_counter()
-        for start in range(0, len(pictures), args.batch_size):
-            encoder.embed_images(pictures[start : start + args.batch_size])
-        bare_s = time.perf_counter() - started
-        del pictures
+            settings = Settings(
+                model=str(model_dir), data_dir=root / f"data-{len(rows)}", batch_size=args.batch_size
+            )
+            migrate(settings.resolved_database_url)
+            images = build_image_loader(settings)
+            service = open_products(settings, encoder=encoder, images=images)
+            indexer = Indexer(
+                service, encoder, images, batch_size=args.batch_size, workers=args.workers, progress=False
+            )
+            started = time.perf_counter()
+            summary = indexer.run(manifest)
+            indexer_s = time.perf_counter() - started
+            images.close()
+            service.catalog.close()
+            encoder.close()
+            assert summary.added == args.count, summary.lines()
+            rows.append(
+                {
+                    "config": f"{encoder.info.runtime}/{encoder.info.dtype}",
+                    "bare_s": bare_s,
+                    "indexer_s": indexer_s,
+                    "bare_images_per_s": args.count / bare_s,
+                    "indexer_images_per_s": args.count / indexer_s,
+                    "ratio": bare_s / indexer_s,
+                }
+            )
 
-        settings = Settings(model=str(model_dir), data_dir=root / "data", batch_size=args.batch_size)
-        migrate(settings.resolved_database_url)
-        images = build_image_loader(settings)
-        service = open_products(settings, encoder=encoder, images=images)
-        indexer = Indexer(
-            service, encoder, images, batch_size=args.batch_size, workers=args.workers, progress=False
-        )
-        started = time.perf_counter()
-        summary = indexer.run(manifest)
-        indexer_s = time.perf_counter() - started
-        images.close()
-        service.catalog.close()
-        assert summary.added == args.count, summary.lines()
-
-    bare_rate, indexer_rate = args.count / bare_s, args.count / indexer_s
     print(
-        f"model {args.size} ({args.dtype}), {args.count} generated {args.image_px}px images, batch {args.batch_size}, "
+        f"model {args.size}, {args.count} generated {args.image_px}px images, batch {args.batch_size}, "
         f"{args.workers} workers"
     )
-    print("| path | seconds | images/s |")
-    print("|---|---|---|")
-    print(f"| bare encoder | {bare_s:.1f} | {bare_rate:.2f} |")
-    print(f"| indexer | {indexer_s:.1f} | {indexer_rate:.2f} |")
-    print(f"indexer / bare encoder throughput: {indexer_rate / bare_rate:.2f}")
+    print("| runtime | bare encoder images/s | indexer images/s | indexer / bare | indexer vs first |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['config']} | {row['bare_images_per_s']:.2f} | {row['indexer_images_per_s']:.2f} "
+            f"| {row['ratio']:.2f} | {row['indexer_images_per_s'] / rows[0]['indexer_images_per_s']:.2f} |"
+        )
     data = {
         "size": args.size,
-        "dtype": args.dtype,
         "count": args.count,
         "image_px": args.image_px,
         "batch_size": args.batch_size,
         "workers": args.workers,
-        "bare_s": bare_s,
-        "indexer_s": indexer_s,
-        "bare_images_per_s": bare_rate,
-        "indexer_images_per_s": indexer_rate,
-        "ratio": indexer_rate / bare_rate,
+        "rows": rows,
     }
     print(f"results: {write_result('indexer-' + args.size, data)}")
 

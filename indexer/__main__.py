@@ -90,9 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--count", type=int, default=200)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--size", type=int, default=256, help="image side in pixels")
-    commands.add_parser(
-        "export-model", help="build the exported model the runtime settings choose (also done at start)"
-    )
+    command("export-model", "build the exported model the runtime settings choose (also done at start)")
     return parser
 
 
@@ -115,7 +113,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     if args.command == "export-model":
-        return _export_model(settings)
+        return _export_model(args, settings)
 
     from search.db import migrate
 
@@ -191,17 +189,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
-def _export_model(settings: Settings) -> int:
+def _export_model(args: argparse.Namespace, settings: Settings) -> int:
     from search.runtime import load_encoder
 
     encoder = load_encoder(settings)
+    encoder.close()
     info = encoder.info
-    print(f"{info.model_id}: runtime {info.runtime}, {info.dtype}, {info.device}")
+    lines = [f"{info.model_id}: runtime {info.runtime}, {info.dtype}, {info.device}"]
+    facts: dict[str, object] = {"runtime": info.runtime, "dtype": info.dtype, "device": info.device}
     export = getattr(encoder.runtime, "export", None)
     if export is not None:
         cosine = ", ".join(f"{tower} {value:.6f}" for tower, value in export.manifest["cosine"].items())
-        print(f"export {export.folder} (cosine to float32: {cosine})")
-    encoder.close()
+        lines.append(f"export {export.folder} (cosine to float32: {cosine})")
+        facts |= {"export": str(export.folder), "cosine": export.manifest["cosine"]}
+    _report(args, "\n".join(lines), **facts)
     return 0
 
 
@@ -229,6 +230,7 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         images.close()
         service.catalog.close()
+        encoder.close()
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

@@ -14,11 +14,13 @@ most ``max_wait_ms`` for batch-mates after the oldest row arrived, and runs one 
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,6 +130,16 @@ class QueueStats:
     rejected: int = 0  # submissions answered with Overloaded
 
 
+_open_queues: weakref.WeakSet[TowerQueue] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_queues() -> None:
+    # Ctrl-C or sys.exit while a pass runs: let it finish rather than abort in native code at exit.
+    for queue in list(_open_queues):
+        queue.close()
+
+
 class TowerQueue:
     """Batches the rows of concurrent submissions for one tower's forward function."""
 
@@ -184,10 +196,13 @@ class TowerQueue:
                     target=self._work, name=f"vitrine-batch-{self.name}", daemon=True
                 )
                 self._worker.start()
+                _open_queues.add(self)
             self._cond.notify()
         return job
 
     def close(self) -> None:
+        """Fail what is still queued and wait for the pass in progress: a process must not exit while
+        its worker thread is inside the runtime's native code (that aborts the process)."""
         with self._cond:
             self._closed = True
             for job in self._jobs:
@@ -195,6 +210,9 @@ class TowerQueue:
             self._jobs.clear()
             self._queued_rows = 0
             self._cond.notify_all()
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
 
     @property
     def queued_rows(self) -> int:

@@ -98,11 +98,13 @@ class InferenceRuntime:
     images: ImageLoader
     inference: InferenceService
     products: ProductService | None = None
+    owns_encoder: bool = False  # loaded here (not handed in): closed with the runtime
 
     @classmethod
     def start(
         cls, settings: Settings, encoder: Encoder | None = None, *, with_catalog: bool = False
     ) -> InferenceRuntime:
+        owns_encoder = encoder is None
         encoder = encoder or load_encoder(settings)
         images = build_image_loader(settings)
         limits = RequestLimits(
@@ -119,7 +121,9 @@ class InferenceRuntime:
                 products.index.revision,
                 settings.index_path,
             )
-        return cls(settings, encoder, images, InferenceService(encoder, images, limits), products)
+        return cls(
+            settings, encoder, images, InferenceService(encoder, images, limits), products, owns_encoder
+        )
 
     def close(self) -> None:
         if self.products is not None:
@@ -129,3 +133,5 @@ class InferenceRuntime:
             finally:
                 self.products.catalog.close()
         self.images.close()
+        if self.owns_encoder:
+            self.encoder.close()

@@ -28,7 +28,7 @@ async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
     return JSONResponse({"status": "ready", **await run_in_threadpool(state.readiness)})
 
 
-@router.get("/info", summary="The model, device and dtype being served")
+@router.get("/info", summary="The model, runtime, device and dtype being served")
 async def info(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
     runtime = state.require_runtime()
     encoder = runtime.encoder.info
@@ -38,6 +38,7 @@ async def info(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
         "embedding_dim": encoder.embedding_dim,
         "image_size": encoder.image_size,
         "max_text_length": encoder.max_text_length,
+        "runtime": encoder.runtime,
         "device": encoder.device,
         "dtype": encoder.dtype,
         "random_weights": encoder.random_weights,
