@@ -30,7 +30,7 @@ class Settings(BaseSettings):
         DEFAULT_MODEL, description="Hugging Face hub id or local folder of a SigLIP checkpoint."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    runtime: Literal["auto", "torch", "onnx"] = Field(
+    runtime: Literal["auto", "torch", "onnx", "openvino"] = Field(
         "auto", description="auto: the fastest runtime whose embeddings pass the 0.999 cosine check."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"

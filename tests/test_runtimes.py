@@ -3,6 +3,7 @@ rebuilds, and what ``auto`` picks."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -13,13 +14,17 @@ import pytest
 from search.encoder import Encoder
 from search.random_model import write_random_model
 from search.runtimes import candidates, load_runtime
+from search.runtimes.accuracy import probe_inputs
 from search.runtimes.base import RuntimeChoice, RuntimeUnavailable, min_cosine
 from search.runtimes.export_cache import checkpoint_hash
-from search.runtimes.onnx_runtime import OnnxRuntime, probe_inputs
+from search.runtimes.onnx_runtime import OnnxRuntime
 from search.runtimes.torch_runtime import TorchRuntime
 from tests.conftest import patterned_image
 
 pytest.importorskip("onnxruntime")
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +53,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("torch", "float16", 0.999),
         ("onnx", "float32", 0.99999),
         ("onnx", "int8", 0.999),
+        pytest.param("openvino", "float32", 0.99999, marks=needs_openvino),
+        pytest.param("openvino", "bfloat16", 0.999, marks=needs_openvino),
     ],
 )
 def test_runtime_adapter_matches_the_float32_torch_reference(

@@ -37,6 +37,10 @@ def candidates(runtime: str, dtype: str, device: str) -> list[RuntimeChoice]:
         if dtype == "auto":
             return [RuntimeChoice("onnx", "int8"), RuntimeChoice("onnx", "float32")]
         return [RuntimeChoice("onnx", dtype)]
+    if runtime == "openvino":
+        if dtype == "auto":
+            return [RuntimeChoice("openvino", fast_torch)]
+        return [RuntimeChoice("openvino", dtype)]
     # auto: a dtype alone names its natural runtime (int8 is ONNX's; float types are torch's).
     if dtype == "int8":
         return [RuntimeChoice("onnx", "int8")]
@@ -81,4 +85,10 @@ def _load(model_id: str, choice: RuntimeChoice, cache_dir: Path | None, threads:
         if cache_dir is None:
             raise RuntimeUnavailable("the onnx runtime needs a cache folder for its exports")
         return OnnxRuntime.load(model_id, choice, cache_dir, threads=threads)
+    if choice.runtime == "openvino":
+        from search.runtimes.openvino_runtime import OpenVinoRuntime
+
+        if cache_dir is None:
+            raise RuntimeUnavailable("the openvino runtime needs a cache folder for its conversions")
+        return OpenVinoRuntime.load(model_id, choice, cache_dir, threads=threads)
     raise RuntimeUnavailable(f"unknown runtime {choice.runtime!r}")

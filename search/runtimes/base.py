@@ -12,9 +12,6 @@ from typing import Protocol
 
 import numpy as np
 
-RUNTIMES = ("torch", "onnx")
-PRECISIONS = ("float32", "bfloat16", "float16", "int8")
-
 
 @dataclass(frozen=True)
 class RuntimeChoice:

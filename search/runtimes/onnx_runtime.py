@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from search.runtimes.base import RuntimeChoice, RuntimeUnavailable, min_cosine
+from search.runtimes.accuracy import Reference
+from search.runtimes.base import RuntimeChoice, RuntimeUnavailable
 from search.runtimes.export_cache import MIN_COSINE, Export, checkpoint_hash, load_or_build
 
 log = logging.getLogger(__name__)
 
 VISION, TEXT = "vision.onnx", "text.onnx"
 PRECISIONS = ("float32", "int8")
-PROBES = 6
 
 
 def _import_ort() -> object:
@@ -82,26 +82,6 @@ class OnnxRuntime:
 # Export ---------------------------------------------------------------------------------------------------
 
 
-def probe_inputs(config: object, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed probe inputs: pictures with flat areas, hard edges and saturated colours (like product
-    photos, unlike white noise, and harder on int8 than smooth noise), and token ids."""
-    rng = np.random.default_rng(seed)
-    size = int(config.vision_config.image_size)
-    pixels = np.empty((PROBES, 3, size, size), np.float32)
-    for i in range(PROBES):
-        cells = 2 + 2 * i  # coarse to fine blocks
-        blocks = rng.choice([-1.0, -0.5, 0.0, 0.7, 1.0], (3, cells, cells))
-        repeat = size // cells + 1
-        picture = np.repeat(np.repeat(blocks, repeat, axis=1), repeat, axis=2)[:, :size, :size]
-        pixels[i] = np.clip(picture + rng.normal(0, 0.05, picture.shape), -1, 1)
-    length = int(config.text_config.max_position_embeddings)
-    vocab = int(config.text_config.vocab_size)
-    ids = np.zeros((PROBES, length), np.int64)
-    for row, words in enumerate(rng.integers(2, min(length, 16), PROBES)):
-        ids[row, :words] = rng.integers(1, vocab, words)
-    return pixels, ids
-
-
 def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
     """Export both towers to ONNX (int8: then quantise the weights), and check them against float32."""
     import torch
@@ -109,10 +89,10 @@ def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
 
     ort = _import_ort()
     model = SiglipModel.from_pretrained(model_id, dtype=torch.float32).eval()
-    pixels, ids = probe_inputs(model.config)
+    reference = Reference.of(model)
     float_dir = folder / "float32" if choice.precision == "int8" else folder
     float_dir.mkdir(exist_ok=True)
-    _export_towers(model, float_dir)
+    export_towers(model, float_dir)
     if choice.precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -124,33 +104,20 @@ def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
         for path in float_dir.iterdir():
             path.unlink()
         float_dir.rmdir()
-    with torch.inference_mode():
-        reference_image = model.get_image_features(pixel_values=torch.from_numpy(pixels)).pooler_output
-        reference_text = model.get_text_features(input_ids=torch.from_numpy(ids)).pooler_output
-        scale = float(model.logit_scale.exp().item())
-        bias = float(model.logit_bias.item())
+    del model
     options = ort.SessionOptions()
     vision = ort.InferenceSession(str(folder / VISION), options, providers=["CPUExecutionProvider"])
     text = ort.InferenceSession(str(folder / TEXT), options, providers=["CPUExecutionProvider"])
-    cosine = {
-        "image": min_cosine(vision.run(None, {"pixel_values": pixels})[0], reference_image.numpy()),
-        "text": min_cosine(text.run(None, {"input_ids": ids})[0], reference_text.numpy()),
-    }
-    accepted = min(cosine.values()) >= MIN_COSINE
-    log.info("onnx %s export: cosine to float32 %s -> %s", choice.precision, cosine, accepted)
-    return {
-        "runtime": "onnx",
-        "precision": choice.precision,
-        "cosine": cosine,
-        "accepted": accepted,
-        "logit_scale": scale,
-        "logit_bias": bias,
-        "onnxruntime": ort.__version__,
-        "torch": torch.__version__,
-    }
+    facts = reference.check(
+        choice,
+        lambda pixels: vision.run(None, {"pixel_values": pixels})[0],
+        lambda ids: text.run(None, {"input_ids": ids})[0],
+    )
+    return facts | {"onnxruntime": ort.__version__, "torch": torch.__version__}
 
 
-def _export_towers(model: object, folder: Path) -> None:
+def export_towers(model: object, folder: Path) -> None:
+    """Both towers of a float32 SiglipModel as ONNX graphs with a dynamic batch axis."""
     import torch
 
     class Vision(torch.nn.Module):

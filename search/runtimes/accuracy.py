@@ -1,0 +1,86 @@
+"""The accuracy check every converted model passes before it serves: cosine to float32 transformers.
+
+Probe inputs are fixed (seeded), so a check is repeatable; the float32 reference outputs and the
+checkpoint's logit scale and bias are taken from the transformers model the conversion starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from search.runtimes.base import RuntimeChoice, min_cosine
+from search.runtimes.export_cache import MIN_COSINE
+
+log = logging.getLogger(__name__)
+
+PROBES = 6
+
+
+def probe_inputs(config: object, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed probe inputs: pictures with flat areas, hard edges and saturated colours (like product
+    photos, unlike white noise, and harder on int8 than smooth noise), and token ids."""
+    rng = np.random.default_rng(seed)
+    size = int(config.vision_config.image_size)
+    pixels = np.empty((PROBES, 3, size, size), np.float32)
+    for i in range(PROBES):
+        cells = 2 + 2 * i  # coarse to fine blocks
+        blocks = rng.choice([-1.0, -0.5, 0.0, 0.7, 1.0], (3, cells, cells))
+        repeat = size // cells + 1
+        picture = np.repeat(np.repeat(blocks, repeat, axis=1), repeat, axis=2)[:, :size, :size]
+        pixels[i] = np.clip(picture + rng.normal(0, 0.05, picture.shape), -1, 1)
+    length = int(config.text_config.max_position_embeddings)
+    vocab = int(config.text_config.vocab_size)
+    ids = np.zeros((PROBES, length), np.int64)
+    for row, words in enumerate(rng.integers(2, min(length, 16), PROBES)):
+        ids[row, :words] = rng.integers(1, vocab, words)
+    return pixels, ids
+
+
+@dataclass
+class Reference:
+    """Probe inputs and what float32 transformers answers for them."""
+
+    pixels: np.ndarray
+    ids: np.ndarray
+    image: np.ndarray
+    text: np.ndarray
+    logit_scale: float
+    logit_bias: float
+
+    @classmethod
+    def of(cls, model: object) -> Reference:
+        import torch
+
+        pixels, ids = probe_inputs(model.config)
+        with torch.inference_mode():
+            image = model.get_image_features(pixel_values=torch.from_numpy(pixels)).pooler_output.numpy()
+            text = model.get_text_features(input_ids=torch.from_numpy(ids)).pooler_output.numpy()
+            scale = float(model.logit_scale.float().exp().item())
+            bias = float(model.logit_bias.float().item())
+        return cls(pixels, ids, image, text, scale, bias)
+
+    def check(
+        self,
+        choice: RuntimeChoice,
+        image_features: Callable[[np.ndarray], np.ndarray],
+        text_features: Callable[[np.ndarray], np.ndarray],
+    ) -> dict:
+        """The manifest facts of a converted model: its cosines to float32 and whether it may serve."""
+        cosine = {
+            "image": min_cosine(image_features(self.pixels), self.image),
+            "text": min_cosine(text_features(self.ids), self.text),
+        }
+        accepted = min(cosine.values()) >= MIN_COSINE
+        log.info("%s: cosine to float32 %s -> %s", choice, cosine, "accepted" if accepted else "REFUSED")
+        return {
+            "runtime": choice.runtime,
+            "precision": choice.precision,
+            "cosine": cosine,
+            "accepted": accepted,
+            "logit_scale": self.logit_scale,
+            "logit_bias": self.logit_bias,
+        }
