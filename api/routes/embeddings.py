@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from api.body import read_json
+from api.cancel import run_cancellable
 from api.deps import get_state
 from api.state import ServiceState
 from search.errors import BadInput
@@ -76,7 +77,9 @@ async def openai_embeddings(request: Request, state: ServiceState = Depends(get_
         raise BadInput(f"dimensions: this model's embeddings have {dim} dimensions and cannot be shortened")
     mode = "image_embedding" if body.modality == "image" else "text_embedding"
     with state.admit():
-        rows = await run_in_threadpool(runtime.inference, {"inputs": inputs, "parameters": {"mode": mode}})
+        rows = await run_cancellable(
+            request, runtime.inference, {"inputs": inputs, "parameters": {"mode": mode}}
+        )
         tokens = 0 if body.modality == "image" else await run_in_threadpool(_count_tokens, runtime, inputs)
     return {
         "object": "list",
@@ -100,8 +103,8 @@ async def tei_embed(request: Request, state: ServiceState = Depends(get_state)) 
         raise BadInput("normalize: vitrine's embeddings are always L2-normalised")
     runtime = state.require_runtime()
     with state.admit():
-        rows = await run_in_threadpool(
-            runtime.inference, {"inputs": body.inputs, "parameters": {"mode": "text_embedding"}}
+        rows = await run_cancellable(
+            request, runtime.inference, {"inputs": body.inputs, "parameters": {"mode": "text_embedding"}}
         )
     return [row["embedding"] for row in rows]
 
