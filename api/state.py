@@ -45,6 +45,9 @@ class ServiceState:
 
     def require_products(self) -> ProductService:
         runtime = self.require_runtime()
+        mismatch = runtime.space_mismatch()
+        if mismatch is not None:
+            raise mismatch
         if runtime.products is None:
             raise NotReady("the product catalog is not enabled on this server")
         return runtime.products
@@ -55,7 +58,16 @@ class ServiceState:
         if products is None:
             return {"index": {"loaded": False}}
         products.refresh()
-        return {"index": {"loaded": True, "size": len(products.index), "revision": products.index.revision}}
+        mismatch = self.runtime.space_mismatch()
+        catalog: dict[str, object] = {"mismatch": mismatch is not None}
+        if self.runtime.catalog_space is not None:
+            catalog["embedding_space"] = self.runtime.catalog_space.as_dict()
+        if mismatch is not None:
+            catalog["error"] = mismatch.message
+        return {
+            "index": {"loaded": True, "size": len(products.index), "revision": products.index.revision},
+            "catalog": catalog,
+        }
 
     def catalog_info(self) -> dict[str, object]:
         """Catalog facts for GET /info."""

@@ -9,6 +9,7 @@
     tune               measure recall@10 against exact search, re-tune and save the index's parameters
     stats              counts, revisions, files
     compact            save the index, then prune the removal log it no longer needs
+    reembed            move the catalog to VITRINE_MODEL's embedding space (resumable)
     migrate            apply database migrations
     sample OUT_DIR     write a synthetic catalog (images + manifest.csv)
     export-model       build (or verify) the exported model VITRINE_RUNTIME/VITRINE_DTYPE choose
@@ -85,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     command("stats", "print catalog and index statistics as JSON")
     command("compact", "save the index, then prune the removal log it no longer needs")
     command("migrate", "apply database migrations")
+    again = command("reembed", "re-embed every product with VITRINE_MODEL (resumable)")
+    again.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
+    again.add_argument("--no-progress", action="store_true", help="no progress bar and no progress log lines")
+    again.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS")
     sample = command("sample", "write a synthetic catalog")
     sample.add_argument("out_dir", type=Path)
     sample.add_argument("--count", type=int, default=200)
@@ -126,8 +131,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "add":
         return _add(args, settings)
-    if args.command in ("import", "export") and args.model:
-        settings = settings.model_copy(update={"model": args.model})
+    if args.command == "reembed":
+        return _reembed(args, settings)
+    # Maintenance loads no model: it works on the vectors of the catalog's own embedding space.
+    model = args.model if args.command in ("import", "export") and args.model else _catalog_model(settings)
+    settings = settings.model_copy(update={"model": model})
     if args.command == "import":
         return _import(args, settings)
     service = open_products(settings, load_index=args.command != "verify")
@@ -206,15 +214,31 @@ def _export_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _catalog_model(settings: Settings) -> str:
+    from search.catalog import Catalog
+    from search.space import catalog_model_key
+
+    catalog = Catalog.open(settings.resolved_database_url)
+    try:
+        return catalog_model_key(catalog, settings.model)
+    finally:
+        catalog.close()
+
+
 def _add(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.pipeline import Indexer
     from search.manifest import read_manifest
-    from search.runtime import build_image_loader, load_encoder, open_products
+    from search.runtime import build_image_loader, load_encoder, open_products, settled_space
+    from search.space import SpaceMismatch, space_of
 
     manifest = read_manifest(args.manifest)
     encoder = load_encoder(settings)
+    served = space_of(settings.model, encoder.info.embedding_dim)
+    recorded = settled_space(settings, served)
+    if recorded.key != served.key:
+        raise SpaceMismatch(recorded, served)
     images = build_image_loader(settings)
-    service = open_products(settings, encoder=encoder, images=images)
+    service = open_products(settings, encoder=encoder, images=images, model=served.key)
     indexer = Indexer(
         service,
         encoder,
@@ -271,6 +295,44 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for line in summary.lines():
             print(line)
+    if summary.interrupted:
+        return 130
+    return 2 if summary.failed else 0
+
+
+def _reembed(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.progress import Progress
+    from indexer.reembed import reembed
+    from search.catalog import Catalog
+    from search.runtime import build_image_loader, load_encoder, open_products
+    from search.space import ids_outside, space_of
+
+    encoder = load_encoder(settings)
+    served = space_of(settings.model, encoder.info.embedding_dim)
+    images = build_image_loader(settings)
+    catalog = Catalog.open(settings.resolved_database_url)
+    try:
+        pending = len(ids_outside(catalog, served.key))
+    finally:
+        catalog.close()
+    service = open_products(settings, encoder=encoder, images=images, model=served.key)
+    progress = Progress(pending, enabled=not args.no_progress, every=args.progress_every)
+    try:
+        summary = reembed(
+            service,
+            encoder,
+            images,
+            served,
+            batch_size=args.batch_size or settings.batch_size,
+            progress=progress,
+        )
+    finally:
+        images.close()
+        service.catalog.close()
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print("\n".join(summary.lines()))
     if summary.interrupted:
         return 130
     return 2 if summary.failed else 0

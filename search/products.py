@@ -516,11 +516,14 @@ def open_products(
     *,
     load_index: bool = True,
     rebuild_in_background: bool = False,
+    model: str | None = None,
 ) -> ProductService:
-    """The catalog and its index (migrations must have run). Without an encoder: maintenance only."""
+    """The catalog and its index (migrations must have run). Without an encoder: maintenance only.
+
+    ``model`` is the label of the vectors to serve (the embedding space's key); default VITRINE_MODEL."""
     return ProductService(
         Catalog.open(settings.resolved_database_url),
-        model=settings.model,
+        model=model or settings.model,
         index_path=settings.index_path,
         image_store=ImageStore(settings.images_dir),
         encoder=encoder,

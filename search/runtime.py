@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from search.catalog import Catalog
 from search.db import migrate
 from search.encoder import BatchSettings, Encoder
 from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
@@ -12,6 +13,7 @@ from search.images import ImageLimits, ImageLoader
 from search.inference import InferenceService, RequestLimits
 from search.products import ProductService, open_products
 from search.settings import Settings
+from search.space import EmbeddingSpace, SpaceMismatch, settle_space, space_of
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,15 @@ def build_image_loader(settings: Settings) -> ImageLoader:
     return ImageLoader(fetcher, limits, concurrency=settings.fetch_concurrency)
 
 
+def settled_space(settings: Settings, served: EmbeddingSpace) -> EmbeddingSpace:
+    """The catalog's embedding space (recording ``served`` for a new catalog)."""
+    catalog = Catalog.open(settings.resolved_database_url)
+    try:
+        return settle_space(catalog, served)
+    finally:
+        catalog.close()
+
+
 @dataclass
 class InferenceRuntime:
     """Everything a server holds once started: the encoder, the image loader, the endpoint modes and,
@@ -99,6 +110,9 @@ class InferenceRuntime:
     inference: InferenceService
     products: ProductService | None = None
     owns_encoder: bool = False  # loaded here (not handed in): closed with the runtime
+    # The catalog's embedding space and the served model's; catalog routes need them equal.
+    catalog_space: EmbeddingSpace | None = None
+    served_space: EmbeddingSpace | None = None
 
     @classmethod
     def start(
@@ -110,10 +124,22 @@ class InferenceRuntime:
         limits = RequestLimits(
             max_images=settings.max_images_per_request, max_texts=settings.max_texts_per_request
         )
-        products = None
+        products = catalog_space = served_space = None
         if with_catalog:
             migrate(settings.resolved_database_url)
-            products = open_products(settings, encoder, images, rebuild_in_background=True)
+            served_space = space_of(settings.model, encoder.info.embedding_dim)
+            catalog_space = settled_space(settings, served_space)
+            same = catalog_space.key == served_space.key
+            if not same:
+                log.warning("%s", SpaceMismatch(catalog_space, served_space).message)
+            # On a mismatch the catalog stays readable for /ready, but nothing can embed into it.
+            products = open_products(
+                settings,
+                encoder if same else None,
+                images,
+                model=catalog_space.key,
+                rebuild_in_background=True,
+            )
             log.info(
                 "catalog: %d products, index of %d vectors at revision %d (%s)",
                 products.catalog.count(),
@@ -122,8 +148,22 @@ class InferenceRuntime:
                 settings.index_path,
             )
         return cls(
-            settings, encoder, images, InferenceService(encoder, images, limits), products, owns_encoder
+            settings,
+            encoder,
+            images,
+            InferenceService(encoder, images, limits),
+            products,
+            owns_encoder,
+            catalog_space,
+            served_space,
         )
+
+    def space_mismatch(self) -> SpaceMismatch | None:
+        if self.catalog_space is None or self.served_space is None:
+            return None
+        if self.catalog_space.key == self.served_space.key:
+            return None
+        return SpaceMismatch(self.catalog_space, self.served_space)
 
     def close(self) -> None:
         if self.products is not None:

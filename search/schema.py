@@ -85,6 +85,18 @@ class CatalogState(Base):
     pruned_revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
+class CatalogSpace(Base):
+    """One row: the embedding space of the catalog's vectors (search/space.py), recorded by the first
+    process that embeds into it and changed only by `python -m indexer reembed`."""
+
+    __tablename__ = "catalog_space"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))  # "sha256:..." content fingerprint of the weights
+    name: Mapped[str] = mapped_column(String(512))  # the model id, for people
+    dim: Mapped[int] = mapped_column(Integer)
+
+
 def attribute_text(value: object) -> str | None:
     """The canonical text of a filterable value; None for values that are not filterable."""
     if isinstance(value, bool):

@@ -7,6 +7,8 @@ ways forward.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -94,3 +96,45 @@ def locate_weights(model_id: str) -> WeightsSource:
         f"Could not load the model {model_id!r}: {why} and the model is not in the local hub cache.\n"
         f"{ways_forward(model_id)}"
     )
+
+
+# The embedding space: which weights made a vector -----------------------------------------------------
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def file_sha256(path: Path) -> str:
+    target = path.resolve()
+    # The hub cache names each large (LFS) file's blob by the sha256 of its content: no need to read it.
+    if _SHA256_NAME.fullmatch(target.name):
+        return target.name
+    digest = hashlib.sha256()
+    with target.open("rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_folder(model_id: str) -> Path:
+    """The folder the weights were loaded from: the local folder, or the hub cache's snapshot."""
+    if Path(model_id).is_dir():
+        return Path(model_id)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model_id, local_files_only=True))
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """A content hash of a checkpoint's weight files: the same weights give the same fingerprint wherever
+    they live (a hub id and a local copy of it), and any other weights give another."""
+    digests = sorted(
+        file_sha256(path)
+        for path in folder.rglob("*")
+        if path.suffix in WEIGHT_SUFFIXES
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+    if not digests:
+        raise ModelLoadError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) in {folder}")
+    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()[:32]

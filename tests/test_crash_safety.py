@@ -19,6 +19,7 @@ import pytest
 from search.index import IndexFileError, VectorIndex
 from search.runtime import open_products
 from search.sample_catalog import write_sample_catalog
+from search.space import space_of
 from tests.conftest import (
     SAMPLE_PRODUCTS,
     IndexedCatalog,
@@ -55,7 +56,8 @@ def index_file(data_dir: Path) -> Path:
 
 
 def load_index(data_dir: Path, model_dir: Path) -> VectorIndex:
-    return VectorIndex.load(index_file(data_dir), model=str(model_dir), dim=32)
+    # The index is labelled with the embedding space (the weights' fingerprint), not the folder's name.
+    return VectorIndex.load(index_file(data_dir), model=space_of(str(model_dir), 32).key, dim=32)
 
 
 def damage(path: Path) -> None:
@@ -239,7 +241,7 @@ def tamper(data_dir: Path, sql: str, *params: object) -> None:
 
 
 def verify_in_process(data_dir: Path, model_dir: Path) -> list[str]:
-    service = open_products(settings_for(model_dir, data_dir))
+    service = open_products(settings_for(model_dir, data_dir), model=space_of(str(model_dir), 32).key)
     try:
         report = service.verify()
     finally:

@@ -34,7 +34,7 @@ def test_upgrade_from_empty_creates_the_catalog_tables(tmp_path: Path) -> None:
         "catalog_state",
         "alembic_version",
     } <= tables
-    assert version == "0003"
+    assert version == "0007"
     assert [tuple(row) for row in state] == [(1, 0)]
 
 
