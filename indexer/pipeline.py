@@ -145,7 +145,12 @@ class Indexer:
                         pending = []
                 if pending:
                     self._commit(pending, summary)
-                    bar.update(len(pending))
+                    bar.update(
+                        len(pending),
+                        added=summary.added,
+                        updated=summary.updated,
+                        failed=len(summary.failed),
+                    )
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:

@@ -72,7 +72,9 @@ def card_ids(page) -> list[str]:
 def test_typing_a_query_shows_result_cards_with_images_and_scores(catalog_copy, start_server, page, tmp_path):
     server = start_server()
     page.goto(f"{server.base_url}/ui/")
-    page.get_by_placeholder("Describe a product").fill("beige matte ceramic floor tile")
+    page.locator("main").wait_for()
+    page.keyboard.press("/")  # the keyboard shortcut to the search box
+    page.keyboard.type("beige matte ceramic floor tile")
     page.keyboard.press("Enter")
     page.locator("#results .card").first.wait_for()
     assert len(card_ids(page)) == 24
@@ -92,6 +94,16 @@ def test_uploading_a_product_image_finds_that_product_first(catalog_copy, start_
     page.wait_for_function("document.querySelector('#results .card')?.dataset.id === 'sku-00017'")
     assert page.locator("#crop-stage img").is_visible()
     screenshot(page, tmp_path, "02-image-search")
+    # A crop box drawn on the picture searches with that part of it.
+    box = page.locator("#query-image").bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#summary').textContent === 'Image (cropped)'")
+    assert page.locator("#crop-box").is_visible()
+    page.locator("#results .card").first.wait_for()
+    screenshot(page, tmp_path, "02b-image-search-cropped")
 
 
 def test_more_like_this_shows_neighbours_without_the_product_itself(
