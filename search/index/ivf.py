@@ -12,6 +12,7 @@ search), and new versions go to a small exact side index searched alongside. A r
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,7 @@ class IvfStore:
         generation = secrets.token_hex(6)
         raw_path = BaseFiles.raw_path(state_path, generation)
         ids: list[np.ndarray] = []
+        clock = _Stopwatch()
 
         def write_rows(path: Path) -> None:
             with open(path, "wb") as handle:
@@ -111,6 +113,7 @@ class IvfStore:
                     handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
 
         raw_sha = write_part(raw_path, write_rows)
+        clock.lap("read and write rows")
         slot_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
         count = len(slot_ids)
         if len(np.unique(slot_ids)) != count:
@@ -131,13 +134,18 @@ class IvfStore:
         training = rows_at(raw_path, count, dim, train_slots) if count else np.zeros((1, dim), np.float32)
         ivf.train(training)
         del training
+        clock.lap("train")
         for _, chunk in read_chunks(raw_path, count, dim):
             ivf.add(chunk)  # ids = slots 0..count-1
+        clock.lap("add")
         ivf_path = BaseFiles.ivf_path(state_path, generation)
         ivf_sha = write_part(ivf_path, lambda path: faiss.write_index(ivf, str(path)))
         files = BaseFiles(generation, count, raw_sha, ivf_sha)
         store = cls(dim, spec, ivf, raw, slot_ids, files, Tuning(nprobe=spec.ivf_nprobe or min(nlist, 16)))
+        clock.lap("write")
         store.tuned = store.tune(text_samples)
+        clock.lap("tune")
+        store.tuned.samples["build_seconds"] = clock.laps
         return store
 
     def tune(self, text_samples: np.ndarray | None = None, queries: int = 200) -> Tuning:
@@ -381,6 +389,19 @@ class IvfStore:
             tuned.nprobe = spec.ivf_nprobe
         delta = ExactStore.from_sections(dim, sections[2:])
         return cls(dim, spec, ivf, raw, slot_ids, files, tuned, dead, delta)
+
+
+class _Stopwatch:
+    """Seconds per build phase, kept with the tuning facts (what a 10x larger build would cost)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def read_chunks(path: Path | None, count: int, dim: int) -> Iterator[tuple[int, np.ndarray]]:
