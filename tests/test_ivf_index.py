@@ -87,7 +87,13 @@ def test_ivf_reaches_the_recall_target_for_text_like_and_image_like_queries(ivf_
     assert hit.id == 42 and abs(hit.score - 1.0) < 1e-5
 
 
-def test_filtered_search_returns_only_allowed_ids_selective_and_broad(ivf_index, catalog_vectors):
+@pytest.mark.parametrize("exact_limit", [2_000, 10], ids=["exact scan of allowed rows", "IVF with selector"])
+def test_filtered_search_returns_only_allowed_ids_selective_and_broad(
+    ivf_index, catalog_vectors, monkeypatch, exact_limit
+):
+    # Small catalogs' filters fit the exact scan; a lower limit sends them through the IVF paths that
+    # a million-vector catalog uses (all lists for a selective filter, more probes for a broad one).
+    monkeypatch.setattr("search.index.ivf.EXACT_FILTER_LIMIT", exact_limit)
     vectors, _, texts = catalog_vectors
     for share in (0.01, 0.3):
         allowed = np.flatnonzero(np.random.default_rng(3).random(len(vectors)) < share) + 1
