@@ -342,6 +342,7 @@ class IvfStore:
             "recall_target": self.spec.recall_target,
             "measured_recall_at_10": self.tuned.recall,
             "tuning_samples": self.tuned.samples,
+            "recall_by_nprobe": self.tuned.table,
             "base_vectors": len(self.slot_ids),
             "side_index_vectors": len(self.delta),
             "deleted_marks": len(self.slot_ids) - self._live_base,
