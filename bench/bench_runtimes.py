@@ -47,7 +47,7 @@ def main() -> None:
     rng = random.Random(0)
     pictures = [
         _draw(kind, color, 512, rng)
-        for kind, color in [("checks", COLORS["beige"]), ("planks", COLORS["oak"]), ("dots", COLORS["grey"])]
+        for kind, color in [("checks", COLORS["beige"]), ("planks", COLORS["oak"]), ("dots", COLORS["slate"])]
         for _ in range(1)
     ][:3]
     pixels = reference.preprocess(pictures)

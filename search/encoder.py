@@ -65,8 +65,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-
-
 def _checkpoint_folder(model_id: str, local_only: bool) -> str:
     """A local folder holding the whole checkpoint (a hub id: its snapshot, downloaded where missing),
     so runtimes load, hash and convert files that are all there."""

@@ -147,9 +147,10 @@ def test_an_export_that_failed_its_accuracy_check_is_refused_and_auto_falls_back
     assert chosen.choice in candidates("auto", "auto", "cpu")
 
 
-def test_auto_on_cpu_prefers_the_checked_int8_export(own_checkpoint, tmp_path):
+def test_auto_on_cpu_serves_the_fastest_choice_that_passes_its_check(own_checkpoint, tmp_path):
     chosen = load_runtime(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=tmp_path / "c")
-    assert chosen.choice == RuntimeChoice("onnx", "int8")
+    assert chosen.choice == candidates("auto", "auto", "cpu")[0]
+    assert chosen.export.accepted
 
 
 def test_choices_follow_the_settings():
@@ -157,6 +158,8 @@ def test_choices_follow_the_settings():
     assert candidates("auto", "bfloat16", "cpu") == [RuntimeChoice("torch", "bfloat16")]
     assert candidates("auto", "int8", "cpu") == [RuntimeChoice("onnx", "int8")]
     assert candidates("onnx", "auto", "cpu")[0] == RuntimeChoice("onnx", "int8")
+    assert candidates("openvino", "float32", "cpu") == [RuntimeChoice("openvino", "float32")]
+    assert RuntimeChoice("torch", "float32") not in candidates("auto", "auto", "cpu")  # the last resort
     assert candidates("auto", "float16", "cuda") == [RuntimeChoice("torch", "float16", "cuda")]
     with pytest.raises(RuntimeUnavailable):
         candidates("onnx", "auto", "cuda")

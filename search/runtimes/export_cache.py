@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MIN_COSINE = 0.999  # an export must be this close to the float32 reference on every probe
+# Raised whenever the accuracy check changes (probes, threshold): older verdicts are not trusted.
+CHECK_VERSION = 2
 
 
 def _sha256_file(path: Path) -> str:
@@ -87,7 +89,11 @@ def load_or_build(root: Path, checkpoint: str, variant: str, build: Builder) -> 
     """The verified export ``variant`` of ``checkpoint`` under ``root``, built first where missing or broken."""
     final = root / checkpoint[:16] / variant
     manifest = verify(final)
-    if manifest is not None and manifest.get("checkpoint") == checkpoint:
+    if (
+        manifest is not None
+        and manifest.get("checkpoint") == checkpoint
+        and manifest.get("check_version") == CHECK_VERSION
+    ):
         return Export(final, manifest)
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = final.parent / f".tmp-{variant}-{uuid.uuid4().hex[:8]}"
@@ -100,7 +106,13 @@ def load_or_build(root: Path, checkpoint: str, variant: str, build: Builder) -> 
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
             files[path.name] = {"size": path.stat().st_size, "sha256": _sha256_file(path)}
-        manifest = {"checkpoint": checkpoint, "variant": variant, "files": files, **facts}
+        manifest = {
+            "checkpoint": checkpoint,
+            "variant": variant,
+            "check_version": CHECK_VERSION,
+            "files": files,
+            **facts,
+        }
         manifest_path = temp / MANIFEST
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
         with manifest_path.open("rb") as handle:
