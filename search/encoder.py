@@ -91,9 +91,9 @@ class BatchSettings:
     text_queue_max: int = 4096
 
     def image_policy(self, device: str) -> BatchPolicy:
-        # Measured (bench/RESULTS.md): on CPU a larger image batch adds latency without throughput;
-        # a GPU needs large batches to be busy.
-        batch = self.image_batch or (64 if device == "cuda" else 4)
+        # Measured (bench/RESULTS.md): on 2 CPU cores batches of 2-8 images gave 0.83-0.94x the images/s
+        # of batch 1 and only add latency; a GPU needs large batches to be busy.
+        batch = self.image_batch or (64 if device == "cuda" else 1)
         return BatchPolicy(batch, self.max_wait_ms, self.image_queue_max)
 
     def text_policy(self, device: str) -> BatchPolicy:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     batch_size: int = Field(16, ge=1, le=1024, description="Images per indexer transaction.")
     image_batch_size: int | None = Field(
-        None, ge=1, le=1024, description="Most images per forward pass; default 4 on CPU, 64 on CUDA."
+        None, ge=1, le=1024, description="Most images per forward pass; default 1 on CPU, 64 on CUDA."
     )
     text_batch_size: int | None = Field(
         None, ge=1, le=4096, description="Most texts per forward pass; default 32 on CPU, 256 on CUDA."
