@@ -9,6 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
+from api.server import server_config
 from search.logs import configure_logging
 from search.settings import Settings
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=on_fatal)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=True)
+    config = server_config(app, args.host, args.port, log_config=None, access_log=True)
     server = uvicorn.Server(config)
     server.run()
     if fatal:

@@ -38,6 +38,11 @@ class ServiceState:
     def ready(self) -> bool:
         return self.runtime is not None
 
+    @property
+    def saturated(self) -> bool:
+        """Every admission slot is taken: new work would be answered 429."""
+        return self.in_flight >= self.settings.max_pending_requests
+
     def require_runtime(self) -> InferenceRuntime:
         if self.runtime is None:
             raise NotReady(self.load_error or "the model is still loading; retry shortly (GET /ready)")
@@ -108,7 +113,7 @@ class ServiceState:
     @contextmanager
     def admit(self) -> Iterator[None]:
         """Bounded work in flight: past the limit, answer 429 at once instead of queueing without end."""
-        if self.in_flight >= self.settings.max_pending_requests:
+        if self.saturated:
             raise Overloaded(
                 f"server is busy: {self.in_flight} requests in flight "
                 f"(VITRINE_MAX_PENDING_REQUESTS={self.settings.max_pending_requests}); retry later"

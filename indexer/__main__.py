@@ -237,7 +237,7 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
     recorded = settled_space(settings, served)
     if recorded.key != served.key:
         raise SpaceMismatch(recorded, served)
-    images = build_image_loader(settings)
+    images = build_image_loader(settings, encoder.info.image_size)
     service = open_products(settings, encoder=encoder, images=images, model=served.key)
     indexer = Indexer(
         service,

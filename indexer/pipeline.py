@@ -22,7 +22,7 @@ from search.catalog import Fingerprint, ProductWrite
 from search.encoder import Encoder
 from search.errors import BadInput, VitrineError
 from search.image_store import sha256_hex
-from search.images import ImageLoader, decode_image, is_url
+from search.images import ImageLoader, is_url
 from search.manifest import Manifest, ManifestIssue, ManifestRow
 from search.products import ProductService
 
@@ -192,7 +192,7 @@ class Indexer:
         else:
             data = read_local_image(base_dir, row.image, self.images.limits.max_bytes)
         write.image_sha256 = sha256_hex(data)
-        picture = decode_image(data, self.images.limits)
+        picture = self.images.decode(data)
         if not is_url(row.image):
             write.image_file = self.service.image_store.put(data)
         if known is not None and known.same_image(write.image_sha256, self.model):

@@ -81,6 +81,10 @@ class Fingerprint:
         )
 
 
+class MissingEmbedding(ValueError):
+    """A write without an embedding for a product that does not exist (any more)."""
+
+
 class ChangesPruned(Exception):
     """The removal log no longer reaches back to the asked revision: rebuild instead of catching up."""
 
@@ -200,6 +204,12 @@ class Catalog:
         with self._read() as session:
             return [(row[0], row[1]) for row in session.execute(query)]
 
+    def references_image(self, image_file: str) -> bool:
+        """Whether any product's stored image is this file."""
+        query = select(Product.id).where(Product.image_file == image_file).limit(1)
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
     def fingerprints(self, external_ids: Iterable[str]) -> dict[str, Fingerprint]:
         ids = list(external_ids)
         found: dict[str, Fingerprint] = {}
@@ -308,15 +318,23 @@ class Catalog:
 
     def upsert(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord]]:
         """Insert or update products in one transaction; returns (revision, records)."""
+        revision, records, _ = self.upsert_reporting(writes)
+        return revision, records
+
+    def upsert_reporting(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord], list[bool]]:
+        """``upsert``, also saying which products were created. Decided inside the transaction, after
+        the revision row's lock: of concurrent creates of one id, exactly one is told "created"."""
         now = utcnow()
+        created: list[bool] = []
         with self._write() as session, session.begin():
             revision = _next_revision(session)
             out: list[Product] = []
             for write in writes:
                 row = session.scalar(select(Product).where(Product.external_id == write.external_id))
+                created.append(row is None)
                 if row is None:
                     if write.embedding is None:
-                        raise ValueError(f"new product {write.external_id!r} needs an embedding")
+                        raise MissingEmbedding(f"new product {write.external_id!r} needs an embedding")
                     row = Product(external_id=write.external_id, created_at=now)
                     session.add(row)
                 row.title = write.title
@@ -334,7 +352,7 @@ class Catalog:
                 out.append(row)
             session.flush()  # new rows get their ids
             _replace_attributes(session, out)
-            return revision, [_record(row) for row in out]
+            return revision, [_record(row) for row in out], created
 
     def prune_removals(self, through_revision: int) -> int:
         """Forget removals up to ``through_revision`` (indexes older than it will rebuild); returns how many."""

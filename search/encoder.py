@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # Config key that the random-model writer sets, so a random checkpoint is never mistaken for a real one.
 RANDOM_WEIGHTS_KEY = "vitrine_random_weights"
+DEFAULT_MAX_TEXT_CHARS = 4096  # VITRINE_MAX_TEXT_CHARS
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class Encoder:
         self.tokenizer.padding_side = "right"
         choice = runtime.choice
         self.device = choice.device
+        self.max_text_chars = DEFAULT_MAX_TEXT_CHARS
         self.max_text_length = int(config.text_config.max_position_embeddings)
         self.info = EncoderInfo(
             model_id=model_id,
@@ -240,6 +242,10 @@ class Encoder:
 
         Caching is exact because a text's embedding does not depend on its batch (max_length padding).
         """
+        # The tower reads max_text_length tokens; a longer text only costs memory (lower-casing,
+        # tokenising, the cache key). No token spans more than a few dozen characters, so the cap is
+        # far past the last token the model reads.
+        texts = [text[: self.max_text_chars] for text in texts]
         result = np.zeros((len(texts), self.info.embedding_dim), np.float32)
         missing: dict[str, list[int]] = {}
         with self._cache_lock:

@@ -7,56 +7,80 @@ and every redirect hop opens its connection through the same check.
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
+import logging
 import socket
 import ssl
 import string
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 
+from search.addresses import IPAddress, address_kind, embedded_ipv4
 from search.errors import BadInput, TooLarge
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+log = logging.getLogger(__name__)
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _REDIRECTS = {301, 302, 303, 307, 308}
-# NAT64 prefixes map an IPv4 address into IPv6; the embedded address is what is really reached.
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+# The monotonic time by which the current fetch (all hops, connect, headers and body) must be done.
+# A context variable, because pooled connections are shared: the deadline is the reader's, not the socket's.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("fetch_deadline", default=None)
 
 
 class AddressRefused(Exception):
-    """A URL resolved to an address the guard does not allow."""
+    """A URL resolved to an address the guard does not allow (the detail is for the log only)."""
 
 
-def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    if not isinstance(ip, ipaddress.IPv6Address):
-        return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if any(ip in net for net in _NAT64):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+class DeadlinePassed(httpcore.TimeoutException):
+    """The fetch's one deadline passed: however slowly the origin dribbles, the fetch ends here."""
 
 
-def address_kind(ip: IPAddress) -> str | None:
-    """Why an address is not public ("loopback", "private", ...), or None when it is public."""
-    inner = _embedded_ipv4(ip)
-    if inner is not None:
-        return address_kind(inner)
-    for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
-        if getattr(ip, f"is_{kind}"):
-            return kind.replace("_", "-")
-    if not ip.is_global:
-        return "non-global"
-    return None
+def _remaining(timeout: float | None) -> float | None:
+    """``timeout`` shortened to what is left of the current fetch's deadline."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlinePassed("the fetch deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the deadline of the fetch using it."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _remaining(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _remaining(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _remaining(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 @dataclass(frozen=True)
@@ -83,14 +107,11 @@ class AddressPolicy:
     def check(self, host: str, ip: IPAddress) -> None:
         if host.lower().rstrip(".") in self.allowed_hosts:
             return
-        if any(ip in net or (_embedded_ipv4(ip) or ip) in net for net in self.allowed_networks):
+        if any(ip in net or (embedded_ipv4(ip) or ip) in net for net in self.allowed_networks):
             return
         kind = address_kind(ip)
         if kind is not None:
-            raise AddressRefused(
-                f"{host} resolves to {kind} address {ip}; add the host or address to "
-                "VITRINE_URL_ALLOW_HOSTS to allow it"
-            )
+            raise AddressRefused(f"{host} resolves to {kind} address {ip}")
 
 
 class GuardedBackend(httpcore.NetworkBackend):
@@ -99,6 +120,11 @@ class GuardedBackend(httpcore.NetworkBackend):
     def __init__(self, policy: AddressPolicy) -> None:
         self._policy = policy
         self._inner = httpcore.SyncBackend()
+        # getaddrinfo has no timeout of its own; a resolver thread lets the deadline cut a slow lookup.
+        self._resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vitrine-resolve")
+
+    def close(self) -> None:
+        self._resolver.shutdown(wait=False, cancel_futures=True)
 
     def connect_tcp(
         self,
@@ -108,17 +134,24 @@ class GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable | None = None,
     ) -> httpcore.NetworkStream:
+        lookup = self._resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = lookup.result(timeout=_remaining(timeout))
+        except FutureTimeout:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
         except (OSError, UnicodeError) as exc:  # UnicodeError: the idna codec refuses the name
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            # To the caller an unresolvable name looks like a refused one: no map of internal DNS.
+            raise AddressRefused(f"cannot resolve {host}: {exc}") from exc
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
         for ip in addresses:
             self._policy.check(host, ip)  # every address, so a mixed answer cannot be exploited
         last_error: Exception | None = None
         for ip in addresses:
             try:
-                return self._inner.connect_tcp(str(ip), port, timeout, local_address, socket_options)
+                stream = self._inner.connect_tcp(
+                    str(ip), port, _remaining(timeout), local_address, socket_options
+                )
+                return DeadlineStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
         raise last_error or httpcore.ConnectError(f"no address for {host}")
@@ -147,23 +180,36 @@ class UrlFetcher:
     limits: FetchLimits
     user_agent: str = "vitrine/0.1 (+image fetch)"
     _pool: httpcore.ConnectionPool = field(init=False, repr=False)
+    _backend: GuardedBackend = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._backend = GuardedBackend(self.policy)
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl.create_default_context(),
             max_connections=64,
-            network_backend=GuardedBackend(self.policy),
+            network_backend=self._backend,
         )
 
     def close(self) -> None:
         self._pool.close()
+        self._backend.close()
 
     def fetch(self, url: str) -> bytes:
-        """The body of ``url``. Raises BadInput (refused, unreachable, HTTP error) or TooLarge."""
-        deadline = time.monotonic() + self.limits.total_timeout
+        """The body of ``url``. Raises BadInput (refused, unreachable, HTTP error, too slow) or TooLarge.
+
+        One deadline covers the whole fetch: resolving, connecting, every redirect hop, the headers and
+        the body. An origin that dribbles header bytes is cut at the deadline like one that dribbles body.
+        """
+        token = _DEADLINE.set(time.monotonic() + self.limits.total_timeout)
+        try:
+            return self._follow(url)
+        finally:
+            _DEADLINE.reset(token)
+
+    def _follow(self, url: str) -> bytes:
         for _hop in range(self.limits.max_redirects + 1):
             url = _prepare_url(url)
-            status, location, body = self._get_once(url, deadline)
+            status, location, body = self._get_once(url)
             if status in _REDIRECTS and location:
                 try:
                     url = urljoin(url, location)
@@ -177,7 +223,7 @@ class UrlFetcher:
             return body
         raise BadInput(f"fetching {_short(url)} failed: more than {self.limits.max_redirects} redirects")
 
-    def _get_once(self, url: str, deadline: float) -> tuple[int, str | None, bytes]:
+    def _get_once(self, url: str) -> tuple[int, str | None, bytes]:
         timeouts = {
             "connect": self.limits.connect_timeout,
             "read": self.limits.read_timeout,
@@ -186,6 +232,7 @@ class UrlFetcher:
         }
         headers = [(b"User-Agent", self.user_agent.encode()), (b"Accept", b"image/*")]
         try:
+            timeouts["pool"] = _remaining(timeouts["pool"])
             with self._pool.stream("GET", url, headers=headers, extensions={"timeout": timeouts}) as response:
                 location = _header(response.headers, b"location")
                 if response.status != 200:
@@ -205,18 +252,39 @@ class UrlFetcher:
                             f"{_short(url)} is larger than {self.limits.max_bytes} bytes "
                             "(VITRINE_MAX_IMAGE_BYTES)"
                         )
-                    if time.monotonic() > deadline:
-                        raise BadInput(
-                            f"fetching {_short(url)} took longer than {self.limits.total_timeout} s"
-                        )
                     chunks.append(chunk)
                 return 200, None, b"".join(chunks)
         except AddressRefused as exc:
-            raise BadInput(f"URL refused: {exc}") from None
+            # The resolved address and the resolver's error stay in the log: a caller must not be
+            # able to map internal names and networks through these answers.
+            log.info("URL refused: %s (%s)", _short(url), exc)
+            host = urlsplit(url).hostname or "the host"
+            raise BadInput(
+                f"URL refused: {host} does not resolve to a public address "
+                "(an operator can allow private hosts with VITRINE_URL_ALLOW_HOSTS)"
+            ) from None
         except httpcore.TimeoutException:
+            deadline = _DEADLINE.get()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise BadInput(
+                    f"fetching {_short(url)} timed out: not done within {self.limits.total_timeout:g} s "
+                    "(VITRINE_FETCH_TOTAL_TIMEOUT)"
+                ) from None
             raise BadInput(f"fetching {_short(url)} timed out") from None
         except (httpcore.ProtocolError, httpcore.NetworkError, httpcore.UnsupportedProtocol) as exc:
-            raise BadInput(f"fetching {_short(url)} failed: {exc or type(exc).__name__}") from None
+            log.info("fetching %s failed: %r", _short(url), exc)
+            raise BadInput(f"fetching {_short(url)} failed: {_generic_failure(exc)}") from None
+
+
+def _generic_failure(exc: Exception) -> str:
+    """What a caller is told about a failed connection: the kind of failure, never an errno or address."""
+    if isinstance(exc, httpcore.ConnectError):
+        return "could not connect"
+    if isinstance(exc, httpcore.UnsupportedProtocol):
+        return "unsupported protocol"
+    if isinstance(exc, httpcore.ProtocolError):
+        return "the origin did not answer with valid HTTP"
+    return "the connection failed"
 
 
 def _prepare_url(url: str) -> str:

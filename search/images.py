@@ -11,11 +11,13 @@ import binascii
 import io
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from search.decode_budget import DecodeBudget, RequestDecodeBudget, decoded_bytes
 from search.errors import BadInput, TooLarge, VitrineError
 from search.fetch import UrlFetcher
 
@@ -35,10 +37,23 @@ def unsupported_type_message(value: object) -> str:
 class ImageLimits:
     max_bytes: int
     max_pixels: int
+    # The model's input side (512 for base-512): pictures are decoded and kept at no less than twice
+    # that per axis, and reduced when much larger. None: every picture at full size.
+    model_side: int | None = None
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Bytes -> upright RGB picture: first frame, EXIF orientation applied, transparency on white."""
+def decode_image(
+    data: bytes,
+    limits: ImageLimits,
+    *,
+    server_budget: DecodeBudget | None = None,
+    request_budget: RequestDecodeBudget | None = None,
+) -> Image.Image:
+    """Bytes -> upright RGB picture: first frame, EXIF orientation applied, transparency on white.
+
+    The decode's memory is known from the header and charged to the budgets before any pixel is
+    decoded; a JPEG much larger than the model needs is decoded at a reduced scale (``draft``).
+    """
     if len(data) > limits.max_bytes:
         raise TooLarge(
             f"image is {len(data)} bytes; the limit is {limits.max_bytes} (VITRINE_MAX_IMAGE_BYTES)"
@@ -56,8 +71,16 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
                 f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels} "
                 "(VITRINE_MAX_IMAGE_PIXELS)"
             )
-        image.seek(0)  # animated GIF/WebP: the first frame
-        image.load()
+        if limits.model_side and image.format in ("JPEG", "MPO"):
+            # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly; draft keeps both sides >= the target.
+            image.draft(image.mode, (2 * limits.model_side, 2 * limits.model_side))
+        cost = decoded_bytes(*image.size, image.mode)
+        if request_budget is not None:
+            request_budget.charge(cost)
+        with server_budget.reserve(cost) if server_budget is not None else nullcontext():
+            image.seek(0)  # animated GIF/WebP: the first frame
+            image.load()
+            picture = shrink(to_rgb(image), limits.model_side)
     except VitrineError:
         raise
     except Image.DecompressionBombError as exc:
@@ -66,7 +89,21 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise BadInput(f"not a supported image (formats: {', '.join(ALLOWED_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadInput(f"image is truncated or corrupt: {exc}") from None
-    return to_rgb(image)
+    return picture
+
+
+def shrink(image: Image.Image, model_side: int | None) -> Image.Image:
+    """A picture much larger than the model's input reduced (box filter, per axis) to 2-4x that input.
+
+    Pictures up to 4x the input per axis are left exactly as decoded; the model's processor resizes
+    them as it always does. Larger ones would only hold memory until the processor shrinks them.
+    """
+    if not model_side:
+        return image
+    factors = tuple(side // (2 * model_side) if side > 4 * model_side else 1 for side in image.size)
+    if factors == (1, 1):
+        return image
+    return image.reduce(factors)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -123,9 +160,22 @@ def is_url(value: str) -> bool:
 class ImageLoader:
     """Turns a batch of caller inputs into pictures, fetching URLs concurrently."""
 
-    def __init__(self, fetcher: UrlFetcher, limits: ImageLimits, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        fetcher: UrlFetcher,
+        limits: ImageLimits,
+        concurrency: int = 16,
+        per_request: int = 4,
+        decode_budget: DecodeBudget | None = None,
+        request_decode_bytes: int | None = None,
+    ) -> None:
         self.fetcher = fetcher
         self.limits = limits
+        self.decode_budget = decode_budget
+        self.request_decode_bytes = request_decode_bytes
+        # The pool is shared by every caller; one call keeps at most ``per_request`` of its slots busy,
+        # so a request full of slow URLs cannot stall the image fetches of everyone else.
+        self.per_request = max(1, min(per_request, concurrency))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="vitrine-fetch")
 
     def close(self) -> None:
@@ -145,33 +195,51 @@ class ImageLoader:
             raise BadInput("image input is an empty string")
         return decode_base64(text, self.limits)
 
+    def new_request_budget(self) -> RequestDecodeBudget | None:
+        return RequestDecodeBudget(self.request_decode_bytes) if self.request_decode_bytes else None
+
+    def decode(self, data: bytes, request_budget: RequestDecodeBudget | None = None) -> Image.Image:
+        """``decode_image`` within the server's decode budget (and the request's, when given)."""
+        return decode_image(
+            data,
+            self.limits,
+            server_budget=self.decode_budget,
+            request_budget=request_budget or self.new_request_budget(),
+        )
+
     def load_with_bytes(self, value: object) -> tuple[bytes, Image.Image]:
         """The encoded bytes (to hash or store) and the picture, for catalog writes."""
         data = self.read_bytes(value)
-        return data, decode_image(data, self.limits)
+        return data, self.decode(data)
 
-    def load_one(self, value: object) -> Image.Image:
-        return decode_image(self.read_bytes(value), self.limits)
+    def load_one(self, value: object, request_budget: RequestDecodeBudget | None = None) -> Image.Image:
+        return self.decode(self.read_bytes(value), request_budget)
 
     def load_many(self, values: Sequence[object], labels: Sequence[str] | None = None) -> list[Image.Image]:
-        """All pictures, in order. The first failing input (by position) is named in the error."""
+        """All pictures, in order. The first failing input (by position) is named in the error.
+
+        The images of one call share one request decode budget."""
         names = list(labels) if labels is not None else [f"inputs[{i}]" for i in range(len(values))]
-        return self.map(self.load_one, values, names)
+        budget = self.new_request_budget()
+        return self.map(lambda value: self.load_one(value, budget), values, names)
 
     def map(self, work: Callable[[object], object], values: Sequence[object], names: Sequence[str]) -> list:
         if len(values) == 1:
             return [_named(work, values[0], names[0])]
-        futures = [
-            self._pool.submit(_named, work, value, name) for value, name in zip(values, names, strict=True)
-        ]
+        # A window of at most per_request tasks, advanced in input order: results come back in order and
+        # the first failing input by position is the one named.
+        jobs = list(zip(values, names, strict=True))
+        futures: list[Future] = []
         results = []
-        for i, future in enumerate(futures):
-            try:
-                results.append(future.result())
-            except VitrineError:
-                for pending in futures[i + 1 :]:
-                    pending.cancel()
-                raise
+        try:
+            for i in range(len(jobs)):
+                while len(futures) < len(jobs) and len(futures) < i + self.per_request:
+                    futures.append(self._pool.submit(_named, work, *jobs[len(futures)]))
+                results.append(futures[i].result())
+        except BaseException:
+            for pending in futures:
+                pending.cancel()
+            raise
         return results
 
 

@@ -47,6 +47,24 @@ def detect_mode(inputs: object, parameters: dict[str, Any]) -> str:
 class RequestLimits:
     max_images: int
     max_texts: int
+    max_text_chars: int = 4096
+
+
+def fill_template(template: str, label: str, limit: int) -> str:
+    """``template`` with every "{}" replaced by ``label``, built no further than ``limit`` characters.
+
+    A template of a thousand "{}" and long labels would otherwise build megabytes of text per label
+    that the model never reads (it reads the first 64 tokens).
+    """
+    pieces = template.split("{}")
+    out = [pieces[0]]
+    size = len(pieces[0])
+    for piece in pieces[1:]:
+        if size >= limit:
+            break
+        out += [label, piece]
+        size += len(label) + len(piece)
+    return "".join(out)[:limit]
 
 
 class InferenceService:
@@ -91,6 +109,7 @@ class InferenceService:
         template = parameters.get("hypothesis_template", DEFAULT_HYPOTHESIS_TEMPLATE)
         if not isinstance(template, str) or "{}" not in template:
             raise BadInput('hypothesis_template must be a string containing "{}" where the label goes')
+        template = template[: self.limits.max_text_chars]
         multi_label = parameters.get("multi_label", False)
         if not isinstance(multi_label, bool):
             raise BadInput("multi_label must be true or false")
@@ -98,7 +117,8 @@ class InferenceService:
 
         images, single = self._images(inputs)
         image_vectors = self.encoder.embed_images(images)
-        text_vectors = self.encoder.embed_texts([template.replace("{}", label) for label in labels])
+        limit = self.limits.max_text_chars
+        text_vectors = self.encoder.embed_texts([fill_template(template, label, limit) for label in labels])
         logits = self.encoder.logits(image_vectors, text_vectors)
         # Softmax over the labels sums to 1 (the reference); sigmoid is SigLIP's native, independent score.
         scores = sigmoid(logits) if multi_label else softmax(logits)
@@ -166,7 +186,8 @@ class InferenceService:
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise BadInput(f"{field}[{i}] must be a string, not {type(item).__name__}")
-        return value
+        # Cut before templating and tokenising: the model reads 64 tokens of each.
+        return [item[: self.limits.max_text_chars] for item in value]
 
 
 def _pick(inputs: dict[str, Any], single: str, plural: str) -> object:

@@ -7,7 +7,9 @@ an indexer run (another process) committed, without a restart.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import threading
 import time
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
+from PIL import Image
 
-from search.catalog import Catalog, ChangesPruned, ProductRecord, ProductWrite
+from search.catalog import Catalog, ChangesPruned, MissingEmbedding, ProductRecord, ProductWrite
 from search.errors import BadInput, NotFound
 from search.image_store import ImageStore, sha256_hex
 from search.images import ImageLoader, is_url
@@ -27,6 +30,7 @@ from search.index import IndexFileError, IndexSpec, VectorIndex
 from search.index.query_log import QueryLog
 from search.settings import Settings
 from search.vectors import normalise_vector
+from search.write_locks import IdLocks
 
 if TYPE_CHECKING:  # the maintenance commands never load torch
     from search.encoder import Encoder
@@ -37,19 +41,48 @@ _BAD_ID = re.compile(r"[/\x00-\x1f\x7f]")
 RESERVED_FIELDS = ("id", "image", "title", "category")
 
 
-def validate_external_id(value: object) -> str:
-    """Product ids are path segments of the API: non-empty, at most 256 characters, no '/'."""
+@dataclass(frozen=True)
+class ProductLimits:
+    """Size caps on what one product may store (VITRINE_MAX_ID_CHARS, _TITLE_CHARS, _ATTRIBUTES, ...)."""
+
+    max_id_chars: int = 256
+    max_title_chars: int = 1000
+    max_attributes: int = 100
+    max_attribute_chars: int = 2000  # one attribute's value, as JSON text
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProductLimits:
+        return cls(
+            max_id_chars=settings.max_id_chars,
+            max_title_chars=settings.max_title_chars,
+            max_attributes=settings.max_attributes,
+            max_attribute_chars=settings.max_attribute_chars,
+        )
+
+
+def validate_external_id(value: object, max_chars: int = 256) -> str:
+    """Product ids are path segments of the API: non-empty, at most ``max_chars`` characters, no '/'."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise BadInput("product id must be a non-empty string")
     if value != value.strip():
         raise BadInput(f"product id {value[:80]!r} must not start or end with whitespace")
-    if len(value) > 256 or _BAD_ID.search(value) or value in (".", ".."):
+    if len(value) > max_chars or _BAD_ID.search(value) or value in (".", "..") or not _is_unicode(value):
         raise BadInput(
-            f"product id {value[:80]!r} is invalid: at most 256 characters, no '/' or control characters"
+            f"product id {value[:80]!r} is invalid: at most {max_chars} characters (VITRINE_MAX_ID_CHARS), "
+            "no '/' or control characters"
         )
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text with a lone UTF-16 surrogate, which no database or tokenizer can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def product_view(record: ProductRecord) -> dict[str, Any]:
@@ -77,12 +110,15 @@ class Filters:
     attributes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, value: object) -> Filters | None:
+    def parse(cls, value: object, max_keys: int = 100) -> Filters | None:
         """``{"category": "tile", "color": "beige"}``: category, then attribute equalities."""
         if value is None:
             return None
         if not isinstance(value, dict):
             raise BadInput('filters must be an object like {"category": "tile", "color": "beige"}')
+        if len(value) > max_keys:
+            # Each key is one more condition in one SQL statement: bounded like a product's attributes.
+            raise BadInput(f"filters has {len(value)} keys; the limit is {max_keys} (VITRINE_MAX_ATTRIBUTES)")
         attributes = {}
         for key, item in value.items():
             if key == "category":
@@ -121,6 +157,7 @@ class ProductService:
         load_index: bool = True,
         index_spec: IndexSpec | None = None,
         rebuild_in_background: bool = False,
+        limits: ProductLimits | None = None,
     ) -> None:
         self.catalog = catalog
         self.model = model
@@ -137,6 +174,8 @@ class ProductService:
         self.rebuild_in_background = rebuild_in_background
         self._rebuild_thread: threading.Thread | None = None
         self.query_log = QueryLog(index_path.with_name(index_path.name + ".queries.npy"))
+        self._id_locks = IdLocks()
+        self.limits = limits or ProductLimits()
         # load_index=False leaves the index file untouched (verify inspects it as it is).
         self.index = (
             self._open_index() if load_index else VectorIndex(self.dim or 0, model, 0, self.index_spec)
@@ -369,6 +408,8 @@ class ProductService:
     ) -> list[dict[str, Any]]:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
             raise BadInput(f"k must be an integer from 1 to {self.max_k}")
+        if min_score is not None and not math.isfinite(min_score):
+            raise BadInput("min_score must be a finite number")
         self.refresh()
         allowed = None
         if filters is not None and (filters.category is not None or filters.attributes):
@@ -381,41 +422,62 @@ class ProductService:
     # Writes ---------------------------------------------------------------------------------------------
 
     def upsert(self, external_id: str, body: object) -> tuple[str, ProductRecord]:
-        """PUT /products/{id}: create or update one product and index it now. Returns (status, record)."""
-        external_id = validate_external_id(external_id)
+        """PUT /products/{id}: create or update one product and index it now. Returns (status, record).
+
+        All-or-nothing: every field is validated before anything is written; a stored image file is
+        written with the row's commit and removed again if the commit fails. Writes to one id are
+        serialised, and created-or-updated is decided inside the transaction.
+        """
+        external_id = validate_external_id(external_id, self.limits.max_id_chars)
         if not isinstance(body, dict):
             raise BadInput('body must be a JSON object like {"image": ..., "title": ..., "category": ...}')
         if "id" in body and str(body["id"]) != external_id:
-            raise BadInput(f"body id {body['id']!r} differs from the path's {external_id!r}")
-        fields = parse_product_fields(body)
-        existing = self.catalog.fingerprints([external_id]).get(external_id)
-        # image_ref is required by ProductWrite; both branches below set it (new image or the stored one).
+            raise BadInput(f"body id {str(body['id'])[:80]!r} differs from the path's {external_id!r}")
+        fields = parse_product_fields(body, self.limits)
         write = ProductWrite(external_id=external_id, image_ref="", embedding_model=self.model, **fields)
         image_value = body.get("image")
-        if image_value is None:
+        data = picture = None
+        if image_value is not None:
+            if self.images is None:
+                raise BadInput("upserting an image needs the image loader")
+            # Fetching and decoding happen before the id's lock: a slow URL never holds up other writes.
+            data, picture = self.images.map(self.images.load_with_bytes, [image_value], ["image"])[0]
+            write.image_sha256 = sha256_hex(data)
+            if isinstance(image_value, str) and is_url(image_value.strip()):
+                write.image_ref = image_value.strip()
+            else:
+                write.image_ref, write.image_file = "upload", self.image_store.name_for(data)
+        with self._id_locks.hold([external_id]):
+            return self._upsert_locked(write, data, picture)
+
+    def _upsert_locked(
+        self, write: ProductWrite, data: bytes | None, picture: Image.Image | None
+    ) -> tuple[str, ProductRecord]:
+        existing = self.catalog.fingerprints([write.external_id]).get(write.external_id)
+        if picture is None:
             if existing is None:
                 raise BadInput("image is required for a new product")
             write.image_ref, write.image_sha256 = existing.image_ref, existing.image_sha256
             write.image_file = existing.image_file
-        else:
-            if self.images is None:
-                raise BadInput("upserting an image needs the image loader")
-            data, picture = self.images.map(self.images.load_with_bytes, [image_value], ["image"])[0]
-            write.image_sha256 = sha256_hex(data)
-            if isinstance(image_value, str) and is_url(image_value.strip()):
-                write.image_ref, write.image_file = image_value.strip(), None
-            else:
-                write.image_ref, write.image_file = "upload", self.image_store.put(data)
-            if existing is None or not existing.same_image(write.image_sha256, self.model):
-                write.embedding = self._require_encoder().embed_images([picture])[0]
+        elif existing is None or not existing.same_image(write.image_sha256, self.model):
+            write.embedding = self._require_encoder().embed_images([picture])[0]
         if existing is not None and write.embedding is None and existing.same_metadata(write):
-            return "unchanged", self.get(external_id)
-        _, records = self.catalog.upsert([write])
+            return "unchanged", self.get(write.external_id)
+        try:
+            if write.image_file and data is not None:
+                with self.image_store.stored(data, self.catalog.references_image):
+                    _, records, created = self.catalog.upsert_reporting([write])
+            else:
+                _, records, created = self.catalog.upsert_reporting([write])
+        except MissingEmbedding:
+            # Removed by another process since it was read: without an image there is nothing to embed.
+            raise BadInput("image is required for a new product (it was removed meanwhile)") from None
         self.refresh()
-        return ("created" if existing is None else "updated"), records[0]
+        return ("created" if created[0] else "updated"), records[0]
 
     def remove(self, external_ids: list[str]) -> list[str]:
-        _, removed = self.catalog.remove(external_ids)
+        with self._id_locks.hold(external_ids):
+            _, removed = self.catalog.remove(external_ids)
         self.refresh()
         return removed
 
@@ -493,14 +555,60 @@ class ProductService:
         return self.encoder
 
 
-def parse_product_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """title, category and attributes of a manifest row or API body (every other key is an attribute)."""
+def parse_product_fields(row: dict[str, Any], limits: ProductLimits | None = None) -> dict[str, Any]:
+    """title, category and attributes of a manifest row or API body (every other key is an attribute).
+
+    Everything is checked here, before any write: a value that the database would refuse or change
+    (NaN, a lone surrogate, an oversized text) is a 400 now rather than a 500 or a silent null later.
+    """
+    limits = limits or ProductLimits()
     title, category = row.get("title"), row.get("category")
-    for name, value in (("title", title), ("category", category)):
-        if value is not None and not isinstance(value, str):
+    for name, value, limit, setting in (
+        ("title", title, limits.max_title_chars, "VITRINE_MAX_TITLE_CHARS"),
+        ("category", category, CATEGORY_CHARS, None),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, str):
             raise BadInput(f"{name} must be a string")
+        if len(value) > limit:
+            where = f" ({setting})" if setting else ""
+            raise BadInput(f"{name} is {len(value)} characters; the limit is {limit}{where}")
+        if not _is_unicode(value):
+            raise BadInput(f"{name} has a lone UTF-16 surrogate: not valid Unicode")
     attributes = {key: value for key, value in row.items() if key not in RESERVED_FIELDS}
+    if len(attributes) > limits.max_attributes:
+        raise BadInput(
+            f"{len(attributes)} attributes; the limit is {limits.max_attributes} (VITRINE_MAX_ATTRIBUTES)"
+        )
+    for key, value in attributes.items():
+        _check_attribute(key, value, limits.max_attribute_chars)
     return {"title": title or None, "category": category or None, "attributes": attributes}
+
+
+# The database's column sizes (schema.py): a category is indexed, an attribute key is part of a key.
+CATEGORY_CHARS = 256
+ATTRIBUTE_KEY_CHARS = 256
+
+
+def _check_attribute(key: str, value: object, max_chars: int) -> None:
+    if not isinstance(key, str) or not key or len(key) > ATTRIBUTE_KEY_CHARS or not _is_unicode(key):
+        raise BadInput(
+            f"attribute name {str(key)[:80]!r} must be 1 to {ATTRIBUTE_KEY_CHARS} characters of valid Unicode"
+        )
+    try:
+        # What the JSON column will hold: strict (no NaN/Infinity), and encodable as UTF-8.
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, RecursionError):
+        raise BadInput(
+            f"attribute {key[:80]!r} must be JSON: text, a finite number, true/false, null, lists or objects"
+        ) from None
+    if len(text) > max_chars:
+        raise BadInput(
+            f"attribute {key[:80]!r} is {len(text)} characters as JSON; the limit is {max_chars} "
+            "(VITRINE_MAX_ATTRIBUTE_CHARS)"
+        )
 
 
 def catalog_dim(catalog: Catalog, model: str) -> int | None:
@@ -532,4 +640,5 @@ def open_products(
         load_index=load_index,
         index_spec=settings.index_spec,
         rebuild_in_background=rebuild_in_background,
+        limits=ProductLimits.from_settings(settings),
     )

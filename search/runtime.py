@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from search.catalog import Catalog
 from search.db import migrate
+from search.decode_budget import DecodeBudget
 from search.encoder import BatchSettings, Encoder
 from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
 from search.images import ImageLimits, ImageLoader
@@ -46,6 +47,7 @@ def load_encoder(settings: Settings) -> Encoder:
         threads=settings.torch_threads,
         batching=batch_settings(settings),
     )
+    encoder.max_text_chars = settings.max_text_chars
     info = encoder.info
     log.info(
         "model %s loaded: %s, %d-d embeddings, %dpx, runtime %s, device %s, dtype %s",
@@ -75,7 +77,8 @@ def batch_settings(settings: Settings) -> BatchSettings:
     )
 
 
-def build_image_loader(settings: Settings) -> ImageLoader:
+def build_image_loader(settings: Settings, model_side: int | None = None) -> ImageLoader:
+    """The one image loader of a process; ``model_side`` (the model's input size) enables reduced decoding."""
     fetcher = UrlFetcher(
         policy=AddressPolicy.from_entries(settings.url_allow_hosts),
         limits=FetchLimits(
@@ -86,8 +89,17 @@ def build_image_loader(settings: Settings) -> ImageLoader:
             max_redirects=settings.fetch_max_redirects,
         ),
     )
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    return ImageLoader(fetcher, limits, concurrency=settings.fetch_concurrency)
+    limits = ImageLimits(
+        max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels, model_side=model_side
+    )
+    return ImageLoader(
+        fetcher,
+        limits,
+        concurrency=settings.fetch_concurrency,
+        per_request=settings.fetch_concurrency_per_request,
+        decode_budget=DecodeBudget(settings.max_decode_bytes),
+        request_decode_bytes=settings.max_decode_bytes_per_request,
+    )
 
 
 def settled_space(settings: Settings, served: EmbeddingSpace) -> EmbeddingSpace:
@@ -120,9 +132,11 @@ class InferenceRuntime:
     ) -> InferenceRuntime:
         owns_encoder = encoder is None
         encoder = encoder or load_encoder(settings)
-        images = build_image_loader(settings)
+        images = build_image_loader(settings, encoder.info.image_size)
         limits = RequestLimits(
-            max_images=settings.max_images_per_request, max_texts=settings.max_texts_per_request
+            max_images=settings.max_images_per_request,
+            max_texts=settings.max_texts_per_request,
+            max_text_chars=settings.max_text_chars,
         )
         products = catalog_space = served_space = None
         if with_catalog:

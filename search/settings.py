@@ -58,12 +58,30 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_request_bytes: int = Field(64 * MiB, ge=1024)
     max_pending_requests: int = Field(64, ge=1, description="Requests in flight before 429.")
+    request_body_timeout: float = Field(30.0, gt=0, description="Seconds to receive a request body (408).")
 
     # Inputs
     max_image_bytes: int = Field(20 * MiB, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_images_per_request: int = Field(32, ge=1)
+    max_decode_bytes: int = Field(
+        2048 * MiB, ge=MiB, description="Memory for pictures being decoded at once, all requests (429)."
+    )
+    max_decode_bytes_per_request: int = Field(
+        1024 * MiB, ge=MiB, description="Decode memory of one request's images together (413)."
+    )
     max_texts_per_request: int = Field(256, ge=1, description="Texts or candidate labels per request.")
+    max_text_chars: int = Field(
+        4096, ge=256, description="Characters of a text, label or template read; the rest is cut off."
+    )
+
+    # Product writes (PUT /products/{id} and manifests)
+    max_id_chars: int = Field(256, ge=1, le=256, description="Product id length (the database holds 256).")
+    max_title_chars: int = Field(1000, ge=1)
+    max_attributes: int = Field(
+        100, ge=1, description="Attributes of a product, and filter keys of a search."
+    )
+    max_attribute_chars: int = Field(2000, ge=16, description="One attribute value, as JSON text.")
 
     # URL fetching (server-side requests on a caller's behalf)
     url_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -71,7 +89,10 @@ class Settings(BaseSettings):
     fetch_read_timeout: float = Field(10.0, gt=0)
     fetch_total_timeout: float = Field(30.0, gt=0)
     fetch_max_redirects: int = Field(5, ge=0)
-    fetch_concurrency: int = Field(8, ge=1)
+    fetch_concurrency: int = Field(16, ge=1, description="Image fetches at once, all callers together.")
+    fetch_concurrency_per_request: int = Field(
+        4, ge=1, description="Image fetches at once for one request (its fair share of the slots)."
+    )
 
     # Search index
     search_max_k: int = Field(1000, ge=1)

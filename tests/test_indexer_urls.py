@@ -89,5 +89,5 @@ def test_url_to_a_private_address_is_a_failed_row_not_a_fetch(
     result = run(tiny_model_dir, tmp_path / "data", "add", manifest, "--no-progress", allow="localhost")
     assert result.returncode == 2, summary_of(result)
     assert "1 added" in result.stdout and "1 failed" in result.stdout
-    assert "line 2 (id blocked)" in result.stdout and "loopback" in result.stdout
+    assert "line 2 (id blocked)" in result.stdout and "URL refused" in result.stdout
     assert image_server.hits.get("/cli/good.png", 0) == hits + 1  # only the allowed row reached the server

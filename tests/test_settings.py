@@ -89,7 +89,8 @@ def test_defaults_are_the_documented_ones():
     assert settings.fetch_read_timeout == 10.0
     assert settings.fetch_total_timeout == 30.0
     assert settings.fetch_max_redirects == 5
-    assert settings.fetch_concurrency == 8
+    assert settings.fetch_concurrency == 16
+    assert settings.fetch_concurrency_per_request == 4
     assert settings.search_max_k == 1000
     assert settings.log_level == "INFO"
     assert settings.torch_threads is None

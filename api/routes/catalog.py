@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from api.body import read_json
+from api.body import read_request_json
 from api.cancel import run_cancellable
 from api.deps import get_state
 from api.state import ServiceState
@@ -64,10 +64,10 @@ _PRODUCT_BODY = {
     openapi_extra=_json_body(SearchBody.model_json_schema()),
 )
 async def search(request: Request, state: ServiceState = Depends(get_state)) -> Any:
-    body = _parse_search(await read_json(request, state.settings.max_request_bytes))
     products = state.require_products()
-    filters = Filters.parse(body.filters)
     with state.admit():
+        body = _parse_search(await read_request_json(request, state))
+        filters = Filters.parse(body.filters, max_keys=state.settings.max_attributes)
         return await run_cancellable(
             request,
             products.search,
@@ -91,7 +91,7 @@ async def get_product(product_id: str, state: ServiceState = Depends(get_state))
 async def similar(
     product_id: str,
     k: int = Query(10, ge=1),
-    min_score: float | None = Query(None),
+    min_score: float | None = Query(None, allow_inf_nan=False),
     category: str | None = Query(None),
     state: ServiceState = Depends(get_state),
 ) -> Any:
@@ -110,12 +110,14 @@ async def product_image(product_id: str, state: ServiceState = Depends(get_state
         if path is None:
             raise NotFound(f"the stored image of product {product_id!r} is missing")
         # nosniff: a stored upload is only ever served as the image type it was validated as.
+        # Behind a token, shared caches must not keep a copy for anyone else: private.
+        scope = "private" if state.settings.api_tokens else "public"
         return FileResponse(
             path,
             media_type=products.image_store.media_type(record.image_file),
             headers={
                 "X-Content-Type-Options": "nosniff",
-                "Cache-Control": "public, max-age=86400, immutable",
+                "Cache-Control": f"{scope}, max-age=86400, immutable",
             },
         )
     if is_url(record.image_ref):
@@ -131,9 +133,9 @@ async def product_image(product_id: str, state: ServiceState = Depends(get_state
 async def put_product(
     product_id: str, request: Request, state: ServiceState = Depends(get_state)
 ) -> JSONResponse:
-    body = await read_json(request, state.settings.max_request_bytes)
     products = state.require_products()
     with state.admit():
+        body = await read_request_json(request, state)
         status, record = await run_cancellable(request, products.upsert, product_id, body)
     return JSONResponse(
         {"status": status, "product": product_view(record)}, status_code=201 if status == "created" else 200

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from api.body import read_json
+from api.body import read_request_json
 from api.cancel import run_cancellable
 from api.deps import get_state
 from api.state import ServiceState
@@ -80,12 +80,13 @@ _REQUEST_BODY = {
 )
 @router.post("/predict", include_in_schema=False)  # the Hugging Face toolkit serves this alias too
 async def predict(request: Request, state: ServiceState = Depends(get_state)) -> Any:
-    payload = await read_json(request, state.settings.max_request_bytes)
-    if isinstance(payload, dict) and "parameters" not in payload and request.query_params:
-        # As the Hugging Face toolkit does: query parameters stand in for a missing "parameters".
-        payload["parameters"] = {key: _query_value(value) for key, value in request.query_params.items()}
     runtime = state.require_runtime()
+    # Admission first: a busy server answers 429 without reading (or parsing) a large body.
     with state.admit():
+        payload = await read_request_json(request, state)
+        if isinstance(payload, dict) and "parameters" not in payload and request.query_params:
+            # As the Hugging Face toolkit does: query parameters stand in for a missing "parameters".
+            payload["parameters"] = {key: _query_value(value) for key, value in request.query_params.items()}
         return await run_cancellable(request, runtime.inference, payload)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -13,19 +15,33 @@ from api.errors import error_response
 from api.state import ServiceState
 
 router = APIRouter()
+log = logging.getLogger(__name__)
+READY_CHECK_SECONDS = 2.0
 
 
+@router.head("/health", include_in_schema=False)  # load balancers probe with HEAD
 @router.get("/health", summary="Liveness: the process answers")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Readiness: the model is loaded")
+@router.get("/ready", summary="Readiness: model loaded, database and index answering, not saturated")
 async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
     if not state.ready:
         return error_response(503, state.load_error or "the model is still loading")
+    if state.saturated:
+        return error_response(503, "busy: every admission slot is in use (VITRINE_MAX_PENDING_REQUESTS)")
     # Database reads: off the event loop, so a slow database never stalls the probes of others.
-    return JSONResponse({"status": "ready", **await run_in_threadpool(state.readiness)})
+    try:
+        # A probe answers in bounded time: a database that hangs makes the service not ready.
+        async with asyncio.timeout(READY_CHECK_SECONDS):
+            facts = await run_in_threadpool(state.readiness)
+    except TimeoutError:
+        return error_response(503, "not ready: the catalog database did not answer in time")
+    except Exception:
+        log.exception("readiness check failed")
+        return error_response(503, "not ready: the catalog database or index cannot be read")
+    return JSONResponse({"status": "ready", **facts})
 
 
 @router.get("/info", summary="The model, runtime, device and dtype being served")

@@ -1,0 +1,41 @@
+"""Issue 6, class 7: /ready fails (503) whenever the service cannot serve: the catalog database is
+unreachable, or every admission slot is taken. /health stays a plain liveness answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.conftest import assert_error, image_bytes
+
+
+def test_ready_is_503_while_the_database_is_unreachable_and_recovers(start_server, tmp_path):
+    server = start_server()
+    assert server.client.get("/ready").status_code == 200
+    catalog = server.server.config.app.state.vitrine.runtime.products.catalog
+    data_dir, moved = tmp_path / "data", tmp_path / "moved"
+    data_dir.rename(moved)
+    catalog.engine.dispose()  # pooled connections would keep the moved file open
+    try:
+        message = assert_error(server.client.get("/ready"), 503)
+        assert "database" in message
+        assert server.client.get("/health").status_code == 200
+    finally:
+        moved.rename(data_dir)
+    assert server.client.get("/ready").status_code == 200
+
+
+def test_ready_is_503_while_every_admission_slot_is_taken(start_server, image_server):
+    server = start_server(max_pending_requests=1)
+    slow_url = image_server.add("/ready/slow.png", image_bytes(), delay=1.5)
+    body = {"inputs": slow_url, "parameters": {"mode": "image_embedding"}}
+    thread = threading.Thread(target=server.client.post, args=("/",), kwargs={"json": body})
+    thread.start()
+    for _ in range(300):
+        if image_server.hits.get("/ready/slow.png"):
+            break
+        time.sleep(0.01)
+    busy = server.client.get("/ready")
+    thread.join()
+    assert "VITRINE_MAX_PENDING_REQUESTS" in assert_error(busy, 503)
+    assert server.client.get("/ready").status_code == 200
