@@ -85,13 +85,13 @@ def parse_json(body: bytes) -> Any:
 
 
 def _reject_constant(name: str) -> None:
-    raise BadInput(f"request body is not valid JSON: {name} is not a JSON number")
+    raise BadInput(f"request body is not valid JSON: {name} is not a JSON number (numbers must be finite)")
 
 
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise BadInput(f"request body has a number out of range: {text[:30]}")
+        raise BadInput(f"request body has a number out of range (numbers must be finite): {text[:30]}")
     return value
 
 

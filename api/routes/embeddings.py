@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from api.body import read_json
+from api.body import read_request_json
 from api.cancel import run_cancellable
 from api.deps import get_state
 from api.state import ServiceState
@@ -69,14 +69,16 @@ def _json_body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any
     ),
 )
 async def openai_embeddings(request: Request, state: ServiceState = Depends(get_state)) -> dict[str, Any]:
-    body = _parse(EmbeddingsRequest, await read_json(request, state.settings.max_request_bytes), "embeddings")
     runtime = state.require_runtime()
-    inputs = [body.input] if isinstance(body.input, str) else body.input
-    dim = runtime.encoder.info.embedding_dim
-    if body.dimensions is not None and body.dimensions != dim:
-        raise BadInput(f"dimensions: this model's embeddings have {dim} dimensions and cannot be shortened")
-    mode = "image_embedding" if body.modality == "image" else "text_embedding"
-    with state.admit():
+    with state.admit():  # before the body is read: a busy server answers 429 at once
+        body = _parse(EmbeddingsRequest, await read_request_json(request, state), "embeddings")
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        dim = runtime.encoder.info.embedding_dim
+        if body.dimensions is not None and body.dimensions != dim:
+            raise BadInput(
+                f"dimensions: this model's embeddings have {dim} dimensions and cannot be shortened"
+            )
+        mode = "image_embedding" if body.modality == "image" else "text_embedding"
         rows = await run_cancellable(
             request, runtime.inference, {"inputs": inputs, "parameters": {"mode": mode}}
         )
@@ -98,11 +100,11 @@ async def openai_embeddings(request: Request, state: ServiceState = Depends(get_
     openapi_extra=_json_body(TeiEmbedRequest.model_json_schema(), {"inputs": ["oak flooring"]}),
 )
 async def tei_embed(request: Request, state: ServiceState = Depends(get_state)) -> list[list[float]]:
-    body = _parse(TeiEmbedRequest, await read_json(request, state.settings.max_request_bytes), "embed")
-    if not body.normalize:
-        raise BadInput("normalize: vitrine's embeddings are always L2-normalised")
     runtime = state.require_runtime()
-    with state.admit():
+    with state.admit():  # before the body is read: a busy server answers 429 at once
+        body = _parse(TeiEmbedRequest, await read_request_json(request, state), "embed")
+        if not body.normalize:
+            raise BadInput("normalize: vitrine's embeddings are always L2-normalised")
         rows = await run_cancellable(
             request, runtime.inference, {"inputs": body.inputs, "parameters": {"mode": "text_embedding"}}
         )
