@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from PIL import Image
 
 from api.server import server_config
@@ -32,6 +34,13 @@ from search.inference import InferenceService
 from search.random_model import write_random_model
 from search.runtime import InferenceRuntime, quiet_transformers
 from search.settings import Settings
+
+# Property-based fuzz (tests/test_fuzz.py): a quick default, a long profile by command
+# (pytest tests/test_fuzz.py --hypothesis-profile=fuzz-long). Cases talk to a live server: no deadline.
+_FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+hypothesis_settings.register_profile("fuzz-quick", max_examples=30, **_FUZZ)
+hypothesis_settings.register_profile("fuzz-long", max_examples=3400, **_FUZZ)
+hypothesis_settings.load_profile("fuzz-quick")
 
 # Images -------------------------------------------------------------------------------------------------
 

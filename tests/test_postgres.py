@@ -8,6 +8,7 @@ skipped otherwise, so the default suite needs no database server.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +22,22 @@ from search.db import migrate
 from search.image_store import ImageStore
 from search.products import Filters, ProductService
 from search.schema import Base
+from tests.conftest import assert_error, b64, encode_png, patterned_image
 
 URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="set VITRINE_TEST_POSTGRES_URL to run against PostgreSQL")
 
 
-@pytest.fixture
-def catalog() -> Catalog:
+def empty_database() -> None:
     engine = create_engine(URL)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    empty_database()
     migrate(URL)
     catalog = Catalog.open(URL)
     yield catalog
@@ -80,3 +86,59 @@ def test_catalog_round_trip_filters_and_changes_on_postgres(catalog: Catalog, tm
     service.refresh()
     assert "p4" not in [hit["id"] for hit in service._nearest(unit(4), 6, None, None, [])]
     assert service.verify().ok
+
+
+# The API end to end on PostgreSQL -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_server(start_server):
+    empty_database()  # the server migrates it at start
+    return start_server(database_url=URL)
+
+
+def test_api_writes_and_searches_on_postgres(pg_server) -> None:
+    client = pg_server.client
+    for i in range(3):
+        body = {"image": b64(encode_png(patterned_image(700 + i))), "title": f"tile {i}", "color": "beige"}
+        assert client.put(f"/products/pg-{i}", json=body).status_code == 201
+    found = client.post("/search", json={"text": "tile", "k": 10, "filters": {"color": "beige"}})
+    assert found.status_code == 200 and {hit["id"] for hit in found.json()["results"]} == {
+        "pg-0",
+        "pg-1",
+        "pg-2",
+    }
+    assert client.get("/products/pg-1").json()["title"] == "tile 1"
+    assert client.delete("/products/pg-1").status_code == 200
+    assert_error(client.get("/products/pg-1"), 404)
+    assert client.get("/ready").json()["index"]["size"] == 2
+
+
+def test_concurrent_creates_of_one_id_answer_created_once_on_postgres(pg_server) -> None:
+    statuses: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def put(i: int) -> None:
+        barrier.wait()
+        body = {"image": b64(encode_png(patterned_image(720 + i)))}
+        statuses.append(pg_server.client.put("/products/pg-raced", json=body).status_code)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 200, 200, 201]
+
+
+def test_a_rejected_put_changes_nothing_on_postgres(pg_server) -> None:
+    client = pg_server.client
+    assert (
+        client.put("/products/pg-x", json={"image": b64(encode_png(patterned_image(730)))}).status_code == 201
+    )
+    before = client.get("/products/pg-x").json()
+    bad = b'{"title": "t", "size": NaN}'
+    assert_error(client.put("/products/pg-x", content=bad), 400)
+    surrogate = b'{"title": "\\ud800"}'
+    assert_error(client.put("/products/pg-x", content=surrogate), 400)
+    assert client.get("/products/pg-x").json() == before
