@@ -309,7 +309,7 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
 
     encoder = load_encoder(settings)
     served = space_of(settings.model, encoder.info.embedding_dim)
-    images = build_image_loader(settings)
+    images = build_image_loader(settings, encoder.info.image_size)
     catalog = Catalog.open(settings.resolved_database_url)
     try:
         pending = len(ids_outside(catalog, served.key))
