@@ -13,7 +13,7 @@ from search.errors import NotReady, Overloaded
 from search.settings import Settings
 
 if TYPE_CHECKING:
-    from search.products import ProductService
+    from search.catalog.service import ProductService
     from search.runtime import InferenceRuntime
 
 

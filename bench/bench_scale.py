@@ -11,7 +11,7 @@ the index was tuned on: tuning uses a separate "served" sample of text-like quer
 
 The products go into SQLite in bulk (Core inserts, not the indexer: no model is involved), then a
 ProductService opens the catalog as a server does (VITRINE_INDEX_TYPE=auto): it builds the index from the
-database and tunes it. "service" latency is ProductService._nearest, the API's path minus encoding:
+database and tunes it. "service" latency is ProductService.search with a vector, the API's path minus encoding:
 revision check, SQL filter, index search with exact re-scoring, reading the k products. Recall is
 against exact search over the same vectors (the float32 rows, scanned in chunks). RSS is this process
 (the server's role) after the build and the searches, split into anonymous memory and mapped file pages.
@@ -44,7 +44,15 @@ def fill_catalog(url: str, model: GapModel, size: int, name: str) -> float:
     from sqlalchemy import insert, update
 
     from search.catalog import Catalog, vector_to_bytes
-    from search.schema import CatalogState, Product, ProductAttribute, utcnow
+    from search.schema import (
+        CatalogState,
+        Product,
+        ProductAttribute,
+        ProductImage,
+        attribute_rows,
+        search_document,
+        utcnow,
+    )
 
     catalog = Catalog.open(url)
     started = time.perf_counter()
@@ -53,29 +61,40 @@ def fill_catalog(url: str, model: GapModel, size: int, name: str) -> float:
     with catalog.engine.begin() as connection:
         connection.execute(update(CatalogState).where(CatalogState.id == 1).values(revision=1))
     for vectors, _ in model.images(size, seed=1, chunk=20_000):
-        rows, attributes = [], []
+        rows, images, attributes = [], [], []
         for vector in vectors:
-            row_id += 1
+            row_id += 1  # one image per product: the image (vector) id equals the product row id
             tier = "a" if row_id % 10 < 3 else "b"
+            category = f"c{row_id % 100:02d}"
             rows.append(
                 {
                     "id": row_id,
                     "external_id": f"p{row_id}",
                     "title": None,
-                    "category": f"c{row_id % 100:02d}",
-                    "image_ref": "",
+                    "category": category,
                     "attributes": {"tier": tier},
-                    "embedding": vector_to_bytes(vector),
-                    "embedding_dim": len(vector),
-                    "embedding_model": name,
+                    "search_text": search_document(f"p{row_id}", None, category, {"tier": tier}),
                     "revision": 1,
                     "created_at": now,
                     "updated_at": now,
                 }
             )
-            attributes.append({"product_id": row_id, "key": "tier", "value": tier})
+            images.append(
+                {
+                    "id": row_id,
+                    "product_id": row_id,
+                    "position": 0,
+                    "image_ref": "",
+                    "embedding": vector_to_bytes(vector),
+                    "embedding_dim": len(vector),
+                    "embedding_model": name,
+                    "revision": 1,
+                }
+            )
+            attributes += attribute_rows(row_id, {"tier": tier})
         with catalog.engine.begin() as connection:
             connection.execute(insert(Product), rows)
+            connection.execute(insert(ProductImage), images)
             connection.execute(insert(ProductAttribute), attributes)
     catalog.close()
     return time.perf_counter() - started
@@ -113,12 +132,14 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="work folder (default: a temp folder, deleted)")
     args = parser.parse_args()
 
-    from search.catalog import ProductWrite
+    from search.catalog import ImageWrite, ProductWrite
+    from search.catalog.filters import Filters
+    from search.catalog.query import Example, SearchQuery
+    from search.catalog.service import ProductService
     from search.db import migrate
     from search.image_store import ImageStore
     from search.index.tuning import exact_top_k
     from search.index_spec import IndexSpec
-    from search.products import Filters, ProductService
 
     model = GapModel(dim=args.dim, hard=args.data == "hard")
     name = "bench/gap"
@@ -160,11 +181,15 @@ def main() -> None:
         truth = exact_top_k(store.iter_live(), everything, 10)
         out["exact_truth_s_per_query"] = (time.perf_counter() - started) / len(everything)
         truth_text, truth_image = truth[: len(texts)], truth[len(texts) :]
-        ids_of = lambda hits: [hit["id"] for hit in hits]  # noqa: E731
+
+        def nearest(vector, k=10, filters=None):
+            query = SearchQuery([Example(vector=tuple(vector))], filters=filters or Filters(), k=k)
+            return [hit.record.external_id for hit in service.search(query).hits]
+
         rows = []
 
         def path(label, queries, truth_ids, filters=None):
-            samples, results = timed(queries, lambda q: ids_of(service._nearest(q, 10, filters, None, [])))
+            samples, results = timed(queries, lambda q: nearest(q, 10, filters))
             rows.append(
                 {
                     "path": label,
@@ -190,8 +215,8 @@ def main() -> None:
         print(rows[-1], flush=True)
         # Filtered: 1% (one category, exact scan of its vectors) and 30% (attribute, IVF + selector).
         for label, filters, allowed_of in (
-            ("1%", Filters(category="c07"), lambda ids: ids % 100 == 7),
-            ("30%", Filters(attributes={"tier": "a"}), lambda ids: ids % 10 < 3),
+            ("1%", Filters.parse({"category": "c07"}), lambda ids: ids % 100 == 7),
+            ("30%", Filters.parse({"tier": "a"}), lambda ids: ids % 10 < 3),
         ):
 
             def allowed_chunks(keep=allowed_of):
@@ -243,7 +268,7 @@ def main() -> None:
             proxy = store.tune(None)
             nprobe_served = store.tuned.nprobe
             store.tuned, served_tuning = proxy, store.tuned
-            samples, results = timed(texts, lambda q: ids_of(service._nearest(q, 10, None, None, [])))
+            samples, results = timed(texts, lambda q: nearest(q))
             out["proxy_tuning"] = {
                 "nprobe": proxy.nprobe,
                 "text_recall_at_10": recall(results, truth_text),
@@ -257,10 +282,14 @@ def main() -> None:
         new_vector = model.image_queries(1, seed=99)[0]
         started = time.perf_counter()
         service.catalog.upsert(
-            [ProductWrite(external_id="added", image_ref="", embedding=new_vector, embedding_model=name)]
+            [
+                ProductWrite(
+                    external_id="added", images=[ImageWrite("", embedding=new_vector, embedding_model=name)]
+                )
+            ]
         )
         committed = time.perf_counter()
-        top = service._nearest(new_vector, 1, None, None, [])[0]["id"]
+        top = nearest(new_vector, 1)[0]
         out["add_commit_ms"] = (committed - started) * 1000
         out["add_visible_ms"] = (time.perf_counter() - committed) * 1000
         assert top == "added"

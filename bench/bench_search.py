@@ -67,12 +67,17 @@ def time_each(queries, work) -> list[float]:
 
 def measure(service, spec, queries, far, k, n, exact, rows):
     """Time the three paths for one index; recall@k against the flat answers (returned when flat)."""
-    from search.products import Filters
+    from search.catalog.filters import Filters
+    from search.catalog.query import Example, SearchQuery
 
-    category = Filters(category="cat3")
+    category = Filters.parse({"category": "cat3"})
+
+    def by_vector(q, filters=None):
+        return service.search(SearchQuery([Example(vector=q)], filters=filters or Filters(), k=k))
+
     faiss_s = time_each(queries, lambda q: service.index.search(q, k))
-    service_s = time_each(queries, lambda q: service._nearest(q, k, None, None, []))
-    filtered_s = time_each(queries, lambda q: service._nearest(q, k, category, None, []))
+    service_s = time_each(queries, by_vector)
+    filtered_s = time_each(queries, lambda q: by_vector(q, category))
     found = [{hit.id for hit in service.index.search(q, k)} for q in queries]
     found_far = [{hit.id for hit in service.index.search(q, k)} for q in far]
     if spec.kind == "flat":
@@ -115,11 +120,12 @@ def main() -> None:
     parser.add_argument("--data", choices=["lowrank", "isotropic"], default="lowrank")
     args = parser.parse_args()
 
-    from search.catalog import Catalog, ProductWrite
+
+    from search.catalog import Catalog, ImageWrite, ProductWrite
+    from search.catalog.service import ProductService
     from search.db import migrate
     from search.image_store import ImageStore
     from search.index_spec import IndexSpec
-    from search.products import ProductService
 
     model = "bench/synthetic"
     rows = []
@@ -139,12 +145,14 @@ def main() -> None:
                     [
                         ProductWrite(
                             external_id=f"p{i}",
-                            image_ref=f"https://img.example/{i}.jpg",
                             title=f"product {i}",
                             category=f"cat{labels[i] % 20}",
                             attributes={"cluster": int(labels[i])},
-                            embedding=vectors[i],
-                            embedding_model=model,
+                            images=[
+                                ImageWrite(
+                                    f"https://img.example/{i}.jpg", embedding=vectors[i], embedding_model=model
+                                )
+                            ],
                         )
                         for i in range(start, min(n, start + 5000))
                     ]

@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         _report(args, "database is at the latest migration", migrated=True)
         return 0
 
-    from search.products import open_products  # no torch: maintenance needs no model
+    from search.catalog.service import open_products  # no torch: maintenance needs no model
 
     if args.command == "add":
         return _add(args, settings)
@@ -268,7 +268,7 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.progress import Progress
     from indexer.vector_files import ImportSummary, VectorImporter, first_embedding_length, row_count
-    from search.products import open_products
+    from search.catalog.service import open_products
 
     service = open_products(settings)
     try:

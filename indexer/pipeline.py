@@ -1,9 +1,10 @@
-"""The indexing pipeline: manifest rows -> (fetch, decode, preprocess in worker threads) -> embed in
-batches -> one database transaction per batch -> index sync.
+"""The indexing pipeline: manifest rows -> (fetch, decode, plan, preprocess in worker threads) -> embed
+in batches -> one database transaction per batch -> index sync.
 
-Each batch is committed on its own, so an interrupted run (Ctrl-C, kill -9) keeps every finished batch,
-and the next run skips them: a product whose image (URL, or file content hash) and model are unchanged
-is not embedded again.
+The stages are those of the API's writes (``search.catalog.writer``): one function decides, for both,
+whether a product is unchanged, needs a metadata update or needs images embedded. Each batch is
+committed on its own, so an interrupted run (Ctrl-C, kill -9) keeps every finished batch, and the next
+run skips them: an image whose URL (or file content hash) and model are unchanged is not embedded again.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from indexer.progress import Progress
-from search.catalog import Fingerprint, ProductWrite
+from search.catalog.records import ProductRecord
+from search.catalog.service import ProductService
+from search.catalog.writer import PreparedWrite, read_local_image
+from search.catalog.writes import ProductDraft
 from search.encoder import Encoder
-from search.errors import BadInput, VitrineError
-from search.image_store import sha256_hex
-from search.images import ImageLoader, is_url
+from search.errors import VitrineError
+from search.images import ImageLoader
 from search.manifest import Manifest, ManifestIssue, ManifestRow
-from search.products import ProductService
+
+__all__ = ["Indexer", "Summary", "ordered_map", "read_local_image"]
+# What a write plan means in the run's summary.
+_KINDS = {"created": "added", "updated": "updated", "metadata": "metadata", "unchanged": "skipped"}
 
 
 @dataclass
@@ -82,13 +86,16 @@ class Summary:
 
 @dataclass
 class Prepared:
-    """A row after the worker stage: what to write, and pixels when it must be embedded."""
+    """A row after the worker stage: its planned write, or why it failed."""
 
     row: ManifestRow
-    write: ProductWrite | None = None
-    pixels: np.ndarray | None = None
+    write: PreparedWrite | None = None
     kind: str = "skipped"  # added | updated | metadata | skipped | failed
     issue: ManifestIssue | None = None
+
+    @property
+    def to_embed(self) -> int:
+        return len(self.write.plan.embed) if self.write is not None else 0
 
 
 class Indexer:
@@ -119,22 +126,19 @@ class Indexer:
         summary.failed.extend(manifest.issues)
         summary.attribute_columns = manifest.attribute_columns
         started = time.perf_counter()
-        fingerprints = self.service.catalog.fingerprints(row.external_id for row in manifest.rows)
+        stored = self.service.catalog.get_many(row.external_id for row in manifest.rows)
         bar = Progress(len(manifest.rows), enabled=self.progress, every=self.progress_every)
         pending: list[Prepared] = []
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="vitrine-prepare") as pool:
-                prepare = lambda row: self._prepare(row, fingerprints.get(row.external_id), manifest.base_dir)  # noqa: E731
+                prepare = lambda row: self._prepare(row, stored.get(row.external_id), manifest.base_dir)  # noqa: E731
                 for item in ordered_map(pool, prepare, manifest.rows, ahead=self.batch_size * 3):
                     if item.kind in ("skipped", "failed"):
                         self._count(summary, [item])
                         bar.update(1)
                         continue
                     pending.append(item)
-                    if (
-                        sum(1 for p in pending if p.pixels is not None) >= self.batch_size
-                        or len(pending) >= 256
-                    ):
+                    if sum(p.to_embed for p in pending) >= self.batch_size or len(pending) >= 256:
                         self._commit(pending, summary)
                         bar.update(
                             len(pending),
@@ -161,9 +165,11 @@ class Indexer:
 
     # Worker stage: runs in threads, touches no database session and no model ---------------------------
 
-    def _prepare(self, row: ManifestRow, known: Fingerprint | None, base_dir: Path) -> Prepared:
+    def _prepare(self, row: ManifestRow, stored: ProductRecord | None, base_dir: Path) -> Prepared:
         try:
-            return self._prepare_or_raise(row, known, base_dir)
+            draft = ProductDraft(row.external_id, row.title, row.category, row.attributes, row.images)
+            write = self.service.writer.prepare(draft, stored, base_dir=base_dir, refetch=self.refetch)
+            return Prepared(row, write, kind=_KINDS[write.plan.kind])
         except VitrineError as exc:
             return Prepared(row, kind="failed", issue=ManifestIssue(row.line, row.external_id, exc.message))
         except Exception as exc:  # one bad row never stops the run
@@ -173,49 +179,11 @@ class Indexer:
                 issue=ManifestIssue(row.line, row.external_id, f"{type(exc).__name__}: {exc}"),
             )
 
-    def _prepare_or_raise(self, row: ManifestRow, known: Fingerprint | None, base_dir: Path) -> Prepared:
-        write = ProductWrite(
-            external_id=row.external_id,
-            image_ref=row.image,
-            title=row.title,
-            category=row.category,
-            attributes=row.attributes,
-            embedding_model=self.model,
-        )
-        same_model = known is not None and known.embedding_model == self.model
-        if is_url(row.image):
-            if same_model and known.image_ref == row.image and not self.refetch:
-                # Same URL, same model: trust it without a download (use --refetch to compare content).
-                write.image_sha256 = known.image_sha256
-                return self._metadata_or_skip(row, write, known)
-            data = self.images.fetcher.fetch(row.image)
-        else:
-            data = read_local_image(base_dir, row.image, self.images.limits.max_bytes)
-        write.image_sha256 = sha256_hex(data)
-        picture = self.images.decode(data)
-        if not is_url(row.image):
-            write.image_file = self.service.image_store.put(data)
-        if known is not None and known.same_image(write.image_sha256, self.model):
-            return self._metadata_or_skip(row, write, known)
-        pixels = self.encoder.preprocess([picture])
-        return Prepared(row, write, pixels, kind="added" if known is None else "updated")
-
-    @staticmethod
-    def _metadata_or_skip(row: ManifestRow, write: ProductWrite, known: Fingerprint) -> Prepared:
-        if known.same_metadata(write):
-            return Prepared(row, kind="skipped")
-        return Prepared(row, write, kind="metadata")
-
     # Main thread: embed a batch and commit it in one transaction -----------------------------------------
 
     def _commit(self, items: list[Prepared], summary: Summary) -> None:
-        to_embed = [item for item in items if item.pixels is not None]
-        if to_embed:
-            vectors = self.encoder.embed_pixels(np.concatenate([item.pixels for item in to_embed]))
-            for item, vector in zip(to_embed, vectors, strict=True):
-                item.write.embedding = vector
-        self.service.catalog.upsert([item.write for item in items])
-        summary.embedded += len(to_embed)  # counted once committed: an interrupted batch is not saved
+        self.service.writer.commit([item.write for item in items if item.write is not None])
+        summary.embedded += sum(item.to_embed for item in items)  # counted once committed
         self._count(summary, items)
 
     @staticmethod
@@ -231,22 +199,6 @@ class Indexer:
                 summary.skipped += 1
             elif item.issue is not None:
                 summary.failed.append(item.issue)
-
-
-def read_local_image(base_dir: Path, relative: str, max_bytes: int) -> bytes:
-    """A manifest's local image; the path must stay inside the manifest's folder."""
-    root = base_dir.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise BadInput(f"image path {relative!r} leaves the manifest's folder")
-    if not path.is_file():
-        raise BadInput(f"image file {relative!r} does not exist")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise BadInput(
-            f"image file {relative!r} is {size} bytes; the limit is {max_bytes} (VITRINE_MAX_IMAGE_BYTES)"
-        )
-    return path.read_bytes()
 
 
 def ordered_map(pool: ThreadPoolExecutor, work: Callable, items: Iterable, ahead: int) -> Iterator:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from search.products import ProductService
+
 from indexer.progress import Progress
 from search.catalog import ProductRecord, ProductWrite
 from search.encoder import Encoder
 from search.errors import BadInput, VitrineError
 from search.images import ImageLoader, decode_image, is_url
-from search.products import ProductService
 from search.space import EmbeddingSpace, ids_outside, record_space
 
 

@@ -1,9 +1,11 @@
 """Catalogs embedded elsewhere: Parquet files of (id, embedding, metadata) in and out, no model loaded.
 
 Import reads the file in batches; each row is validated (id, dimension, finite values, not zero, not a
-second row of the same id) and normalised; bad rows are reported by row number and skipped. Each batch
-is one transaction, so an interrupted import keeps its finished batches, and the next run skips rows
-whose stored vector and metadata are already the same (resumable like ``add``).
+later repeat of an id) and normalised; bad rows are reported by row number and skipped. Consecutive
+rows of one id are one product's images, in order (as ``export`` writes them). Each batch is one
+transaction, so an interrupted import keeps its finished batches, and the next run skips rows whose
+stored vector and metadata are already the same (resumable like ``add``). What to write is decided by
+``plan_write``, as for ``add`` and the API: an imported vector equal to a stored one keeps its image.
 """
 
 from __future__ import annotations
@@ -19,9 +21,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from search.catalog import Catalog, ProductWrite, vector_to_bytes
+from search.catalog import Catalog, vector_to_bytes
+from search.catalog.service import ProductService
+from search.catalog.writes import (
+    RESERVED_FIELDS,
+    ImageSource,
+    ProductDraft,
+    parse_product_fields,
+    plan_write,
+    validate_external_id,
+)
 from search.errors import BadInput, VitrineError
-from search.products import RESERVED_FIELDS, ProductService, parse_product_fields, validate_external_id
 from search.vectors import normalise_rows
 
 EMBEDDING_COLUMN = "embedding"
@@ -145,6 +155,7 @@ class VectorImporter:
         self.dim = dim
         self.batch_size = batch_size
         self.on_batch = on_batch  # progress after each committed batch
+        self._last_id: str | None = None  # the previous good row's id: a repeat adds an image
 
     def run(self, path: Path) -> ImportSummary:
         summary = ImportSummary()
@@ -169,75 +180,119 @@ class VectorImporter:
         vectors, reasons = _embedding_matrix(batch.column(EMBEDDING_COLUMN), self.dim)
         unit, bad_values = normalise_rows(vectors)
         records = batch.drop_columns([EMBEDDING_COLUMN]).to_pylist()
-        candidates: list[tuple[int, ProductWrite]] = []
+        candidates: list[_Candidate] = []
         for offset, record in enumerate(records):
             row = first_row + offset + 1
             external_id = record.get("id")
             try:
                 external_id = validate_external_id(external_id)
-                if external_id in seen:
+                if external_id in seen and external_id != self._last_id:
                     raise BadInput(f"id {external_id!r} appeared in an earlier row (duplicate id)")
                 reason = reasons[offset] or bad_values[offset]
                 if reason:
                     raise BadInput(reason)
-                write = self._write(external_id, record, unit[offset])
+                image = record.get("image")
+                if image is not None and not isinstance(image, str):
+                    raise BadInput("image must be a string (a URL) or empty")
+                fields = parse_product_fields(
+                    {key: value for key, value in record.items() if value is not None}
+                )
             except VitrineError as exc:
                 shown = external_id if isinstance(external_id, str) else None
                 summary.failed.append(RowIssue(row, shown, exc.message))
                 continue
+            if external_id == self._last_id:
+                if candidates and candidates[-1].draft.external_id == external_id:
+                    candidates[-1].add(image or "", unit[offset])
+                else:  # the product's first images came in the previous batch: keep them
+                    candidates.append(_Candidate.continuing(external_id, fields, image or "", unit[offset]))
+            else:
+                candidates.append(_Candidate(ProductDraft(external_id, images=[], **fields)))
+                candidates[-1].add(image or "", unit[offset])
             seen.add(external_id)
-            candidates.append((row, write))
-        self._commit([write for _, write in candidates], summary)
+            self._last_id = external_id
+        self._commit(candidates, summary)
 
-    def _write(self, external_id: str, record: dict[str, Any], vector: np.ndarray) -> ProductWrite:
-        fields = parse_product_fields({key: value for key, value in record.items() if value is not None})
-        image = record.get("image")
-        if image is not None and not isinstance(image, str):
-            raise BadInput("image must be a string (a URL) or empty")
-        return ProductWrite(
-            external_id=external_id,
-            image_ref=image or "",
-            embedding=vector,
-            embedding_model=self.model,
-            **fields,
-        )
-
-    def _commit(self, writes: list[ProductWrite], summary: ImportSummary) -> None:
-        """One transaction; unchanged rows are skipped and metadata-only changes keep the vector."""
-        if not writes:
+    def _commit(self, candidates: list[_Candidate], summary: ImportSummary) -> None:
+        """One transaction; unchanged rows are skipped and metadata-only changes keep the vectors."""
+        if not candidates:
             return
-        ids = [write.external_id for write in writes]
-        known = self.catalog.fingerprints(ids)
-        stored = self.catalog.embeddings_of(ids, self.model)
-        to_write = []
-        for write in writes:
-            existing = known.get(write.external_id)
-            same_vector = stored.get(write.external_id) == vector_to_bytes(write.embedding)
-            if existing is None:
-                summary.added += 1
-            elif not same_vector:
-                summary.updated += 1
-            elif existing.same_metadata(write):
+        stored = self.catalog.get_many(candidate.draft.external_id for candidate in candidates)
+        blobs = self.catalog.vector_bytes([record.id for record in stored.values()])
+        writes = []
+        for candidate in candidates:
+            existing = stored.get(candidate.draft.external_id)
+            if candidate.keep_stored and existing is not None:
+                candidate.prepend(existing.images)
+            # An imported vector equal (bit for bit) to a stored image's keeps that image.
+            unused = {
+                image.id: image
+                for image in (existing.images if existing else ())
+                if image.embedding_model == self.model
+            }
+            sources = []
+            for ref, vector, kept in zip(
+                candidate.draft.images or [], candidate.vectors, candidate.kept, strict=True
+            ):
+                match = kept or next(
+                    (image for image in unused.values() if blobs.get(image.id) == vector_to_bytes(vector)),
+                    None,
+                )
+                if match is not None:
+                    unused.pop(match.id, None)
+                sources.append(ImageSource(ref, trusted=match))
+            plan = plan_write(candidate.draft, existing, sources, self.model)
+            if plan.kind == "unchanged":
                 summary.skipped += 1
                 continue
+            for position in plan.embed:
+                plan.write.images[position].embedding = candidate.vectors[position]
+            if plan.kind == "created":
+                summary.added += 1
+            elif plan.kind == "updated":
+                summary.updated += 1
             else:
-                write.embedding = None  # metadata only: the index keeps the vector it has
                 summary.metadata_updated += 1
-            if existing is not None and existing.image_ref == write.image_ref:
-                write.image_file, write.image_sha256 = existing.image_file, existing.image_sha256
-            to_write.append(write)
-        if to_write:
-            self.catalog.upsert(to_write)
+            writes.append(plan.write)
+        if writes:
+            self.catalog.upsert(writes)
+
+
+@dataclass
+class _Candidate:
+    """One product being imported: its draft and, per image, the imported vector (or a kept image)."""
+
+    draft: ProductDraft
+    vectors: list[np.ndarray | None] = field(default_factory=list)
+    kept: list[Any] = field(default_factory=list)
+    keep_stored: bool = False
+
+    @classmethod
+    def continuing(cls, external_id: str, fields: dict[str, Any], ref: str, vector: np.ndarray) -> _Candidate:
+        candidate = cls(ProductDraft(external_id, images=[], **fields), keep_stored=True)
+        candidate.add(ref, vector)
+        return candidate
+
+    def add(self, ref: str, vector: np.ndarray) -> None:
+        self.draft.images.append(ref)  # type: ignore[union-attr]
+        self.vectors.append(vector)
+        self.kept.append(None)
+
+    def prepend(self, images: tuple[Any, ...]) -> None:
+        self.draft.images[:0] = [image.image_ref for image in images]  # type: ignore[index]
+        self.vectors[:0] = [None] * len(images)
+        self.kept[:0] = list(images)
 
 
 def export_vectors(catalog: Catalog, model: str, path: Path, batch_size: int = 10_000) -> int:
-    """Every product of ``model`` to a Parquet file (written atomically); returns the row count.
+    """Every product of ``model`` to a Parquet file (written atomically), one row per image in order
+    (rows of one id follow each other); returns the row count.
 
-    Attribute columns are the union over the catalog; a column whose values mix types is JSON text.
+        Attribute columns are the union over the catalog; a column whose values mix types is JSON text.
     """
     kinds: dict[str, set[type]] = {}
     for rows in catalog.iter_products(model, batch_size):
-        for record, _ in rows:
+        for record, _, _ in rows:
             for key, value in record.attributes.items():
                 if key not in RESERVED_FIELDS and key != EMBEDDING_COLUMN:
                     kinds.setdefault(key, set()).update({type(value)} if value is not None else set())
@@ -260,14 +315,14 @@ def export_vectors(catalog: Catalog, model: str, path: Path, batch_size: int = 1
         with pq.ParquetWriter(tmp, schema) as writer:
             for rows in catalog.iter_products(model, batch_size):
                 columns = [
-                    [record.external_id for record, _ in rows],
-                    [np.frombuffer(blob, dtype="<f4") for _, blob in rows],
-                    [record.title for record, _ in rows],
-                    [record.category for record, _ in rows],
-                    [record.image_ref or None for record, _ in rows],
+                    [record.external_id for record, _, _ in rows],
+                    [np.frombuffer(blob, dtype="<f4") for _, _, blob in rows],
+                    [record.title for record, _, _ in rows],
+                    [record.category for record, _, _ in rows],
+                    [image.image_ref or None for _, image, _ in rows],
                 ]
                 for key, arrow_type in types.items():
-                    values = [record.attributes.get(key) for record, _ in rows]
+                    values = [record.attributes.get(key) for record, _, _ in rows]
                     if arrow_type is None:  # mixed or nested values: JSON text
                         values = [None if value is None else json.dumps(value) for value in values]
                     columns.append(values)

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import pool
 
 from search.db import create_db_engine
-from search.schema import Base
+from search.schema import Base, is_model_table
 
 config = context.config
 target_metadata = Base.metadata
@@ -40,7 +40,12 @@ def run_migrations_online() -> None:
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds tables for it.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        include_name=is_model_table,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,8 +1,10 @@
 """Reading a catalog manifest: CSV, JSON Lines, or a folder of images.
 
 Columns/keys: ``id`` and ``image`` (a URL, or a path relative to the manifest) are required; ``title``
-and ``category`` are optional; every other key is kept as an attribute. Bad rows become issues with
-their line number; they never stop the rest of the manifest from being read.
+and ``category`` are optional; every other key is kept as an attribute. A product may have several
+images: ``image`` holds a JSON list in JSON Lines or ``|``-separated references in CSV, and rows that
+share an ``id`` add their images to the first row's product. Bad rows become issues with their line
+number; they never stop the rest of the manifest from being read.
 """
 
 from __future__ import annotations
@@ -13,21 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search.catalog.writes import image_list, parse_product_fields, validate_external_id
 from search.errors import BadInput
-from search.products import parse_product_fields, validate_external_id
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp"}
-KNOWN_COLUMNS = ("id", "image", "title", "category")
+CSV_IMAGE_SEPARATOR = "|"
 
 
 @dataclass
 class ManifestRow:
     line: int
     external_id: str
-    image: str
+    images: list[str]
     title: str | None = None
     category: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image(self) -> str:
+        return self.images[0]
 
 
 @dataclass
@@ -79,7 +85,10 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, Any] | ManifestIssue]]:
             if None in row:  # more cells than header columns
                 out.append((line, ManifestIssue(line, row.get("id"), "more cells than header columns")))
                 continue
-            out.append((line, {key.strip(): (value or "").strip() for key, value in row.items() if key}))
+            cells = {key.strip(): (value or "").strip() for key, value in row.items() if key}
+            if CSV_IMAGE_SEPARATOR in cells.get("image", ""):
+                cells["image"] = [part.strip() for part in cells["image"].split(CSV_IMAGE_SEPARATOR)]
+            out.append((line, cells))
     return out
 
 
@@ -104,7 +113,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any] | ManifestIssue]]:
 def _validate(base_dir: Path, raw: list[tuple[int, dict[str, Any] | ManifestIssue]]) -> Manifest:
     rows: list[ManifestRow] = []
     issues: list[ManifestIssue] = []
-    seen: dict[str, int] = {}
+    first_row: dict[str, ManifestRow] = {}
     extra_columns: dict[str, None] = {}
     for line, item in raw:
         if isinstance(item, ManifestIssue):
@@ -116,23 +125,43 @@ def _validate(base_dir: Path, raw: list[tuple[int, dict[str, Any] | ManifestIssu
             continue
         try:
             external_id = validate_external_id(raw_id)
-            image = item.get("image")
-            if not isinstance(image, str) or not image.strip():
+            if item.get("image") in (None, "", []):
                 raise BadInput("missing image")
+            images = image_list({"image": item["image"]}) or []
             fields = parse_product_fields(item)
         except BadInput as exc:
             issues.append(ManifestIssue(line, str(raw_id), exc.message))
             continue
-        if external_id in seen:
-            issues.append(
-                ManifestIssue(line, external_id, f"duplicate id (first at line {seen[external_id]}); skipped")
-            )
+        first = first_row.get(external_id)
+        if first is not None:
+            # A later row of the same product adds images; it may not contradict the first row's fields.
+            if _contradicts(first, fields):
+                issues.append(
+                    ManifestIssue(
+                        line,
+                        external_id,
+                        f"duplicate id (first at line {first.line}) with another title, category or attributes; "
+                        "skipped (rows sharing an id may only add images)",
+                    )
+                )
+                continue
+            first.images += [image for image in images if image not in first.images]
             continue
-        seen[external_id] = line
         for key in fields["attributes"]:
             extra_columns.setdefault(key)
-        rows.append(ManifestRow(line, external_id, image.strip(), **fields))
+        first_row[external_id] = row = ManifestRow(line, external_id, images, **fields)
+        rows.append(row)
     return Manifest(base_dir, rows, issues, list(extra_columns))
+
+
+def _contradicts(first: ManifestRow, fields: dict[str, Any]) -> bool:
+    """A later row's non-empty title, category or attribute that differs from the first row's."""
+    if any(fields[name] and fields[name] != getattr(first, name) for name in ("title", "category")):
+        return True
+    return any(
+        value not in ("", None) and first.attributes.get(key) != value
+        for key, value in fields["attributes"].items()
+    )
 
 
 def _read_folder(folder: Path) -> Manifest:
@@ -155,5 +184,5 @@ def _read_folder(folder: Path) -> Manifest:
             )
             continue
         seen[external_id] = path.name
-        rows.append(ManifestRow(number, external_id, path.name))
+        rows.append(ManifestRow(number, external_id, [path.name]))
     return Manifest(folder, rows, issues, [])

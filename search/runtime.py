@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 
 from search.catalog import Catalog
+from search.catalog.service import ProductService, open_products
 from search.db import migrate
 from search.decode_budget import DecodeBudget
 from search.encoder import BatchSettings, Encoder
 from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
 from search.images import ImageLimits, ImageLoader
 from search.inference import InferenceService, RequestLimits
-from search.products import ProductService, open_products
 from search.settings import Settings
 from search.space import EmbeddingSpace, SpaceMismatch, settle_space, space_of
 

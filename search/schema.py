@@ -1,18 +1,36 @@
 """SQLAlchemy models of the catalog. Alembic migrations in migrations/ create and upgrade them.
 
-The database is the source of truth: every product row carries its embedding, so the FAISS index can
-always be rebuilt without running the model. A global revision counter, bumped in every write
-transaction, lets any process bring its in-memory index up to date incrementally: products with a
+The database is the source of truth: every product image row carries its embedding, so the FAISS index
+can always be rebuilt without running the model. A product has one or more images; each image is one
+vector, and an image row's id is its vector id in the index. A global revision counter, bumped in every
+write transaction, lets any process bring its in-memory index up to date incrementally: images with a
 newer revision are (re)added, removals with a newer revision are taken out.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite's full-text table over products.search_text (FTS5, kept by triggers); on PostgreSQL a GIN
+# expression index plays its part. Neither is a model: schema comparisons leave them out.
+SEARCH_TABLE = "product_search"
+SEARCH_INDEX = "ix_products_search_text"
 
 
 def utcnow() -> datetime:
@@ -25,50 +43,75 @@ class Base(DeclarativeBase):
 
 class Product(Base):
     __tablename__ = "products"
-    # AUTOINCREMENT: a deleted product's row id (its FAISS id) is never handed to another product.
+    # AUTOINCREMENT: a deleted product's row id is never handed to another product.
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     external_id: Mapped[str] = mapped_column(String(256), unique=True)
     title: Mapped[str | None] = mapped_column(Text)
     category: Mapped[str | None] = mapped_column(String(256), index=True)
-    # What the catalog gave: a URL, a path relative to the manifest, or "upload" for API bodies.
-    image_ref: Mapped[str] = mapped_column(Text)
-    # The stored copy under the data folder's images/ (local files and uploads), named by content hash.
-    image_file: Mapped[str | None] = mapped_column(String(80))
-    image_sha256: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, L2-normalised
-    embedding_dim: Mapped[int] = mapped_column(Integer)
-    embedding_model: Mapped[str] = mapped_column(String(512))
+    # What the lexical index reads: id, title, category and attribute values (see search_document).
+    search_text: Mapped[str | None] = mapped_column(Text)
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class ProductAttribute(Base):
-    """One filterable attribute of a product: its key and the canonical text of its scalar value.
+class ProductImage(Base):
+    """One picture of a product and its embedding; ``id`` is the vector id in the index."""
 
-    Filters compare here rather than inside the JSON column: one indexed equality that means the same
-    on SQLite and PostgreSQL, and a CSV's "60" matches a JSON 60 (both are stored as "60").
+    __tablename__ = "product_images"
+    # AUTOINCREMENT: a removed image's id (its FAISS id) is never handed to another image.
+    __table_args__ = (
+        Index("ix_product_images_product_position", "product_id", "position"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    # What the catalog gave: a URL, a path relative to the manifest, or "upload" for API bodies.
+    image_ref: Mapped[str] = mapped_column(Text)
+    # The stored copy under the data folder's images/ (local files and uploads), named by content hash.
+    image_file: Mapped[str | None] = mapped_column(String(80))
+    image_sha256: Mapped[str | None] = mapped_column(String(64))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, L2-normalised
+    embedding_dim: Mapped[int] = mapped_column(Integer)
+    embedding_model: Mapped[str] = mapped_column(String(512))
+    revision: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ProductAttribute(Base):
+    """One filterable attribute of a product: its key, the canonical text of its scalar value, and its
+    number when it is one (a JSON number, or text that reads as a finite number, as CSV cells do).
+
+    Filters compare here rather than inside the JSON column: indexed comparisons that mean the same on
+    SQLite and PostgreSQL. Equality compares the text, so a CSV's "60" matches a JSON 60 (both "60");
+    ranges compare the number.
     """
 
     __tablename__ = "product_attributes"
-    __table_args__ = (Index("ix_product_attributes_key_value", "key", "value"),)
+    __table_args__ = (
+        Index("ix_product_attributes_key_value", "key", "value"),
+        Index("ix_product_attributes_key_number", "key", "number"),
+    )
 
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(256), primary_key=True)
     value: Mapped[str] = mapped_column(String(512))
+    number: Mapped[float | None] = mapped_column(Float)
 
 
-class RemovedProduct(Base):
-    """A removal, kept so that other processes' indexes learn of it (the product row itself is gone)."""
+class RemovedImage(Base):
+    """A vector's removal (its image replaced or dropped, or its product removed), kept so that other
+    processes' indexes learn of it (the image row itself is gone)."""
 
-    __tablename__ = "removed_products"
+    __tablename__ = "removed_images"
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    product_id: Mapped[int] = mapped_column(Integer)
+    image_id: Mapped[int] = mapped_column(Integer)
     external_id: Mapped[str] = mapped_column(String(256))
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
     removed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -110,3 +153,53 @@ def attribute_text(value: object) -> str | None:
     else:
         return None  # lists, objects and null are kept but not filterable
     return text if len(text) <= 512 else None
+
+
+def attribute_number(value: object) -> float | None:
+    """The number a range filter compares: JSON numbers, and text that is a finite number ("19.90")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def attribute_rows(product_id: int, attributes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The product_attributes rows of one product."""
+    return [
+        {"product_id": product_id, "key": key, "value": text, "number": attribute_number(value)}
+        for key, value in (attributes or {}).items()
+        if len(key) <= 256 and (text := attribute_text(value)) is not None
+    ]
+
+
+def search_document(
+    external_id: str, title: str | None, category: str | None, attributes: dict[str, Any]
+) -> str:
+    """The text the lexical index reads. Codes like "TX-4471" are kept whole (the tokenizer keeps '-'
+    inside words) and also added as their parts and joined ("tx", "4471", "tx4471"), so a shopper who
+    types any of those forms finds them."""
+    values = [external_id, title or "", category or ""]
+    values += [text for value in (attributes or {}).values() if (text := attribute_text(value)) is not None]
+    words = " ".join(values).split()
+    extra = []
+    for word in words:
+        if "-" in word.strip("-"):
+            parts = [part for part in word.split("-") if part]
+            extra += [*parts, "".join(parts)]
+    return " ".join(words + extra)
+
+
+def is_model_table(name: str | None, type_: str = "table", _parents: object = None) -> bool:
+    """Alembic's include_name: the full-text table (FTS5 and its shadow tables) and PostgreSQL's
+    full-text expression index are not models."""
+    if type_ == "table" and name is not None and name.startswith(SEARCH_TABLE):
+        return False
+    return not (type_ == "index" and name == SEARCH_INDEX)

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree")
     hnsw_ef_construction: int = Field(80, ge=8)
     hnsw_ef_search: int = Field(256, ge=8, description="HNSW search breadth: recall against speed")
+    search_mode: Literal["vector", "lexical", "hybrid"] = Field(
+        "hybrid", description="Ranking of text queries when a request names no mode"
+    )
+    hybrid_lexical_weight: float = Field(
+        0.5, ge=0, le=1, description="Share of the lexical ranking in hybrid fusion (bench/bench_hybrid.py)"
+    )
 
     log_level: str = "INFO"
 

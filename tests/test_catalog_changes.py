@@ -1,4 +1,6 @@
-"""Catalog.changes_since: what another process needs to bring its index up to a database revision."""
+"""Catalog.changes_since: what another process needs to bring its index up to a database revision.
+
+Vector ids are image row ids: one per picture of a product."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.catalog import Catalog, ChangesPruned, ProductWrite
+from search.catalog import Catalog, ChangesPruned, ImageWrite, ProductWrite
 from search.db import migrate
 
 MODEL = "test-model"
@@ -29,19 +31,15 @@ def vector(seed: int) -> np.ndarray:
 
 
 def product(external_id: str, seed: int, model: str = MODEL, **fields: object) -> ProductWrite:
-    return ProductWrite(
-        external_id=external_id,
-        image_ref=f"{external_id}.png",
-        embedding=vector(seed),
-        embedding_model=model,
-        **fields,  # type: ignore[arg-type]
-    )
+    image = ImageWrite(f"{external_id}.png", embedding=vector(seed), embedding_model=model)
+    return ProductWrite(external_id=external_id, images=[image], **fields)  # type: ignore[arg-type]
 
 
 def row_id(catalog: Catalog, external_id: str) -> int:
-    found = catalog.embedding(external_id)
-    assert found is not None
-    return found[0]
+    """The vector id of the product's (first) image."""
+    found = catalog.embeddings(external_id)
+    assert found
+    return found[0][0]
 
 
 def test_every_write_takes_the_next_revision(catalog: Catalog) -> None:
@@ -107,24 +105,42 @@ def test_a_removed_and_re_added_product_gets_a_new_row_id(catalog: Catalog) -> N
     assert changes.upserted_ids.tolist() == [new_id]
 
 
-def test_metadata_only_update_keeps_the_vector_and_is_a_change(catalog: Catalog) -> None:
+def test_metadata_only_update_keeps_the_vector_and_leaves_the_index_alone(catalog: Catalog) -> None:
     catalog.upsert([product("a", 1, title="old")])
+    image_id = row_id(catalog, "a")
     revision = catalog.revision()
-    catalog.upsert([ProductWrite(external_id="a", image_ref="a.png", title="new")])
+    new_revision, _ = catalog.upsert([ProductWrite(external_id="a", title="new")])  # images=None: kept
     changes = catalog.changes_since(revision, MODEL)
-    assert changes.upserted_ids.tolist() == [row_id(catalog, "a")]
-    np.testing.assert_array_equal(changes.upserted_vectors[0], vector(1))
+    assert changes.revision == new_revision
+    assert changes.removed_ids == [] and len(changes.upserted_ids) == 0
+    assert row_id(catalog, "a") == image_id
+    np.testing.assert_array_equal(catalog.embeddings("a")[0][1], vector(1))
     record = catalog.get("a")
-    assert record is not None and record.title == "new"
+    assert record is not None and record.title == "new" and record.images[0].image_ref == "a.png"
 
 
-def test_product_re_embedded_by_another_model_leaves_this_models_index(catalog: Catalog) -> None:
+def test_image_re_embedded_by_another_model_leaves_this_models_index(catalog: Catalog) -> None:
     catalog.upsert([product("a", 1), product("b", 2)])
     revision = catalog.revision()
-    catalog.upsert([product("a", 3, model="other-model")])
+    image_id = row_id(catalog, "a")
+    again = ImageWrite("a.png", embedding=vector(3), embedding_model="other-model", keep_id=image_id)
+    catalog.upsert([ProductWrite(external_id="a", images=[again])])
     changes = catalog.changes_since(revision, MODEL)
-    assert changes.removed_ids == [row_id(catalog, "a")]
+    assert changes.removed_ids == [image_id]
     assert len(changes.upserted_ids) == 0
+
+
+def test_removing_one_image_keeps_the_others(catalog: Catalog) -> None:
+    images = [ImageWrite(f"a{i}.png", embedding=vector(i), embedding_model=MODEL) for i in range(3)]
+    catalog.upsert([ProductWrite(external_id="a", images=images)])
+    ids = [image_id for image_id, _ in catalog.embeddings("a")]
+    revision = catalog.revision()
+    kept = [ImageWrite("a0.png", keep_id=ids[0]), ImageWrite("a2.png", keep_id=ids[2])]
+    catalog.upsert([ProductWrite(external_id="a", images=kept)])
+    changes = catalog.changes_since(revision, MODEL)
+    assert changes.removed_ids == [ids[1]] and len(changes.upserted_ids) == 0
+    assert [(image.id, image.position) for image in catalog.get("a").images] == [(ids[0], 0), (ids[2], 1)]
+    np.testing.assert_array_equal(catalog.embeddings("a")[1][1], vector(2))
 
 
 def test_pruned_removals_make_older_revisions_rebuild_and_newer_ones_catch_up(catalog: Catalog) -> None:

@@ -239,9 +239,9 @@ def test_stored_vector_equals_the_image_embedding_mode(
     catalog = Catalog.open(f"sqlite:///{data_dir / 'vitrine.db'}")
     try:
         for product_id in PROBE_IDS:
-            found = catalog.embedding(product_id)
-            assert found is not None
-            stored = found[1]
+            found = catalog.embeddings(product_id)
+            assert found is not None and len(found) == 1
+            stored = found[0][1]
             response = catalog_server.client.post(
                 "/",
                 json={

@@ -60,10 +60,13 @@ def index_size(server: LiveServer) -> int:
 
 
 def stored_embedding(data_dir: Path, product_id: str) -> bytes:
+    """The stored vector of the product's (only) image."""
     with sqlite3.connect(data_dir / "vitrine.db") as conn:
-        return conn.execute("SELECT embedding FROM products WHERE external_id = ?", (product_id,)).fetchone()[
-            0
-        ]
+        return conn.execute(
+            "SELECT i.embedding FROM product_images i JOIN products p ON p.id = i.product_id "
+            "WHERE p.external_id = ?",
+            (product_id,),
+        ).fetchone()[0]
 
 
 def assert_gone(server: LiveServer, product_id: str, image: bytes) -> None:
@@ -78,15 +81,16 @@ def assert_gone(server: LiveServer, product_id: str, image: bytes) -> None:
 
 @pytest.fixture
 def count_image_embeddings(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many images the (shared, in-process) encoder embedded since the fixture started."""
+    """How many images the (shared, in-process) encoder embedded since the fixture started: every
+    image forward pass goes through ``embed_pixels``."""
     calls = [0]
-    original = encoder.embed_images
+    original = encoder.embed_pixels
 
-    def counting(images: list) -> np.ndarray:
-        calls[0] += len(images)
-        return original(images)
+    def counting(pixels: object) -> np.ndarray:
+        calls[0] += len(pixels)  # type: ignore[arg-type]
+        return original(pixels)
 
-    monkeypatch.setattr(encoder, "embed_images", counting)
+    monkeypatch.setattr(encoder, "embed_pixels", counting)
     return calls
 
 
@@ -383,7 +387,11 @@ def test_product_image_cannot_escape_the_images_folder(
     server: LiveServer, catalog_copy: IndexedCatalog, image_file: str
 ) -> None:
     with sqlite3.connect(catalog_copy.data_dir / "vitrine.db") as conn:
-        conn.execute("UPDATE products SET image_file = ? WHERE external_id = 'sku-00009'", (image_file,))
+        conn.execute(
+            "UPDATE product_images SET image_file = ? WHERE product_id = "
+            "(SELECT id FROM products WHERE external_id = 'sku-00009')",
+            (image_file,),
+        )
     response = server.client.get("/products/sku-00009/image")
     assert_error(response, 404)
 

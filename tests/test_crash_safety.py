@@ -70,8 +70,9 @@ def damage(path: Path) -> None:
 
 def assert_index_matches_database(data_dir: Path, model_dir: Path) -> None:
     index = load_index(data_dir, model_dir)
-    row_ids = sorted(pid for pid, _ in database_products(data_dir / "vitrine.db"))
-    assert sorted(index.ids().tolist()) == row_ids
+    with sqlite3.connect(data_dir / "vitrine.db") as conn:
+        image_ids = sorted(int(row[0]) for row in conn.execute("SELECT id FROM product_images"))
+    assert sorted(index.ids().tolist()) == image_ids
 
 
 @dataclass
@@ -225,13 +226,18 @@ def test_rebuilt_index_holds_the_database_vectors(
     start_server()
     index = load_index(catalog_copy.data_dir, tiny_model_dir)
     with sqlite3.connect(catalog_copy.data_dir / "vitrine.db") as conn:
-        rows = conn.execute("SELECT id, embedding FROM products").fetchall()
+        rows = conn.execute("SELECT id, embedding FROM product_images").fetchall()
     assert len(rows) == len(index) == SAMPLE_PRODUCTS
     for product_id, blob in rows:
         np.testing.assert_array_equal(index.reconstruct(product_id), np.frombuffer(blob, dtype="<f4"))
 
 
 # verify finds what disagrees ------------------------------------------------------------------------------------
+
+
+def OF(external_id: str) -> str:
+    """SQL condition on product_images: the images of one product."""
+    return f"product_id = (SELECT id FROM products WHERE external_id = '{external_id}')"
 
 
 def tamper(data_dir: Path, sql: str, *params: object) -> None:
@@ -257,7 +263,7 @@ def test_verify_exits_1_when_an_index_vector_differs_from_the_database(
     other[0] = 1.0
     tamper(
         catalog_copy.data_dir,
-        "UPDATE products SET embedding = ? WHERE external_id = 'sku-00003'",
+        f"UPDATE product_images SET embedding = ? WHERE {OF('sku-00003')}",
         other.tobytes(),
     )
     result = indexer_cli(catalog_copy.data_dir, "verify")
@@ -270,14 +276,14 @@ def test_verify_exits_1_when_an_index_vector_differs_from_the_database(
 def test_verify_reports_index_vectors_without_a_product(
     catalog_copy: IndexedCatalog, tiny_model_dir: Path
 ) -> None:
-    tamper(catalog_copy.data_dir, "DELETE FROM products WHERE external_id = 'sku-00004'")
+    tamper(catalog_copy.data_dir, f"DELETE FROM product_images WHERE {OF('sku-00004')}")
     problems = verify_in_process(catalog_copy.data_dir, tiny_model_dir)
     assert any("1 index vectors have no product" in problem for problem in problems), problems
 
 
 def test_verify_reports_products_of_another_model(catalog_copy: IndexedCatalog, tiny_model_dir: Path) -> None:
     tamper(
-        catalog_copy.data_dir, "UPDATE products SET embedding_model = 'other' WHERE external_id = 'sku-00005'"
+        catalog_copy.data_dir, f"UPDATE product_images SET embedding_model = 'other' WHERE {OF('sku-00005')}"
     )
     problems = verify_in_process(catalog_copy.data_dir, tiny_model_dir)
     assert any("other models" in problem and "'other': 1" in problem for problem in problems), problems
@@ -287,7 +293,7 @@ def test_verify_reports_vectors_that_are_not_unit_length(
     catalog_copy: IndexedCatalog, tiny_model_dir: Path
 ) -> None:
     tamper(
-        catalog_copy.data_dir, "UPDATE products SET embedding = ? WHERE external_id = 'sku-00006'", bytes(128)
+        catalog_copy.data_dir, f"UPDATE product_images SET embedding = ? WHERE {OF('sku-00006')}", bytes(128)
     )
     problems = verify_in_process(catalog_copy.data_dir, tiny_model_dir)
     assert any("embedding norm 0.0000, expected 1" in problem for problem in problems), problems
@@ -324,7 +330,7 @@ def test_compact_prunes_removals_and_an_older_server_index_rebuilds(
     compact = indexer_cli(catalog_copy.data_dir, "compact")
     assert compact.returncode == 0 and "pruned 1 logged removal(s)" in compact.stdout, summary_of(compact)
     with sqlite3.connect(catalog_copy.data_dir / "vitrine.db") as conn:
-        assert conn.execute("SELECT count(*) FROM removed_products").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM removed_images").fetchone()[0] == 0
     # The running server's index predates the pruned removal: it rebuilds and the product is gone.
     results = server.client.post("/search", json={"image": b64(image), "k": 5}).json()["results"]
     assert "sku-00005" not in [hit["id"] for hit in results]

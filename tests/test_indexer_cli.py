@@ -31,7 +31,10 @@ from tests.conftest import (
 def products(data_dir: Path) -> dict[str, dict]:
     """external id -> the stored row (title, attributes, embedding bytes)."""
     with sqlite3.connect(data_dir / "vitrine.db") as conn:
-        rows = conn.execute("SELECT external_id, title, category, attributes, embedding FROM products")
+        rows = conn.execute(
+            "SELECT p.external_id, p.title, p.category, p.attributes, i.embedding FROM products p "
+            "JOIN product_images i ON i.product_id = p.id AND i.position = 0"
+        )
         return {
             ext: {"title": title, "category": category, "attributes": json.loads(attrs), "embedding": blob}
             for ext, title, category, attrs, blob in rows

@@ -35,9 +35,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def embedding_of(data_dir: Path, product_id: str) -> bytes:
     with sqlite3.connect(data_dir / "vitrine.db") as conn:
-        return conn.execute("SELECT embedding FROM products WHERE external_id = ?", (product_id,)).fetchone()[
-            0
-        ]
+        return conn.execute(
+            "SELECT i.embedding FROM product_images i JOIN products p ON p.id = i.product_id "
+            "WHERE p.external_id = ? AND i.position = 0",
+            (product_id,),
+        ).fetchone()[0]
 
 
 def test_url_manifest_is_incremental_and_refetch_compares_content(

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.catalog import Catalog, ProductWrite
+from search.catalog import Catalog, ImageWrite, ProductWrite
+from search.catalog.filters import Filters
+from search.catalog.query import Example, SearchQuery
+from search.catalog.service import ProductService
 from search.db import migrate
 from search.image_store import ImageStore
 from search.index import IndexFileError, IndexSpec, VectorIndex
 from search.index.tuning import exact_top_k, recall_at_k
-from search.products import Filters, ProductService
 
 DIM = 48
 IVF = IndexSpec(kind="ivf", recall_target=0.95)
@@ -148,6 +150,12 @@ def test_a_damaged_ivf_part_is_detected_before_faiss_reads_it(catalog_vectors, t
 # Through the product service: auto kind, background rebuild, a failing rebuild ---------------------------
 
 
+def nearest(service: ProductService, vector: np.ndarray, k: int, filters: dict | None = None) -> list[str]:
+    """Product ids of a vector search through the service, as the API runs it."""
+    query = SearchQuery([Example(vector=tuple(vector))], filters=Filters.parse(filters), k=k)
+    return [hit.record.external_id for hit in service.search(query).hits]
+
+
 def service_with_catalog(tmp_path: Path, vectors: np.ndarray, **spec: object) -> ProductService:
     url = f"sqlite:///{tmp_path / 'vitrine.db'}"
     migrate(url)
@@ -157,10 +165,8 @@ def service_with_catalog(tmp_path: Path, vectors: np.ndarray, **spec: object) ->
             [
                 ProductWrite(
                     external_id=f"p{i}",
-                    image_ref="",
                     category="even" if i % 2 == 0 else "odd",
-                    embedding=vector,
-                    embedding_model="m",
+                    images=[ImageWrite("", embedding=vector, embedding_model="m")],
                 )
                 for i, vector in zip(ids, chunk, strict=True)
             ]
@@ -182,8 +188,8 @@ def test_auto_is_exact_for_a_small_catalog_and_ivf_past_the_limit(catalog_vector
     large = service_with_catalog(tmp_path / "large", vectors[:3000], exact_limit=1000)
     assert large.index.kind == "ivf"
     assert large.stats()["index"]["kind"] == "ivf"
-    hits = large._nearest(vectors[10], 5, Filters(category="even"), None, [])
-    assert hits and all(int(hit["id"][1:]) % 2 == 0 for hit in hits)
+    hits = nearest(large, vectors[10], 5, {"category": "even"})
+    assert hits and all(int(hit[1:]) % 2 == 0 for hit in hits)
 
 
 def test_background_rebuild_folds_changes_in_and_searches_keep_working(catalog_vectors, tmp_path):
@@ -193,17 +199,18 @@ def test_background_rebuild_folds_changes_in_and_searches_keep_working(catalog_v
     service.catalog.upsert(
         [
             ProductWrite(
-                external_id=f"new{i}", image_ref="", embedding=vectors[3000 + i], embedding_model="m"
+                external_id=f"new{i}",
+                images=[ImageWrite("", embedding=vectors[3000 + i], embedding_model="m")],
             )
             for i in range(1200)
         ]
     )
     service.refresh()  # visible at once (side index), and big enough to start a rebuild
-    assert service._nearest(vectors[3005], 1, None, None, [])[0]["id"] == "new5"
+    assert nearest(service, vectors[3005], 1)[0] == "new5"
     thread = service._rebuild_thread
     assert thread is not None
     while thread.is_alive():  # searches run while the rebuild does
-        assert service._nearest(vectors[3006], 1, None, None, [])[0]["id"] == "new6"
+        assert nearest(service, vectors[3006], 1)[0] == "new6"
         thread.join(0.05)
     assert service.index is not before and service.index.describe()["side_index_vectors"] == 0
     assert len(service.index) == 4200
@@ -229,7 +236,7 @@ def test_a_failing_rebuild_leaves_the_previous_index_serving(catalog_vectors, tm
     thread = service.start_background_rebuild()
     thread.join()
     assert service.index is serving
-    assert service._nearest(vectors[20], 1, None, None, [])[0]["id"] == "p21"
+    assert nearest(service, vectors[20], 1)[0] == "p21"
     assert path.read_bytes() == saved
     monkeypatch.undo()
     reloaded = VectorIndex.load(path, model="m", dim=DIM, spec=service.index_spec)

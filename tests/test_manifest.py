@@ -47,12 +47,44 @@ def test_csv_row_with_extra_cells_is_an_issue(tmp_path: Path) -> None:
     assert [(issue.line, issue.reason) for issue in read.issues] == [(3, "more cells than header columns")]
 
 
-def test_csv_duplicate_and_missing_ids_are_issues(tmp_path: Path) -> None:
-    read = read_manifest(write(tmp_path / "m.csv", "id,image\na,a.png\n,b.png\na,c.png\nd,\n"))
+def test_csv_missing_ids_and_images_are_issues(tmp_path: Path) -> None:
+    read = read_manifest(write(tmp_path / "m.csv", "id,image\na,a.png\n,b.png\nd,\n"))
     assert [row.external_id for row in read.rows] == ["a"]
-    assert [(issue.line, issue.external_id) for issue in read.issues] == [(3, None), (4, "a"), (5, "d")]
-    assert "duplicate id (first at line 2)" in read.issues[1].reason
-    assert read.issues[2].reason == "missing image"
+    assert [(issue.line, issue.external_id) for issue in read.issues] == [(3, None), (4, "d")]
+    assert read.issues[1].reason == "missing image"
+
+
+def test_rows_sharing_an_id_add_images_to_the_first(tmp_path: Path) -> None:
+    read = read_manifest(
+        write(
+            tmp_path / "m.csv",
+            "id,image,title,color\na,a1.png,Tile A,red\nb,b.png,Tile B,\na,a2.png|a3.png,,\n"
+            "a,a4.png,Other title,\n",
+        )
+    )
+    assert [(row.external_id, row.images, row.title) for row in read.rows] == [
+        ("a", ["a1.png", "a2.png", "a3.png"], "Tile A"),
+        ("b", ["b.png"], "Tile B"),
+    ]
+    assert [(issue.line, issue.external_id) for issue in read.issues] == [(5, "a")]
+    assert "duplicate id (first at line 2) with another title" in read.issues[0].reason
+
+
+def test_jsonl_image_may_be_a_list(tmp_path: Path) -> None:
+    read = read_manifest(
+        write(
+            tmp_path / "m.jsonl",
+            '{"id": "a", "image": ["a1.png", "https://img.example/a2.jpg"], "title": "A"}\n'
+            '{"id": "b", "image": []}\n{"id": "c", "image": ["c.png", 7]}\n',
+        )
+    )
+    assert [(row.external_id, row.images) for row in read.rows] == [
+        ("a", ["a1.png", "https://img.example/a2.jpg"])
+    ]
+    assert [(issue.line, issue.reason) for issue in read.issues] == [
+        (2, "missing image"),
+        (3, "images[1] must be a non-empty string (URL, path, base64 or data URI)"),
+    ]
 
 
 def test_jsonl_numbers_ids_and_keeps_typed_attributes(tmp_path: Path) -> None:

@@ -17,11 +17,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from search.catalog import Catalog, ProductWrite
+from search.catalog import Catalog, ImageWrite, ProductWrite
+from search.catalog.filters import Filters
+from search.catalog.query import Example, SearchQuery
+from search.catalog.service import ProductService
 from search.db import migrate
 from search.image_store import ImageStore
-from search.products import Filters, ProductService
-from search.schema import Base
+from search.schema import Base, is_model_table
 from tests.conftest import assert_error, b64, encode_png, patterned_image
 
 URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
@@ -51,19 +53,23 @@ def unit(seed: int, dim: int = 8) -> np.ndarray:
 
 def test_models_match_the_migrated_postgres_schema(catalog: Catalog) -> None:
     with catalog.engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        context = MigrationContext.configure(conn, opts={"include_name": is_model_table})
+        assert compare_metadata(context, Base.metadata) == []
 
 
 def test_catalog_round_trip_filters_and_changes_on_postgres(catalog: Catalog, tmp_path: Path) -> None:
     writes = [
         ProductWrite(
             f"p{i}",
-            f"https://img.example/{i}.jpg",
             f"product {i}",
             "tile" if i % 2 else "wood",
             {"size": 60 if i < 3 else "60cm", "tags": ["x"]},
-            embedding=unit(i),
-            embedding_model="m",
+            images=[
+                ImageWrite(
+                    f"https://img.example/{i}-{n}.jpg", embedding=unit(10 * i + n), embedding_model="m"
+                )
+                for n in range(2)
+            ],
         )
         for i in range(6)
     ]
@@ -71,20 +77,29 @@ def test_catalog_round_trip_filters_and_changes_on_postgres(catalog: Catalog, tm
     assert revision == 1 and [r.external_id for r in records] == [f"p{i}" for i in range(6)]
     assert sorted(catalog.get_by_ids([r.id for r in records])) == sorted(r.id for r in records)
     by_external = {r.external_id: r.id for r in records}
-    assert sorted(catalog.filter_ids("tile", {"size": 60})) == [by_external["p1"]]
-    assert sorted(catalog.filter_ids(None, {"size": "60"})) == sorted(by_external[f"p{i}"] for i in range(3))
+    tile_60 = Filters.parse({"category": "tile", "size": 60}).clause()
+    assert catalog.product_ids(tile_60) == [by_external["p1"]]
+    size_60 = Filters.parse({"size": "60"}).clause()
+    assert sorted(catalog.product_ids(size_60)) == sorted(by_external[f"p{i}"] for i in range(3))
 
     service = ProductService(
         catalog, model="m", index_path=tmp_path / "i.faiss", image_store=ImageStore(tmp_path / "images")
     )
-    found = service._nearest(unit(4), 3, Filters(category="wood"), None, [])
-    assert found[0]["id"] == "p4" and found[0]["score"] == pytest.approx(1.0, abs=1e-5)
 
+    def search(vector: np.ndarray, k: int, filters: dict | None = None) -> list:
+        query = SearchQuery([Example(vector=tuple(vector))], filters=Filters.parse(filters), k=k)
+        return service.search(query).hits
+
+    found = search(unit(41), 3, {"category": "wood"})
+    assert found[0].record.external_id == "p4" and found[0].score == pytest.approx(1.0, abs=1e-5)
+    assert found[0].matched_image.position == 1
+
+    p4_images = [image.id for image in catalog.get("p4").images]
     catalog.remove(["p4"])
     changes = catalog.changes_since(revision, "m")
-    assert changes.removed_ids == [by_external["p4"]]
+    assert sorted(changes.removed_ids) == sorted(p4_images)
     service.refresh()
-    assert "p4" not in [hit["id"] for hit in service._nearest(unit(4), 6, None, None, [])]
+    assert "p4" not in [hit.record.external_id for hit in search(unit(40), 6)]
     assert service.verify().ok
 
 

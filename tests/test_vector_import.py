@@ -14,7 +14,7 @@ import pytest
 
 from indexer.__main__ import main as indexer_main
 from indexer.vector_files import ImportSummary, VectorImporter
-from search.products import open_products
+from search.catalog.service import open_products
 from search.settings import Settings
 from search.vectors import normalise_rows
 from tests.conftest import assert_error

@@ -1,4 +1,5 @@
-"""Catalog search and product routes. Translation only; the logic is in search.products."""
+"""Catalog search and product routes. Translation only: bodies parse in api.schemas, answers render in
+api.views, the logic is in search.catalog."""
 
 from __future__ import annotations
 
@@ -7,39 +8,21 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from api.body import read_request_json
 from api.cancel import run_cancellable
 from api.deps import get_state
+from api.schemas import ProductBody, SearchBody, parse_filters_param, parse_search, product_fields
 from api.state import ServiceState
-from search.errors import BadInput, NotFound
+from api.views import product_view, search_view
+from search.catalog.filters import Filters
+from search.catalog.query import Example, SearchQuery
+from search.catalog.records import ImageRecord
+from search.catalog.service import ProductService
+from search.errors import NotFound
 from search.images import is_url
-from search.products import Filters, product_view
 
 router = APIRouter()
-
-
-class SearchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    text: str | None = None
-    image: str | None = None
-    product_id: str | None = None
-    # A query embedding computed elsewhere in the served model's space (normalised by the server).
-    vector: list[float] | None = None
-    k: int = 10
-    filters: dict[str, Any] | None = None
-    min_score: float | int | None = None
-
-
-def _parse_search(payload: object) -> SearchBody:
-    try:
-        return SearchBody.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise BadInput(f"invalid search request: {where}: {first['msg']}") from None
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -47,38 +30,44 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-_PRODUCT_BODY = {
-    "type": "object",
-    "properties": {
-        "image": {"type": "string", "description": "URL, base64 or data URI (required for a new product)"},
-        "title": {"type": "string"},
-        "category": {"type": "string"},
-    },
-    "additionalProperties": {"description": "any other key is kept as a filterable attribute"},
-}
+def _facet_list(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
 
 
 @router.post(
     "/search",
-    summary="Search products by text, image, product id or embedding vector",
+    summary="Search products by text, image, product id, vector, or a composed query",
     openapi_extra=_json_body(SearchBody.model_json_schema()),
 )
 async def search(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     products = state.require_products()
     with state.admit():
-        body = _parse_search(await read_request_json(request, state))
-        filters = Filters.parse(body.filters, max_keys=state.settings.max_attributes)
-        return await run_cancellable(
-            request,
-            products.search,
-            text=body.text,
-            image=body.image,
-            product_id=body.product_id,
-            vector=body.vector,
-            k=body.k,
-            filters=filters,
-            min_score=body.min_score,
-        )
+        query = parse_search(await read_request_json(request, state))
+        answer = await run_cancellable(request, products.search, query)
+    return search_view(answer, query.offset)
+
+
+@router.get("/products", summary="List products with filters and paging")
+async def list_products(
+    limit: int = Query(100, ge=1),
+    offset: int = Query(0, ge=0),
+    filters: str | None = Query(None, description='JSON, e.g. {"color": {"in": ["red", "blue"]}}'),
+    facets: str | None = Query(None, description="comma-separated fields to count, e.g. category,color"),
+    state: ServiceState = Depends(get_state),
+) -> dict[str, Any]:
+    products = state.require_products()
+    parsed = parse_filters_param(filters)
+    answer = await run_in_threadpool(products.list, parsed, offset, limit, _facet_list(facets))
+    out: dict[str, Any] = {
+        "results": [product_view(record) for record in answer.records],
+        "count": len(answer.records),
+        "total": answer.total,
+        "offset": offset,
+        "limit": limit,
+    }
+    if answer.facets is not None:
+        out["facets"] = answer.facets
+    return out
 
 
 @router.get("/products/{product_id}", summary="One product")
@@ -91,43 +80,86 @@ async def get_product(product_id: str, state: ServiceState = Depends(get_state))
 async def similar(
     product_id: str,
     k: int = Query(10, ge=1),
+    offset: int = Query(0, ge=0),
     min_score: float | None = Query(None, allow_inf_nan=False),
     category: str | None = Query(None),
+    filters: str | None = Query(None, description="JSON filters, as on POST /search"),
+    facets: str | None = Query(None, description="comma-separated fields to count"),
     state: ServiceState = Depends(get_state),
 ) -> Any:
     products = state.require_products()
-    filters = Filters(category=category) if category is not None else None
+    parsed = parse_filters_param(filters)
+    if category is not None:
+        parsed = Filters((*parsed.conditions, *Filters.parse({"category": category}).conditions))
+    query = SearchQuery(
+        positive=[Example(product_id=product_id)],
+        filters=parsed,
+        facets=_facet_list(facets),
+        k=k,
+        offset=offset,
+        min_score=min_score,
+    )
     with state.admit():
-        return await run_in_threadpool(products.similar, product_id, k, filters, min_score)
+        answer = await run_in_threadpool(products.search, query)
+    return search_view(answer, offset)
 
 
-@router.get("/products/{product_id}/image", summary="The product's stored image, or a redirect to its URL")
-async def product_image(product_id: str, state: ServiceState = Depends(get_state)) -> Response:
-    products = state.require_products()
-    record = await run_in_threadpool(products.get, product_id)
-    if record.image_file:
-        path = products.image_store.path(record.image_file)
+def _image_response(
+    products: ProductService, product_id: str, image: ImageRecord | None, private: bool
+) -> Response:
+    if image is None:
+        raise NotFound(f"product {product_id!r} has no such image")
+    if image.image_file:
+        path = products.image_store.path(image.image_file)
         if path is None:
             raise NotFound(f"the stored image of product {product_id!r} is missing")
         # nosniff: a stored upload is only ever served as the image type it was validated as.
-        # Behind a token, shared caches must not keep a copy for anyone else: private.
-        scope = "private" if state.settings.api_tokens else "public"
         return FileResponse(
             path,
-            media_type=products.image_store.media_type(record.image_file),
+            media_type=products.image_store.media_type(image.image_file),
             headers={
                 "X-Content-Type-Options": "nosniff",
-                "Cache-Control": f"{scope}, max-age=86400, immutable",
+                # Behind a token, shared caches must not keep a copy for anyone else: private.
+                "Cache-Control": f"{'private' if private else 'public'}, max-age=86400, immutable",
             },
         )
-    if is_url(record.image_ref):
-        return RedirectResponse(record.image_ref, status_code=307)
+    if is_url(image.image_ref):
+        return RedirectResponse(image.image_ref, status_code=307)
     raise NotFound(f"product {product_id!r} has no stored image")
+
+
+@router.get("/products/{product_id}/image", summary="The product's first image (stored file or redirect)")
+async def product_image(product_id: str, state: ServiceState = Depends(get_state)) -> Response:
+    products = state.require_products()
+    record = await run_in_threadpool(products.get, product_id)
+    first = record.images[0] if record.images else None
+    return _image_response(products, product_id, first, bool(state.settings.api_tokens))
+
+
+@router.get("/products/{product_id}/images/{position}", summary="One of the product's images, by position")
+async def product_image_at(
+    product_id: str, position: int, state: ServiceState = Depends(get_state)
+) -> Response:
+    products = state.require_products()
+    record = await run_in_threadpool(products.get, product_id)
+    return _image_response(products, product_id, record.image(position), bool(state.settings.api_tokens))
+
+
+_PRODUCT_BODY = ProductBody.model_json_schema() | {
+    "additionalProperties": {"description": "any other key is kept as a filterable attribute"}
+}
+
+
+def _write_answer(result: Any) -> JSONResponse:
+    return JSONResponse(
+        {"status": result.status, "changes": result.changes, "product": product_view(result.record)},
+        status_code=201 if result.status == "created" else 200,
+    )
 
 
 @router.put(
     "/products/{product_id}",
-    summary="Create or update one product; indexed immediately",
+    summary="Create or replace one product (fields left out are cleared, images kept); indexed at once",
     openapi_extra=_json_body(_PRODUCT_BODY),
 )
 async def put_product(
@@ -135,14 +167,27 @@ async def put_product(
 ) -> JSONResponse:
     products = state.require_products()
     with state.admit():
-        body = await read_request_json(request, state)
-        status, record = await run_cancellable(request, products.upsert, product_id, body)
-    return JSONResponse(
-        {"status": status, "product": product_view(record)}, status_code=201 if status == "created" else 200
-    )
+        body = product_fields(await read_request_json(request, state))
+        result = await run_cancellable(request, products.put, product_id, body)
+    return _write_answer(result)
 
 
-@router.delete("/products/{product_id}", summary="Remove one product")
+@router.patch(
+    "/products/{product_id}",
+    summary="Change only the given fields of one product (an attribute set to null is removed)",
+    openapi_extra=_json_body(_PRODUCT_BODY),
+)
+async def patch_product(
+    product_id: str, request: Request, state: ServiceState = Depends(get_state)
+) -> JSONResponse:
+    products = state.require_products()
+    with state.admit():
+        body = product_fields(await read_request_json(request, state), patch=True)
+        result = await run_cancellable(request, products.patch, product_id, body)
+    return _write_answer(result)
+
+
+@router.delete("/products/{product_id}", summary="Remove one product and all its images")
 async def delete_product(product_id: str, state: ServiceState = Depends(get_state)) -> dict[str, str]:
     products = state.require_products()
     removed = await run_in_threadpool(products.remove, [product_id])

@@ -1,0 +1,143 @@
+"""Typed filters: ``{"field": value}`` and operator objects, parsed once and turned into indexed SQL.
+
+``{"color": "red"}`` is equality; ``{"color": {"in": [...]}}``, ``{"price": {"gte": 10, "lt": 50}}``,
+``{"finish": {"not": "glossy"}}`` and ``{"sku": {"exists": true}}`` are the operators; several keys (and
+several operators in one object) are AND. ``category`` is a field like the others (a column of its own).
+Equality, ``in`` and ``not`` compare the canonical text of the value (so a CSV's "60" equals a JSON 60);
+ranges compare numbers. A field no product has is simply an empty result; a malformed filter is a
+BadInput naming its key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sqlalchemy import ColumnElement, and_, false, not_, select, true
+
+from search.errors import BadInput
+from search.schema import Product, ProductAttribute, attribute_text
+
+RANGE_OPERATORS = {"gte": "__ge__", "gt": "__gt__", "lte": "__le__", "lt": "__lt__"}
+OPERATORS = ("in", "not", "exists", *RANGE_OPERATORS)
+EXAMPLE = '{"category": "tile", "color": {"in": ["red", "blue"]}, "price": {"gte": 10, "lt": 50}}'
+CATEGORY = "category"
+MAX_KEYS = 100
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One field's test. ``equals``/``one_of``/``none_of`` hold canonical texts."""
+
+    field: str
+    one_of: tuple[str, ...] | None = None  # equality is a one-element list
+    none_of: tuple[str, ...] = ()
+    ranges: tuple[tuple[str, float], ...] = ()
+    exists: bool | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    conditions: tuple[Condition, ...] = field(default_factory=tuple)
+
+    def __bool__(self) -> bool:
+        return bool(self.conditions)
+
+    @classmethod
+    def parse(cls, value: object) -> Filters:
+        """Filters from a request's ``filters`` object (None: no filter)."""
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise BadInput(f"filters must be an object like {EXAMPLE}")
+        if len(value) > MAX_KEYS:
+            # Each key is one more condition in one SQL statement: bounded like a product's attributes.
+            raise BadInput(f"filters has {len(value)} keys; the limit is {MAX_KEYS} (VITRINE_MAX_ATTRIBUTES)")
+        return cls(tuple(_condition(str(key), item) for key, item in value.items()))
+
+    def clause(self) -> ColumnElement[bool]:
+        """A WHERE clause over ``products`` (indexed lookups in product_attributes)."""
+        return and_(true(), *(_sql(condition) for condition in self.conditions))
+
+
+def _scalar_text(where: str, value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"{where} must be a finite number")
+    text = attribute_text(value)
+    if text is None:
+        raise BadInput(f"{where} must be a string, number or boolean")
+    return text
+
+
+def _number(where: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInput(f"{where} must be a finite number")
+    return float(value)
+
+
+def _texts(where: str, value: object) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if len(items) > 1000:
+        raise BadInput(f"{where} may list at most 1000 values")
+    return tuple(
+        _scalar_text(f"{where}[{i}]" if isinstance(value, list) else where, item)
+        for i, item in enumerate(items)
+    )
+
+
+def _condition(key: str, value: object) -> Condition:
+    where = f"filters.{key}"
+    if not key or len(key) > 256:
+        raise BadInput(f"filter keys must be 1 to 256 characters: {key[:80]!r}")
+    if not isinstance(value, dict):
+        if isinstance(value, list):
+            # A list means "any of these", as shoppers and older clients write it.
+            return Condition(key, one_of=_texts(where, value))
+        return Condition(key, one_of=(_scalar_text(where, value),))
+    if not value:
+        raise BadInput(f"{where} is an empty object; use one of {', '.join(OPERATORS)}")
+    unknown = [op for op in value if op not in OPERATORS]
+    if unknown:
+        raise BadInput(f"{where}: unknown operator {unknown[0]!r}; use one of {', '.join(OPERATORS)}")
+    one_of = _texts(f"{where}.in", value["in"]) if "in" in value else None
+    if "in" in value and not isinstance(value["in"], list):
+        raise BadInput(f"{where}.in must be a list of values")
+    none_of = _texts(f"{where}.not", value["not"]) if "not" in value else ()
+    ranges = tuple((op, _number(f"{where}.{op}", value[op])) for op in RANGE_OPERATORS if op in value)
+    if ranges and key == CATEGORY:
+        raise BadInput(f"{where}: category is text; ranges apply to numeric attributes")
+    exists = value.get("exists")
+    if "exists" in value and not isinstance(exists, bool):
+        raise BadInput(f"{where}.exists must be true or false")
+    return Condition(key, one_of, none_of, ranges, exists)
+
+
+def _has(key: str, *tests: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Products with an attribute ``key`` passing ``tests``: an indexed (key, ...) lookup."""
+    return Product.id.in_(select(ProductAttribute.product_id).where(ProductAttribute.key == key, *tests))
+
+
+def _sql(condition: Condition) -> ColumnElement[bool]:
+    parts: list[ColumnElement[bool]] = []
+    if condition.field == CATEGORY:
+        column = Product.category
+        if condition.one_of is not None:
+            parts.append(column.in_(condition.one_of) if condition.one_of else false())
+        if condition.none_of:
+            parts.append(column.is_(None) | column.not_in(condition.none_of))
+        if condition.exists is not None:
+            parts.append(column.is_not(None) if condition.exists else column.is_(None))
+        return and_(true(), *parts)
+    key = condition.field
+    if condition.one_of is not None:
+        parts.append(_has(key, ProductAttribute.value.in_(condition.one_of)) if condition.one_of else false())
+    if condition.none_of:
+        parts.append(not_(_has(key, ProductAttribute.value.in_(condition.none_of))))
+    if condition.ranges:
+        tests = [
+            getattr(ProductAttribute.number, RANGE_OPERATORS[op])(bound) for op, bound in condition.ranges
+        ]
+        parts.append(_has(key, ProductAttribute.number.is_not(None), *tests))
+    if condition.exists is not None:
+        parts.append(_has(key) if condition.exists else not_(_has(key)))
+    return and_(true(), *parts)

@@ -1,0 +1,72 @@
+"""Verification: the index file plus the change log equals the database, vector for vector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from search.catalog.sync import IndexSync
+from search.image_store import ImageStore
+from search.index import IndexFileError, VectorIndex
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    database_products: int
+    database_images: int
+    index_vectors: int
+    database_revision: int
+    index_file_revision: int | None
+    problems: list[str]
+
+
+def verify_catalog(sync: IndexSync, image_store: ImageStore) -> VerifyReport:
+    catalog, model = sync.catalog, sync.model
+    problems: list[str] = []
+    file_revision: int | None = None
+    index: VectorIndex
+    try:
+        index = sync.load_file()
+        file_revision = index.revision
+        index = sync.apply_changes(index)
+    except IndexFileError as exc:
+        if catalog.count_images(model):
+            problems.append(f"index file: {exc} (run `python -m indexer rebuild`)")
+        index = sync.empty()
+    db_ids: set[int] = set()
+    for ids, vectors in catalog.iter_embeddings(model):
+        db_ids.update(int(i) for i in ids)
+        norms = np.linalg.norm(vectors, axis=1)
+        for image_id, norm in zip(ids, norms, strict=True):
+            if abs(norm - 1) > 1e-3:
+                problems.append(f"image row {image_id}: embedding norm {norm:.4f}, expected 1")
+        if file_revision is not None:
+            for image_id, vector in zip(ids, vectors, strict=True):
+                stored = index.reconstruct(int(image_id))
+                if stored is None:
+                    problems.append(f"image row {image_id} is missing from the index")
+                elif not np.allclose(stored, vector, atol=1e-6):
+                    problems.append(f"image row {image_id}: index vector differs from the database")
+    index_ids = {int(i) for i in index.ids()}
+    extra = index_ids - db_ids
+    if extra:
+        problems.append(f"{len(extra)} index vectors have no product image: {sorted(extra)[:10]}")
+    if len(index_ids) != len(index):
+        problems.append("the index holds duplicate ids")
+    missing_images = [ext for ext, name in catalog.stored_images() if image_store.path(name) is None]
+    if missing_images:
+        problems.append(f"{len(missing_images)} stored image files are missing: {missing_images[:10]}")
+    other_models = {m: n for m, n in catalog.count_by_model().items() if m != model}
+    if other_models:
+        problems.append(f"images embedded by other models (re-run the indexer): {other_models}")
+    return VerifyReport(
+        ok=not problems,
+        database_products=catalog.count(),
+        database_images=len(db_ids),
+        index_vectors=len(index),
+        database_revision=catalog.revision(),
+        index_file_revision=file_revision,
+        problems=problems[:100],
+    )
