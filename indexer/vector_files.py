@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -161,10 +160,20 @@ class VectorImporter:
         summary = ImportSummary()
         started = time.perf_counter()
         seen: set[str] = set()
+        carried: _Candidate | None = None
         try:
-            for batch in read_batches(path, self.batch_size):
-                self._import_batch(batch, summary.total, seen, summary)
+            batches = read_batches(path, self.batch_size)
+            batch = next(batches, None)
+            while batch is not None:
+                following = next(batches, None)
+                next_id = (
+                    following.column("id")[0].as_py()
+                    if following is not None and following.num_rows
+                    else None
+                )
+                carried = self._import_batch(batch, summary.total, seen, summary, carried, next_id)
                 summary.total += batch.num_rows
+                batch = following
                 if self.on_batch is not None:
                     self.on_batch(summary)
         except KeyboardInterrupt:
@@ -175,18 +184,26 @@ class VectorImporter:
         return summary
 
     def _import_batch(
-        self, batch: pa.RecordBatch, first_row: int, seen: set[str], summary: ImportSummary
-    ) -> None:
+        self,
+        batch: pa.RecordBatch,
+        first_row: int,
+        seen: set[str],
+        summary: ImportSummary,
+        carried: _Candidate | None,
+        next_id: object,
+    ) -> _Candidate | None:
+        """Import one batch; returns its last product when the next batch goes on with its images."""
         vectors, reasons = _embedding_matrix(batch.column(EMBEDDING_COLUMN), self.dim)
         unit, bad_values = normalise_rows(vectors)
         records = batch.drop_columns([EMBEDDING_COLUMN]).to_pylist()
-        candidates: list[_Candidate] = []
+        candidates: list[_Candidate] = [carried] if carried is not None else []
         for offset, record in enumerate(records):
             row = first_row + offset + 1
             external_id = record.get("id")
+            previous, self._last_id = self._last_id, None  # only the row right before continues
             try:
                 external_id = validate_external_id(external_id)
-                if external_id in seen and external_id != self._last_id:
+                if external_id in seen and external_id != previous:
                     raise BadInput(f"id {external_id!r} appeared in an earlier row (duplicate id)")
                 reason = reasons[offset] or bad_values[offset]
                 if reason:
@@ -201,17 +218,18 @@ class VectorImporter:
                 shown = external_id if isinstance(external_id, str) else None
                 summary.failed.append(RowIssue(row, shown, exc.message))
                 continue
-            if external_id == self._last_id:
-                if candidates and candidates[-1].draft.external_id == external_id:
-                    candidates[-1].add(image or "", unit[offset])
-                else:  # the product's first images came in the previous batch: keep them
-                    candidates.append(_Candidate.continuing(external_id, fields, image or "", unit[offset]))
+            if external_id == previous and candidates and candidates[-1].draft.external_id == external_id:
+                candidates[-1].add(image or "", unit[offset])
             else:
                 candidates.append(_Candidate(ProductDraft(external_id, images=[], **fields)))
                 candidates[-1].add(image or "", unit[offset])
             seen.add(external_id)
             self._last_id = external_id
+        carry = None
+        if candidates and self._last_id is not None and next_id == self._last_id:
+            carry = candidates.pop()  # its images go on in the next batch: written with them
         self._commit(candidates, summary)
+        return carry
 
     def _commit(self, candidates: list[_Candidate], summary: ImportSummary) -> None:
         """One transaction; unchanged rows are skipped and metadata-only changes keep the vectors."""
@@ -222,8 +240,6 @@ class VectorImporter:
         writes = []
         for candidate in candidates:
             existing = stored.get(candidate.draft.external_id)
-            if candidate.keep_stored and existing is not None:
-                candidate.prepend(existing.images)
             # An imported vector equal (bit for bit) to a stored image's keeps that image.
             unused = {
                 image.id: image
@@ -231,10 +247,8 @@ class VectorImporter:
                 if image.embedding_model == self.model
             }
             sources = []
-            for ref, vector, kept in zip(
-                candidate.draft.images or [], candidate.vectors, candidate.kept, strict=True
-            ):
-                match = kept or next(
+            for ref, vector in zip(candidate.draft.images or [], candidate.vectors, strict=True):
+                match = next(
                     (image for image in unused.values() if blobs.get(image.id) == vector_to_bytes(vector)),
                     None,
                 )
@@ -260,28 +274,14 @@ class VectorImporter:
 
 @dataclass
 class _Candidate:
-    """One product being imported: its draft and, per image, the imported vector (or a kept image)."""
+    """One product being imported: its draft and the imported vector of each of its images."""
 
     draft: ProductDraft
-    vectors: list[np.ndarray | None] = field(default_factory=list)
-    kept: list[Any] = field(default_factory=list)
-    keep_stored: bool = False
-
-    @classmethod
-    def continuing(cls, external_id: str, fields: dict[str, Any], ref: str, vector: np.ndarray) -> _Candidate:
-        candidate = cls(ProductDraft(external_id, images=[], **fields), keep_stored=True)
-        candidate.add(ref, vector)
-        return candidate
+    vectors: list[np.ndarray] = field(default_factory=list)
 
     def add(self, ref: str, vector: np.ndarray) -> None:
         self.draft.images.append(ref)  # type: ignore[union-attr]
         self.vectors.append(vector)
-        self.kept.append(None)
-
-    def prepend(self, images: tuple[Any, ...]) -> None:
-        self.draft.images[:0] = [image.image_ref for image in images]  # type: ignore[index]
-        self.vectors[:0] = [None] * len(images)
-        self.kept[:0] = list(images)
 
 
 def export_vectors(catalog: Catalog, model: str, path: Path, batch_size: int = 10_000) -> int:

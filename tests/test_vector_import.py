@@ -177,3 +177,27 @@ def test_a_larger_import_is_served_by_a_tuned_ivf_index(cli, tmp_path, capsys, m
     assert info["kind"] == "ivf" and info["nprobe"] == facts["nprobe"] and info["server_rss_bytes"] > 0
     top = server.client.post("/search", json={"vector": vectors[1234].tolist(), "k": 1}).json()["results"][0]
     assert top["id"] == "b1234" and math.isclose(top["score"], 1.0, abs_tol=1e-5)
+
+
+def test_products_with_several_images_export_one_row_per_image_and_import_back(cli, tmp_path, capsys):
+    vectors = raw_vectors(5, seed=3)
+    source = write_parquet(
+        tmp_path / "multi.parquet",
+        ["m-1", "m-1", "m-1", "m-2", "m-2"],
+        list(vectors),
+        image=[f"https://img.example/m/{i}.jpg" for i in range(5)],
+        title=["three views"] * 3 + ["two views"] * 2,
+    )
+    assert cli("import", source, "--no-progress", "--batch-size", 2) == 0  # m-1 spans two batches
+    assert "5 rows: 2 added" in capsys.readouterr().out
+    exported = tmp_path / "multi-out.parquet"
+    assert cli("export", exported) == 0
+    table = pq.read_table(exported)
+    assert table.column("id").to_pylist() == ["m-1", "m-1", "m-1", "m-2", "m-2"]
+    assert table.column("image").to_pylist() == [f"https://img.example/m/{i}.jpg" for i in range(5)]
+    expected, _ = normalise_rows(vectors)
+    assert np.array(table.column("embedding").to_pylist(), dtype=np.float32).tobytes() == expected.tobytes()
+    capsys.readouterr()
+    assert cli("import", exported, "--no-progress", "--batch-size", 2) == 0
+    assert "5 rows: 0 added, 0 new vectors, 0 metadata updated" in capsys.readouterr().out
+    assert cli("verify") == 0
