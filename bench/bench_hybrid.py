@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from _common import write_result
 
-WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
 def main() -> None:
@@ -110,7 +110,7 @@ def main() -> None:
             lexical, vector_side = rankings(text, vector)
             candidates = {"vector": vector_side, "lexical": lexical}
             for weight in WEIGHTS:
-                candidates[f"hybrid w={weight:.1f}"] = [
+                candidates[f"hybrid w={weight:.2f}"] = [
                     pid for pid, _ in reciprocal_rank_fusion(lexical, vector_side, weight)
                 ]
             for name, ranked in candidates.items():

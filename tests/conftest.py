@@ -97,6 +97,21 @@ def encoder(tiny_model_dir: Path) -> Encoder:
     )
 
 
+@pytest.fixture
+def count_image_embeddings(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many images the (shared, in-process) encoder embedded since the fixture started: every
+    image forward pass goes through ``embed_pixels``."""
+    calls = [0]
+    original = encoder.embed_pixels
+
+    def counting(pixels: object) -> object:
+        calls[0] += len(pixels)  # type: ignore[arg-type]
+        return original(pixels)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(encoder, "embed_pixels", counting)
+    return calls
+
+
 def settings_for(model_dir: Path, data_dir: Path, **overrides: object) -> Settings:
     """Test settings: the tiny model on CPU in float32, the given data folder, loopback images allowed."""
     values: dict[str, object] = {

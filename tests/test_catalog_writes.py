@@ -9,10 +9,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from search.encoder import Encoder
 from tests.conftest import (
     SAMPLE_PRODUCTS,
     ImageServer,
@@ -77,21 +75,6 @@ def assert_gone(server: LiveServer, product_id: str, image: bytes) -> None:
     assert product_id not in search_ids(server, image=b64(image))
     assert product_id not in search_ids(server, text="tile")
     assert product_id not in similar_ids(server, "sku-00000" if product_id != "sku-00000" else "sku-00001")
-
-
-@pytest.fixture
-def count_image_embeddings(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many images the (shared, in-process) encoder embedded since the fixture started: every
-    image forward pass goes through ``embed_pixels``."""
-    calls = [0]
-    original = encoder.embed_pixels
-
-    def counting(pixels: object) -> np.ndarray:
-        calls[0] += len(pixels)  # type: ignore[arg-type]
-        return original(pixels)
-
-    monkeypatch.setattr(encoder, "embed_pixels", counting)
-    return calls
 
 
 # PUT ----------------------------------------------------------------------------------------------------

@@ -7,10 +7,8 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from search.encoder import Encoder
 from tests.conftest import LiveServer, assert_error, b64, encode_png, patterned_image
 
 StartServer = Callable[..., LiveServer]
@@ -30,20 +28,6 @@ def server(start_server: StartServer) -> LiveServer:
         )
         assert response.status_code == 201, response.text
     return server
-
-
-@pytest.fixture
-def model_calls(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Images embedded by the (shared, in-process) encoder since the fixture started."""
-    calls = [0]
-    original = encoder.embed_pixels
-
-    def counting(pixels: object) -> np.ndarray:
-        calls[0] += len(pixels)  # type: ignore[arg-type]
-        return original(pixels)
-
-    monkeypatch.setattr(encoder, "embed_pixels", counting)
-    return calls
 
 
 def search(server: LiveServer, **body: object) -> list[dict]:
@@ -91,14 +75,14 @@ def test_similar_excludes_every_image_of_the_product(server: LiveServer) -> None
 
 
 def test_removing_one_image_keeps_the_others_searchable_without_re_embedding(
-    server: LiveServer, model_calls: list[int]
+    server: LiveServer, count_image_embeddings: list[int]
 ) -> None:
     put_three(server)
-    assert model_calls[0] == 3
+    assert count_image_embeddings[0] == 3
     keep = [b64(png(SEEDS["front"])), b64(png(SEEDS["back"]))]
     response = server.client.patch("/products/trio", json={"images": keep})
     assert response.status_code == 200, response.text
-    assert model_calls[0] == 3  # the two kept images keep their vectors
+    assert count_image_embeddings[0] == 3  # the two kept images keep their vectors
     assert response.json()["changes"]["images"] == {"added": [], "removed": ["upload"], "kept": 2}
     for seed, position in ((SEEDS["front"], 0), (SEEDS["back"], 1)):
         top = search(server, image=b64(png(seed)), k=1)[0]
@@ -110,12 +94,14 @@ def test_removing_one_image_keeps_the_others_searchable_without_re_embedding(
     assert_error(server.client.get("/products/trio/images/2"), 404)
 
 
-def test_adding_an_image_embeds_only_the_new_one(server: LiveServer, model_calls: list[int]) -> None:
+def test_adding_an_image_embeds_only_the_new_one(
+    server: LiveServer, count_image_embeddings: list[int]
+) -> None:
     put_three(server)
     images = [b64(png(seed)) for seed in SEEDS.values()] + [b64(png(304))]
     response = server.client.patch("/products/trio", json={"images": images})
     assert response.status_code == 200, response.text
-    assert model_calls[0] == 3 + 1
+    assert count_image_embeddings[0] == 3 + 1
     top = search(server, image=b64(png(304)), k=1)[0]
     assert (top["id"], top["matched_image"]["position"]) == ("trio", 3)
 

@@ -23,9 +23,9 @@ def query_words(query: str) -> list[str]:
 
 
 def lexical_ranking(
-    engine: Engine, query: str, where: ColumnElement[bool], limit: int
+    engine: Engine, query: str, where: ColumnElement[bool] | None, limit: int
 ) -> list[tuple[int, float]]:
-    """(product row id, score) of the products matching ``query`` and ``where``, best first."""
+    """(product row id, score) of the products matching ``query`` (and ``where``), best first."""
     words = query_words(query)
     if not words or limit <= 0:
         return []
@@ -37,21 +37,18 @@ def lexical_ranking(
         return [(int(pid), float(score)) for pid, score in connection.execute(statement)]
 
 
-def _sqlite_statement(words: list[str], where: ColumnElement[bool], limit: int):  # type: ignore[no-untyped-def]
+def _sqlite_statement(words: list[str], where: ColumnElement[bool] | None, limit: int):  # type: ignore[no-untyped-def]
     # Each word quoted: FTS5 then treats '-' and keywords (AND, NOT, NEAR) as plain text.
     match = " OR ".join('"' + word.replace('"', "") + '"' for word in words)
     fts = table(SEARCH_TABLE, column("rowid"))
     score = literal_column(f"-bm25({SEARCH_TABLE})").label("score")  # bm25() is lower-is-better
-    return (
-        select(fts.c.rowid, score)
-        .where(text(f"{SEARCH_TABLE} MATCH :match").bindparams(match=match))
-        .where(fts.c.rowid.in_(select(Product.id).where(where)))
-        .order_by(score.desc(), fts.c.rowid)
-        .limit(limit)
-    )
+    statement = select(fts.c.rowid, score).where(text(f"{SEARCH_TABLE} MATCH :match").bindparams(match=match))
+    if where is not None:
+        statement = statement.where(fts.c.rowid.in_(select(Product.id).where(where)))
+    return statement.order_by(score.desc(), fts.c.rowid).limit(limit)
 
 
-def _postgres_statement(words: list[str], where: ColumnElement[bool], limit: int):  # type: ignore[no-untyped-def]
+def _postgres_statement(words: list[str], where: ColumnElement[bool] | None, limit: int):  # type: ignore[no-untyped-def]
     # Spelled exactly as the GIN index's expression (migration 0006), so the planner can use it.
     simple = literal_column("'simple'")
     document = func.to_tsvector(simple, func.coalesce(Product.search_text, literal_column("''")))
@@ -62,7 +59,7 @@ def _postgres_statement(words: list[str], where: ColumnElement[bool], limit: int
     score = func.ts_rank(document, query).label("score")
     return (
         select(Product.id, score)
-        .where(document.op("@@")(query), where)
+        .where(document.op("@@")(query), *([where] if where is not None else []))
         .order_by(score.desc(), Product.id)
         .limit(limit)
     )

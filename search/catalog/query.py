@@ -117,7 +117,9 @@ class CatalogSearch:
             scored = [(pid, score, image, score, None) for pid, score, image in ranked]
         else:
             window = max(FUSION_WINDOW, want)
-            lexical = lexical_ranking(self.catalog.engine, " ".join(texts), where, window)
+            lexical = lexical_ranking(
+                self.catalog.engine, " ".join(texts), where if query.filters else None, window
+            )
             if mode == "lexical":
                 scored = [(pid, score, None, None, score) for pid, score in lexical]
             else:
