@@ -111,6 +111,7 @@ def main() -> None:
     from search.catalog.service import ProductService
     from search.db import migrate
     from search.image_store import ImageStore
+    from search.index_spec import IndexSpec
 
     rng = np.random.default_rng(0)
     rows = []
@@ -141,6 +142,7 @@ def main() -> None:
             image_store=ImageStore(Path(tmp) / "images"),
             dim=args.dim,
             encoder=PrecomputedTexts(texts),  # type: ignore[arg-type]
+            index_spec=IndexSpec(kind="flat"),  # exact: the vector side's cost is the same in every path
         )
         build_s = time.perf_counter() - started
         price = Filters.parse({"price": {"gte": 20, "lt": 80}, "color": {"in": ["red", "blue", "oak"]}})

@@ -120,7 +120,6 @@ def main() -> None:
     parser.add_argument("--data", choices=["lowrank", "isotropic"], default="lowrank")
     args = parser.parse_args()
 
-
     from search.catalog import Catalog, ImageWrite, ProductWrite
     from search.catalog.service import ProductService
     from search.db import migrate
@@ -150,7 +149,9 @@ def main() -> None:
                             attributes={"cluster": int(labels[i])},
                             images=[
                                 ImageWrite(
-                                    f"https://img.example/{i}.jpg", embedding=vectors[i], embedding_model=model
+                                    f"https://img.example/{i}.jpg",
+                                    embedding=vectors[i],
+                                    embedding_model=model,
                                 )
                             ],
                         )

@@ -207,7 +207,7 @@ def test_background_rebuild_folds_changes_in_and_searches_keep_working(catalog_v
     )
     service.refresh()  # visible at once (side index), and big enough to start a rebuild
     assert nearest(service, vectors[3005], 1)[0] == "new5"
-    thread = service._rebuild_thread
+    thread = service.sync._rebuild_thread
     assert thread is not None
     while thread.is_alive():  # searches run while the rebuild does
         assert nearest(service, vectors[3006], 1)[0] == "new6"
