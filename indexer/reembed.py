@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from search.products import ProductService
-
 from indexer.progress import Progress
-from search.catalog import ProductRecord, ProductWrite
+from search.catalog import ImageRecord, ImageWrite, ProductRecord, ProductWrite
+from search.catalog.service import ProductService
 from search.encoder import Encoder
 from search.errors import BadInput, VitrineError
 from search.images import ImageLoader, decode_image, is_url
@@ -67,14 +66,20 @@ def reembed(
             writes, pictures = [], []
             for record in records.values():
                 try:
-                    pictures.append(decode_image(_image_bytes(service, images, record), images.limits))
+                    decoded = [
+                        decode_image(_image_bytes(service, images, image), images.limits)
+                        for image in record.images
+                    ]
                 except VitrineError as exc:
                     summary.failed.append(f"{record.external_id}: {exc.message}")
                     continue
                 writes.append(_write(record, space.key))
+                pictures += decoded
             if writes:
-                for write, vector in zip(writes, encoder.embed_images(pictures), strict=True):
-                    write.embedding = vector
+                vectors = iter(encoder.embed_images(pictures))
+                for write in writes:
+                    for image in write.images or ():
+                        image.embedding = next(vectors)
                 service.catalog.upsert(writes)
                 summary.reembedded += len(writes)
             progress.update(len(records), reembedded=summary.reembedded, failed=len(summary.failed))
@@ -90,25 +95,28 @@ def reembed(
     return summary
 
 
-def _image_bytes(service: ProductService, images: ImageLoader, record: ProductRecord) -> bytes:
-    if record.image_file:
-        path = service.image_store.path(record.image_file)
+def _image_bytes(service: ProductService, images: ImageLoader, image: ImageRecord) -> bytes:
+    if image.image_file:
+        path = service.image_store.path(image.image_file)
         if path is None:
-            raise BadInput(f"the stored image {record.image_file} is missing")
+            raise BadInput(f"the stored image {image.image_file} is missing")
         return path.read_bytes()
-    if is_url(record.image_ref):
-        return images.fetcher.fetch(record.image_ref)
-    raise BadInput(f"no stored copy of {record.image_ref!r} and it is not a URL")
+    if is_url(image.image_ref):
+        return images.fetcher.fetch(image.image_ref)
+    raise BadInput(f"no stored copy of {image.image_ref!r} and it is not a URL")
 
 
 def _write(record: ProductRecord, key: str) -> ProductWrite:
+    """Every image of the product keeps its id (its vector id) and gets a vector of space ``key``."""
     return ProductWrite(
         external_id=record.external_id,
-        image_ref=record.image_ref,
         title=record.title,
         category=record.category,
         attributes=record.attributes,
-        image_file=record.image_file,
-        image_sha256=record.image_sha256,
-        embedding_model=key,
+        images=[
+            ImageWrite(
+                image.image_ref, image.image_sha256, image.image_file, embedding_model=key, keep_id=image.id
+            )
+            for image in record.images
+        ],
     )

@@ -2,7 +2,7 @@
 
 Vectors from different weights cannot be compared, so the catalog records the space of its vectors
 (a content fingerprint of the weight files plus a readable name) and every process checks it against
-the model it loaded. Product rows carry the fingerprint as their ``embedding_model``: a hub id and a
+the model it loaded. Image rows carry the fingerprint as their ``embedding_model``: a hub id and a
 local copy of the same weights are one space.
 """
 
@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from search.catalog import Catalog
 from search.errors import VitrineError
-from search.schema import CatalogSpace, Product
+from search.schema import CatalogSpace, ProductImage
 from search.weights import checkpoint_folder, weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ def settle_space(catalog: Catalog, served: EmbeddingSpace) -> EmbeddingSpace:
     if served.name in labels:
         with catalog.engine.begin() as connection:
             connection.execute(
-                update(Product)
-                .where(Product.embedding_model == served.name)
+                update(ProductImage)
+                .where(ProductImage.embedding_model == served.name)
                 .values(embedding_model=served.key)
             )
         labels[served.key] = labels.pop(served.name) + labels.get(served.key, 0)
@@ -109,7 +109,12 @@ def catalog_model_key(catalog: Catalog, fallback: str) -> str:
 
 
 def ids_outside(catalog: Catalog, key: str) -> list[int]:
-    """Row ids of the products whose vectors are not in space ``key`` (what reembed still has to do)."""
+    """Row ids of the products with vectors not in space ``key`` (what reembed still has to do)."""
     with catalog.engine.connect() as connection:
-        query = select(Product.id).where(Product.embedding_model != key).order_by(Product.id)
+        query = (
+            select(ProductImage.product_id)
+            .where(ProductImage.embedding_model != key)
+            .distinct()
+            .order_by(ProductImage.product_id)
+        )
         return [int(row_id) for row_id in connection.execute(query).scalars()]
