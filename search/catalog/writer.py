@@ -93,6 +93,11 @@ class CatalogWriter:
 
     def commit(self, prepared: list[PreparedWrite]) -> list[ProductRecord]:
         """Embed every pending image in one pass, then write all the drafts in one transaction."""
+        records, _ = self.commit_reporting(prepared)
+        return records
+
+    def commit_reporting(self, prepared: list[PreparedWrite]) -> tuple[list[ProductRecord], list[bool]]:
+        """``commit``, also saying which products were created (decided inside the transaction)."""
         to_embed = [item for item in prepared if item.pixels is not None]
         if to_embed:
             vectors = self._encoder().embed_pixels(np.concatenate([item.pixels for item in to_embed]))
@@ -101,11 +106,6 @@ class CatalogWriter:
                 for position in item.plan.embed:
                     item.plan.write.images[position].embedding = vectors[offset]
                     offset += 1
-        records, _ = self.commit_reporting(prepared)
-        return records
-
-    def commit_reporting(self, prepared: list[PreparedWrite]) -> tuple[list[ProductRecord], list[bool]]:
-        """``commit``, also saying which products were created (decided inside the transaction)."""
         writes = [item.plan.write for item in prepared if item.plan.write is not None]
         if not writes:
             return [], []
