@@ -5,12 +5,15 @@ Each scenario saves a screenshot under its tmp_path and a copy under bench/resul
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.conftest import b64, encode_png, patterned_image
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -140,6 +143,73 @@ def test_product_view_shows_its_images_and_attributes(catalog_copy, start_server
     screenshot(page, tmp_path, "04-product-view")
     page.keyboard.press("Escape")
     assert not dialog.is_visible()
+
+
+def test_clicking_a_facet_value_filters_the_results_by_it(catalog_copy, start_server, page, tmp_path):
+    server = start_server()
+    searches: list[dict] = []
+    page.on(
+        "request", lambda r: searches.append(json.loads(r.post_data)) if r.url.endswith("/search") else None
+    )
+    page.goto(f"{server.base_url}/ui/")
+    page.get_by_placeholder("Describe a product").fill("tile")
+    page.keyboard.press("Enter")
+    facets = page.locator("#facets")
+    facets.get_by_role("heading", name="color").wait_for()
+    # The first search already asks for the category and the attribute fields the catalog has.
+    assert {"category", "color", "pattern", "finish"} <= set(searches[0]["facets"])
+    colors = facets.locator("div", has=page.get_by_role("heading", name="color")).get_by_role("button")
+    label = colors.first.inner_text()  # "<value> (<count>)"
+    value, count = label.rsplit(" (", 1)
+    with page.expect_response(lambda r: r.url.endswith("/search")) as answer:
+        colors.first.click()
+    assert searches[-1]["filters"] == {"color": value}
+    results = answer.value.json()["results"]
+    assert results and all(hit["attributes"]["color"] == value for hit in results)
+    assert len(results) == min(int(count.rstrip(")")), 24)
+    page.get_by_role("button", name=f"Remove filter color {value}").wait_for()
+    page.wait_for_function(f"[...document.querySelectorAll('#results .card')].length === {len(results)}")
+    assert card_ids(page) == [hit["id"] for hit in results]
+    path = screenshot(page, tmp_path, "10-facets")
+    assert path.stat().st_size > 0
+
+
+def test_a_product_with_three_images_shows_them_all_and_its_card_the_matched_one(
+    catalog_copy, start_server, page, tmp_path
+):
+    server = start_server()
+    pictures = [encode_png(patterned_image(seed)) for seed in (101, 102, 103)]
+    put = server.client.put(
+        "/products/sku-three",
+        json={
+            "title": "Three-view teal tile",
+            "category": "ceramic tile",
+            "color": "teal",
+            "images": [b64(picture) for picture in pictures],
+        },
+    )
+    assert put.status_code in (200, 201), put.text
+    query = tmp_path / "third.png"
+    query.write_bytes(pictures[2])
+    page.goto(f"{server.base_url}/ui/")
+    page.locator("main").wait_for()
+    page.set_input_files("#image-file", str(query))
+    page.wait_for_function("document.querySelector('#results .card')?.dataset.id === 'sku-three'")
+    first = page.locator("#results .card").first
+    # The card shows the image that matched (the third), not the product's first image.
+    assert first.locator("img").get_attribute("data-position") == "2"
+    assert first.locator(".matched").inner_text() == "matched image 3 of 3"
+    page.wait_for_function("document.querySelector('#results .card img').naturalWidth > 0")
+    assert first.locator("img").get_attribute("src").endswith("/products/sku-three/images/2")
+    first.locator(".title").click()
+    gallery = page.locator("#product-images img")
+    page.wait_for_function(
+        "(() => { const imgs = [...document.querySelectorAll('#product-images img')];"
+        " return imgs.length === 3 && imgs.every(i => i.naturalWidth > 0); })()"
+    )
+    sources = gallery.evaluate_all("imgs => imgs.map(i => i.src)")
+    assert [src.rsplit("/", 1)[1] for src in sources] == ["0", "1", "2"]
+    screenshot(page, tmp_path, "04b-product-three-images")
 
 
 def test_zero_shot_playground_shows_scores_as_bars(catalog_copy, start_server, page, tmp_path):

@@ -74,10 +74,11 @@ function unlock() {
 async function start() {
   try {
     const info = await api("/info");
+    // Known before the first search, so that search already asks for facets.
+    await Promise.all([detectFacets(), learnAttributeKeys()]);
     unlock();
     const catalog = info.catalog ? `${info.catalog.products} products` : "no catalog";
     setStatus(`${catalog} · ${info.model}${info.random_weights ? " (random weights: scores are meaningless)" : ""}`);
-    detectFacets();
   } catch (error) {
     if (error.status === 503) { setStatus(`${error.message} — retrying…`); setTimeout(start, 2000); }
     else if (error.status !== 401) setStatus(error.message, true);
@@ -91,6 +92,16 @@ async function detectFacets() {
     if (schema.$ref) schema = spec.components.schemas[schema.$ref.split("/").pop()];
     state.facetsSupported = Boolean(schema.properties && schema.properties.facets);
   } catch (_) { state.facetsSupported = false; }
+}
+
+// The attribute fields worth faceting on, read from a first page of the catalog listing.
+async function learnAttributeKeys() {
+  try {
+    const listing = await api("/products?limit=50");
+    const keys = new Set(state.attributeKeys);
+    listing.results.forEach((product) => Object.keys(product.attributes || {}).forEach((key) => keys.add(key)));
+    state.attributeKeys = [...keys];
+  } catch (_) { /* an older server without the listing: facets come after the first answer */ }
 }
 
 $("token-form").addEventListener("submit", async (event) => {
@@ -136,8 +147,11 @@ function card(hit) {
   item.dataset.id = hit.id;
   const img = document.createElement("img");
   img.alt = hit.title || hit.id;
-  const imageUrl = hit.matched_image ? hit.matched_image.url : hit.image_url;
-  showImage(img, imageUrl, hit.image);
+  // The image of the product that matched the query, not always its first one.
+  const matched = hit.matched_image;
+  const imageUrl = matched ? matched.url : hit.image_url;
+  if (matched) img.dataset.position = String(matched.position);
+  showImage(img, imageUrl, matched ? matched.image : hit.image);
   const body = document.createElement("div");
   body.className = "body";
   const title = button(hit.title || hit.id, () => openProduct(hit.id), "title");
@@ -149,7 +163,14 @@ function card(hit) {
   actions.className = "actions";
   actions.append(button("More like this", () => moreLikeThis(hit.id, hit.title), "more"));
   if (hit.category) actions.append(button(hit.category, () => addFilter("category", hit.category), "secondary"));
-  body.append(title, score, actions);
+  body.append(title, score);
+  if (hit.images && hit.images.length > 1 && matched) {
+    const which = document.createElement("span");
+    which.className = "matched";
+    which.textContent = `matched image ${matched.position + 1} of ${hit.images.length}`;
+    body.append(which);
+  }
+  body.append(actions);
   item.append(img, body);
   return item;
 }
