@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.auth import BearerAuth
 from api.errors import install_error_handlers
+from api.memory import glibc_malloc_trim, release_memory_when_idle
 from api.metrics import MetricsMiddleware
 from api.openapi import install_openapi
 from api.routes import catalog, docs, embeddings, inference, probes
@@ -49,10 +50,12 @@ def create_app(
         else:
             log.warning("no VITRINE_API_TOKENS configured: the API is OPEN to anyone who can reach it")
         task = asyncio.create_task(asyncio.to_thread(_load, start_runtime, state, on_fatal))
+        trimmer = asyncio.create_task(release_memory_when_idle(state, glibc_malloc_trim()))
         try:
             yield
         finally:
             task.cancel()
+            trimmer.cancel()
             if state.runtime is not None:
                 state.runtime.close()
 

@@ -32,6 +32,7 @@ class ServiceState:
         self.runtime: InferenceRuntime | None = None
         self.load_error: str | None = None
         self.in_flight = 0
+        self.finished = 0  # admitted requests that have ended (the memory trimmer watches it)
         self.metrics = Metrics()
 
     @property
@@ -123,3 +124,4 @@ class ServiceState:
             yield
         finally:
             self.in_flight -= 1
+            self.finished += 1
