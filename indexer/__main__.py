@@ -255,14 +255,7 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
         images.close()
         service.catalog.close()
         encoder.close()
-    if args.json:
-        print(json.dumps(summary.as_dict(), indent=2))
-    else:
-        for line in summary.lines():
-            print(line)
-    if summary.interrupted:
-        return 130
-    return 2 if summary.failed else 0
+    return _finish(args, summary.as_dict(), summary.lines(), summary.interrupted, bool(summary.failed))
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
@@ -290,14 +283,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
             bar.close()
     finally:
         service.catalog.close()
-    if args.json:
-        print(json.dumps({**summary.__dict__, "failed": [str(issue) for issue in summary.failed]}, indent=2))
-    else:
-        for line in summary.lines():
-            print(line)
-    if summary.interrupted:
-        return 130
-    return 2 if summary.failed else 0
+    result = {**summary.__dict__, "failed": [str(issue) for issue in summary.failed]}
+    return _finish(args, result, summary.lines(), summary.interrupted, bool(summary.failed))
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> int:
@@ -329,13 +316,17 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         images.close()
         service.catalog.close()
-    if args.json:
-        print(json.dumps(summary.as_dict(), indent=2))
-    else:
-        print("\n".join(summary.lines()))
-    if summary.interrupted:
+    return _finish(args, summary.as_dict(), summary.lines(), summary.interrupted, bool(summary.failed))
+
+
+def _finish(
+    args: argparse.Namespace, result: dict[str, object], lines: list[str], interrupted: bool, failed: bool
+) -> int:
+    """Print a batch job's summary (JSON with --json) and choose its exit code: 130 interrupted, 2 rows failed."""
+    print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
+    if interrupted:
         return 130
-    return 2 if summary.failed else 0
+    return 2 if failed else 0
 
 
 def _report(args: argparse.Namespace, text: str, **result: object) -> None:
