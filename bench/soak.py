@@ -23,13 +23,11 @@ import json
 import os
 import random
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +35,11 @@ from pathlib import Path
 import httpx
 from _common import RESULTS, ROOT, ensure_model, percentile
 from PIL import Image
+
+from tests.hostile_images import (  # importable: _common puts the repo root on sys.path
+    plain_jpeg,
+    png_declaring,
+)
 
 
 def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG") -> bytes:
@@ -47,25 +50,6 @@ def photo(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG") -> b
         image.paste((rng.randrange(256), rng.randrange(256), rng.randrange(256)), (x, y, x + 40, y + 30))
     buffer = io.BytesIO()
     image.save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def big_jpeg(side: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (side, side), (120, 110, 100)).save(buffer, "JPEG", quality=20)
     return buffer.getvalue()
 
 
@@ -346,7 +330,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "image_urls": [origin.url(path) for path in photos],
                 "image_b64": [base64.b64encode(photo(100 + i)).decode() for i in range(8)],
                 "png_bomb": base64.b64encode(png_declaring(1, 40_000_000)).decode(),
-                "jpeg_6000": base64.b64encode(big_jpeg(6000)).decode(),
+                "jpeg_6000": base64.b64encode(plain_jpeg(6000)).decode(),
                 "dribble_url": origin.url("/dribble.jpg"),
                 "port": port,
             }

@@ -8,21 +8,18 @@ the same requests cost before; no timing is measured.
 
 from __future__ import annotations
 
-import io
 import os
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 from tests.conftest import REPO_ROOT, b64
+from tests.hostile_images import plain_jpeg, png_declaring
 
 MiB = 1024 * 1024
 GROWTH_BOUND = 700 * MiB
@@ -33,27 +30,6 @@ def memory_status(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no {field}")
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A valid PNG header declaring width x height grey pixels, with almost no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def big_plain_jpeg(side: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (side, side), (180, 170, 160)).save(buffer, "JPEG", quality=20)
-    return buffer.getvalue()
 
 
 class ServerProcess:
@@ -113,9 +89,7 @@ class ServerProcess:
 def api_process(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("memory"))
     # Warm up both towers so that what follows measures the requests, not first-use allocations.
-    server.client.post(
-        "/", json={"inputs": b64(big_plain_jpeg(64)), "parameters": {"mode": "image_embedding"}}
-    )
+    server.client.post("/", json={"inputs": b64(plain_jpeg(64)), "parameters": {"mode": "image_embedding"}})
     server.client.post("/", json={"inputs": ["warm"], "parameters": {"mode": "text_embedding"}})
     yield server
     server.stop()
@@ -132,7 +106,7 @@ def test_pngs_declaring_40_million_pixels_are_refused_before_decoding(api_proces
 
 def test_large_jpegs_are_decoded_at_reduced_scale(api_process):
     before = api_process.start_measuring()
-    image = b64(big_plain_jpeg(6000))
+    image = b64(plain_jpeg(6000))
     response = api_process.client.post(
         "/", json={"inputs": [image] * 16, "parameters": {"mode": "image_embedding"}}
     )
@@ -150,7 +124,7 @@ def test_a_megabytes_long_text_costs_no_more_than_the_tokens_read(api_process):
 def test_a_template_of_many_placeholders_is_not_expanded_past_the_cap(api_process):
     before = api_process.start_measuring()
     body = {
-        "inputs": b64(big_plain_jpeg(64)),
+        "inputs": b64(plain_jpeg(64)),
         "parameters": {"candidate_labels": ["a" * 1000, "b" * 1000], "hypothesis_template": "{}" * 10_000},
     }
     assert api_process.client.post("/", json=body).status_code == 200
