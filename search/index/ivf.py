@@ -37,6 +37,11 @@ from search.index_spec import IndexSpec
 EXACT_FILTER_LIMIT = 2_000
 SELECTIVE_SHARE = 0.05
 _CHUNK = 50_000
+# k-means on a bounded sample: training costs sample * nlist * dim per iteration (the largest phase of
+# a build at 1M). Lists from 20 points each serve the tuned recall (the probe count absorbs coarser
+# lists); measured in bench/RESULTS.md.
+TRAIN_POINTS_PER_LIST = 20
+TRAIN_ITERATIONS = 10
 
 
 @dataclass
@@ -130,9 +135,11 @@ class IvfStore:
         ivf = faiss.IndexIVFScalarQuantizer(
             faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
-        ivf.cp.niter = 12  # k-means converges enough for list assignment; build time matters at 1M
+        ivf.cp.niter = TRAIN_ITERATIONS
+        ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST  # FAISS would subsample to 256 per list
+        ivf.cp.min_points_per_centroid = 1  # and warn below 39 per list: fewer is the plan here
         rng = np.random.default_rng(0)
-        sample_size = min(count, 40 * nlist)
+        sample_size = min(count, TRAIN_POINTS_PER_LIST * nlist)
         train_slots = np.sort(rng.choice(count, sample_size, replace=False)) if count else np.zeros(0, int)
         # Sequential reads, not the mapping: a build must not leave the whole file mapped in (and
         # counted in) this process's resident memory.
@@ -175,7 +182,14 @@ class IvfStore:
         }
 
         def search_ids(batch: np.ndarray, nprobe: int) -> list[np.ndarray]:
-            return [self.search(query[None], k, None, [], nprobe=nprobe)[1] for query in batch]
+            # The whole sample in one IVF search (FAISS spreads queries over its threads), then each
+            # query's candidates re-scored and merged with the side index as a served search would.
+            candidates = self._candidates(batch, max(self.spec.rerank, 4 * k), nprobe)
+            found = []
+            for query, slots in zip(batch, candidates, strict=True):
+                scores, ids = self._rescore(query[None], slots[slots >= 0], k)
+                found.append(self._merge_delta(query[None], k, None, [], scores, ids)[1])
+            return found
 
         nlist = int(self.ivf.nlist)
         if self.spec.ivf_nprobe:
@@ -241,8 +255,21 @@ class IvfStore:
         excluded: list[int],
         nprobe: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        delta_scores, delta_ids = self.delta.search(query, k, allowed, excluded)
         base_scores, base_ids = self._search_base(query, k, allowed, excluded, nprobe or self.tuned.nprobe)
+        return self._merge_delta(query, k, allowed, excluded, base_scores, base_ids)
+
+    def _merge_delta(
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        excluded: list[int],
+        base_scores: np.ndarray,
+        base_ids: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self.delta):
+            return base_scores, base_ids
+        delta_scores, delta_ids = self.delta.search(query, k, allowed, excluded)
         scores = np.concatenate([base_scores, delta_scores])
         ids = np.concatenate([base_ids, delta_ids])
         top = np.argsort(-scores, kind="stable")[:k]
@@ -279,16 +306,25 @@ class IvfStore:
             mask[gone[gone >= 0]] = False
             selector = bitmap_selector(mask)
         else:
-            selector = packed_selector(self._live_packed(), len(self.slot_ids))
+            return self._rescore(query, self._candidates(query, max(self.spec.rerank, 4 * k), nprobe)[0], k)
         candidates = max(self.spec.rerank, 4 * k)
         params = faiss.SearchParametersIVF(sel=selector, nprobe=int(nprobe))
         _, slots = self.ivf.search(query, candidates, params=params)
-        slots = slots[0][slots[0] >= 0]
-        return self._rescore(query, slots, k)
+        return self._rescore(query, slots[0][slots[0] >= 0], k)
+
+    def _candidates(self, queries: np.ndarray, candidates: int, nprobe: int) -> np.ndarray:
+        """Slots of the best ``candidates`` live base vectors per query by their SQ8 codes (-1 pads)."""
+        if self._live_base == len(self.slot_ids):
+            params = faiss.SearchParametersIVF(nprobe=int(nprobe))  # no marks: skip the bitmap test
+        else:
+            selector = packed_selector(self._live_packed(), len(self.slot_ids))
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(nprobe))
+        _, slots = self.ivf.search(np.ascontiguousarray(queries, np.float32), candidates, params=params)
+        return slots
 
     def _rescore(self, query: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosines of the candidates from the float32 rows (read in slot order: sequential I/O)."""
-        slots = np.sort(slots)
+        slots = np.sort(slots[slots >= 0])
         scores = np.ascontiguousarray(self.raw[slots]) @ query[0]
         release(self.raw)
         top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
