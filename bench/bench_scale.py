@@ -255,9 +255,7 @@ def main() -> None:
             found = path(f"service, text-like, filter {label}", few, filtered_truth, filters)
             assert all(allowed_of(np.array([int(x[1:]) for x in ids])).all() for ids in found)
             # The same split in its parts: the SQL filter, then the index given the allowed ids.
-            sql_samples, results = timed(
-                few, lambda q, f=filters: service.catalog.image_ids(f.clause())
-            )
+            sql_samples, results = timed(few, lambda q, f=filters: service.catalog.image_ids(f.clause()))
             allowed = results[0]
             index_samples, _ = timed(few, lambda q, a=allowed: service.index.search(q, 10, allowed_ids=a))
             for part, samples in (

@@ -150,6 +150,21 @@ def test_every_filter_operator_lists_exactly_the_matching_products(
     assert result, "each case should match something"
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_per_row_form_of_a_filter_passes_exactly_the_listed_products(
+    service: ProductService, case: str
+) -> None:
+    """The form that checks given products (a broad filter on a search's hits) means the same."""
+    filters, test = CASES[case]
+    parsed = Filters.parse(filters)
+    every_image = service.catalog.image_ids(Filters().clause())
+    passing = service.catalog.images_passing(every_image, parsed.clause(per_row=True))
+    assert passing == set(service.catalog.image_ids(parsed.clause()).tolist())
+    owners = service.catalog.image_owners(sorted(passing))
+    records = service.catalog.get_by_ids(sorted(set(owners.values())))
+    assert sorted(record.external_id for record in records.values()) == expected(test)
+
+
 @pytest.mark.parametrize("case", ["in", "gte and lt", "not", "several keys are AND"])
 def test_vector_search_honours_the_same_filters(service: ProductService, case: str) -> None:
     filters, test = CASES[case]

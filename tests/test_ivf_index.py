@@ -3,7 +3,12 @@ changes visible before a rebuild, filtered search, files, background rebuild and
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +171,8 @@ def service_with_catalog(tmp_path: Path, vectors: np.ndarray, **spec: object) ->
                 ProductWrite(
                     external_id=f"p{i}",
                     category="even" if i % 2 == 0 else "odd",
+                    # tier "a": 30% of the catalog (a broad filter); shelf: 2% each (a selective one)
+                    attributes={"tier": "a" if i % 10 < 3 else "b", "shelf": f"s{i % 50}"},
                     images=[ImageWrite("", embedding=vector, embedding_model="m")],
                 )
                 for i, vector in zip(ids, chunk, strict=True)
@@ -243,3 +250,116 @@ def test_a_failing_rebuild_leaves_the_previous_index_serving(catalog_vectors, tm
     assert reloaded.kind == "ivf" and len(reloaded) == 3000
     assert reloaded.search(vectors[20], 1)[0].id == 21
     assert threading.active_count() >= 1
+
+
+def test_broad_filters_are_checked_on_the_hits_and_keep_the_recall_target(catalog_vectors, tmp_path):
+    """A 30% filter is checked in SQL on the nearest hits (its ids are never listed), a 2% one lists
+    its ids; either way only allowed products come back, at the recall target against exact search."""
+    vectors, _, texts = catalog_vectors
+    service = service_with_catalog(tmp_path, vectors[:4000], exact_limit=1000)
+    assert service.index.kind == "ivf"
+    listed: list[int] = []
+    list_ids = service.catalog.image_ids
+
+    def counting(where: object) -> np.ndarray:
+        ids = list_ids(where)
+        listed.append(len(ids))
+        return ids
+
+    service.catalog.image_ids = counting  # type: ignore[method-assign]
+    ids = np.arange(1, 4001)
+    for filters, allows, lists in (
+        ({"tier": "a"}, ids % 10 < 3, False),
+        ({"shelf": "s7"}, ids % 50 == 7, True),
+        ({"tier": {"not": "b"}, "category": "even"}, (ids % 10 < 3) & (ids % 2 == 0), False),
+    ):
+        queries = texts[200:260]
+        truth = exact_top_k([(ids[allows], vectors[:4000][allows])], queries, 10)
+        listed.clear()
+        found = [np.array([int(hit[1:]) for hit in nearest(service, q, 10, filters)]) for q in queries]
+        assert all(allows[hits - 1].all() and len(hits) == 10 for hits in found), filters
+        assert recall_at_k(found, truth) >= 0.95, filters
+        assert bool(listed) == lists, (filters, listed)
+
+
+CRASHING_REBUILD = """
+import sys, time
+from pathlib import Path
+from search.catalog import Catalog
+from search.catalog.service import ProductService
+from search.image_store import ImageStore
+from search.index import IndexSpec
+from search.index import ivf
+
+root, stage = Path(sys.argv[1]), sys.argv[2]
+marker = root / "inside-the-build"
+
+def stop_here():
+    marker.write_text(stage)
+    time.sleep(120)  # killed here with SIGKILL
+
+if stage == "writing rows":  # a part file half written (its temp file)
+    rows = Catalog.iter_embeddings
+    def slow_rows(self, model, batch=50_000):
+        for count, chunk in enumerate(rows(self, model, batch=500)):
+            yield chunk
+            if count == 2:
+                stop_here()
+    Catalog.iter_embeddings = slow_rows
+else:  # "tuning": the new parts complete on disk, the index file not yet renamed
+    tune = ivf.IvfStore.tune
+    def slow_tune(self, *args, **kwargs):
+        stop_here()
+    ivf.IvfStore.tune = slow_tune
+
+service = ProductService(
+    Catalog.open(f"sqlite:///{root / 'vitrine.db'}"),
+    model="m",
+    index_path=root / "index" / "products.faiss",
+    image_store=ImageStore(root / "images"),
+    index_spec=IndexSpec(kind="auto", exact_limit=1000),
+)
+service.rebuild()
+"""
+
+
+@pytest.mark.parametrize("stage", ["writing rows", "tuning"])
+def test_a_rebuild_killed_mid_build_leaves_the_previous_index_serving(catalog_vectors, tmp_path, stage):
+    """A real crash: a process rebuilding the index gets SIGKILL inside the build (part files half or
+    fully written, the index file not renamed); the catalog then opens on the previous index."""
+    vectors, _, _ = catalog_vectors
+    service = service_with_catalog(tmp_path, vectors[:3000], exact_limit=1000)
+    path = service.index_path
+    saved, parts = path.read_bytes(), service.index.parts()
+    service.catalog.close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_REBUILD, str(tmp_path), stage], env=env, stderr=subprocess.PIPE
+    )
+    marker = tmp_path / "inside-the-build"
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+        assert time.monotonic() < deadline, "the rebuild never reached the crash point"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(30) == -signal.SIGKILL
+    left = {p.name for p in path.parent.iterdir()} - {path.name} - {path.name + s for s in parts}
+    left -= {path.name + ".queries.npy"}
+    # What the killed build left: a temp file, or complete parts of a generation no index file names.
+    assert left, "the crash should have left the new build's files behind"
+    assert path.read_bytes() == saved
+
+    reopened = ProductService(
+        Catalog.open(f"sqlite:///{tmp_path / 'vitrine.db'}"),
+        model="m",
+        index_path=path,
+        image_store=ImageStore(tmp_path / "images"),
+        index_spec=IndexSpec(kind="auto", exact_limit=1000),
+    )
+    assert reopened.index.kind == "ivf" and reopened.index.parts() == parts
+    assert path.read_bytes() == saved  # loaded, not rebuilt
+    assert nearest(reopened, vectors[20], 1)[0] == "p21"
+    assert reopened.verify().ok
+    reopened.rebuild()  # the next rebuild clears the dead build's parts
+    assert not any(p.suffix in (".f32", ".ivf") and p.name in left for p in path.parent.iterdir())

@@ -55,9 +55,14 @@ class Filters:
             raise BadInput(f"filters has {len(value)} keys; the limit is {MAX_KEYS} (VITRINE_MAX_ATTRIBUTES)")
         return cls(tuple(_condition(str(key), item) for key, item in value.items()))
 
-    def clause(self) -> ColumnElement[bool]:
-        """A WHERE clause over ``products`` (indexed lookups in product_attributes)."""
-        return and_(true(), *(_sql(condition) for condition in self.conditions))
+    def clause(self, *, per_row: bool = False) -> ColumnElement[bool]:
+        """A WHERE clause over ``products`` (indexed lookups in product_attributes).
+
+        ``per_row=True`` states the same test per product row (correlated EXISTS on the attribute's
+        primary key) for checking a few given products: SQLite would otherwise list every product an
+        attribute test matches (300,000 rows for a 30% filter at 1M) to check ten of them.
+        """
+        return and_(true(), *(_sql(condition, per_row) for condition in self.conditions))
 
 
 def _scalar_text(where: str, value: object) -> str:
@@ -112,12 +117,19 @@ def _condition(key: str, value: object) -> Condition:
     return Condition(key, one_of, none_of, ranges, exists)
 
 
-def _has(key: str, *tests: ColumnElement[bool]) -> ColumnElement[bool]:
-    """Products with an attribute ``key`` passing ``tests``: an indexed (key, ...) lookup."""
+def _has(key: str, *tests: ColumnElement[bool], per_row: bool = False) -> ColumnElement[bool]:
+    """Products with an attribute ``key`` passing ``tests``: an indexed (key, ...) lookup, or per row
+    a (product_id, key) primary-key lookup."""
+    if per_row:
+        return (
+            select(ProductAttribute.product_id)
+            .where(ProductAttribute.product_id == Product.id, ProductAttribute.key == key, *tests)
+            .exists()
+        )
     return Product.id.in_(select(ProductAttribute.product_id).where(ProductAttribute.key == key, *tests))
 
 
-def _sql(condition: Condition) -> ColumnElement[bool]:
+def _sql(condition: Condition, per_row: bool = False) -> ColumnElement[bool]:
     parts: list[ColumnElement[bool]] = []
     if condition.field == CATEGORY:
         column = Product.category
@@ -130,14 +142,19 @@ def _sql(condition: Condition) -> ColumnElement[bool]:
         return and_(true(), *parts)
     key = condition.field
     if condition.one_of is not None:
-        parts.append(_has(key, ProductAttribute.value.in_(condition.one_of)) if condition.one_of else false())
+        parts.append(
+            _has(key, ProductAttribute.value.in_(condition.one_of), per_row=per_row)
+            if condition.one_of
+            else false()
+        )
     if condition.none_of:
-        parts.append(not_(_has(key, ProductAttribute.value.in_(condition.none_of))))
+        parts.append(not_(_has(key, ProductAttribute.value.in_(condition.none_of), per_row=per_row)))
     if condition.ranges:
         tests = [
             getattr(ProductAttribute.number, RANGE_OPERATORS[op])(bound) for op, bound in condition.ranges
         ]
-        parts.append(_has(key, ProductAttribute.number.is_not(None), *tests))
+        parts.append(_has(key, ProductAttribute.number.is_not(None), *tests, per_row=per_row))
     if condition.exists is not None:
-        parts.append(_has(key) if condition.exists else not_(_has(key)))
+        has = _has(key, per_row=per_row)
+        parts.append(has if condition.exists else not_(has))
     return and_(true(), *parts)

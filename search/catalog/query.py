@@ -24,6 +24,7 @@ from search.catalog.store import Catalog
 from search.catalog.sync import IndexSync
 from search.errors import BadInput, NotFound
 from search.images import ImageLoader
+from search.index import SearchHit, VectorIndex
 from search.vectors import normalise_vector
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ Mode = Literal["vector", "lexical", "hybrid"]
 MODES = ("vector", "lexical", "hybrid")
 # How many candidates each side hands to fusion (at least offset + k).
 FUSION_WINDOW = 100
+# A filter is first checked on the nearest 1/share times the hits wanted, for these shares in turn:
+# filters allowing at least 1/16 of the catalog (near the query) never list their ids.
+BROAD_FILTER_SHARES = (1 / 4, 1 / 16)
+BROAD_FILTER_MAX_HITS = 2_000  # each is re-scored and checked: past this, listing the ids is as cheap
 MAX_FACETS = 20
 
 
@@ -111,9 +116,8 @@ class CatalogSearch:
         if mode != "lexical":
             vector, excluded = self.query_vector(query.positive, query.negative)
         encoded = time.perf_counter()
-        allowed = self.catalog.image_ids(where) if query.filters else None
         if mode == "vector":
-            ranked = self._vector_products(vector, want, allowed, excluded, query.min_score)
+            ranked = self._vector_products(vector, want, query.filters, excluded, query.min_score)
             scored = [(pid, score, image, score, None) for pid, score, image in ranked]
         else:
             window = max(FUSION_WINDOW, want)
@@ -123,7 +127,7 @@ class CatalogSearch:
             if mode == "lexical":
                 scored = [(pid, score, None, None, score) for pid, score in lexical]
             else:
-                ranked = self._vector_products(vector, window, allowed, excluded, None)
+                ranked = self._vector_products(vector, window, query.filters, excluded, None)
                 weight = self.lexical_weight if query.lexical_weight is None else query.lexical_weight
                 fused = reciprocal_rank_fusion(
                     [pid for pid, _ in lexical], [pid for pid, *_ in ranked], weight
@@ -225,7 +229,7 @@ class CatalogSearch:
         self,
         vector: np.ndarray,
         want: int,
-        allowed: np.ndarray | None,
+        filters: Filters,
         excluded: list[int],
         min_score: float | None,
     ) -> list[tuple[int, float, int]]:
@@ -236,21 +240,64 @@ class CatalogSearch:
         index = self.sync.refresh()
         if vector.shape[-1] != index.dim and len(index):
             raise BadInput(f"the query vector has {vector.shape[-1]} dimensions; the index has {index.dim}")
+        allowed = None
+        if filters:
+            broad = self._broad_filter_products(index, vector, want, filters, excluded, min_score)
+            if broad is not None:
+                return broad
+            allowed = self.catalog.image_ids(filters.clause())  # a selective filter: few ids
         fetch = want * 2
         while True:
             hits = index.search(
                 vector, fetch, allowed_ids=allowed, excluded_ids=excluded, min_score=min_score
             )
-            owners = self.catalog.image_owners([hit.id for hit in hits])
-            best: dict[int, tuple[float, int]] = {}
-            for hit in hits:
-                product = owners.get(hit.id)
-                if product is not None and product not in best:
-                    best[product] = (hit.score, hit.id)
+            best = self._best_per_product(hits)
             exhausted = len(hits) < fetch or fetch >= len(index)
             if len(best) >= want or exhausted:
-                return [(pid, score, image) for pid, (score, image) in list(best.items())[:want]]
+                return best[:want]
             fetch *= 4
+
+    def _broad_filter_products(
+        self,
+        index: VectorIndex,
+        vector: np.ndarray,
+        want: int,
+        filters: Filters,
+        excluded: list[int],
+        min_score: float | None,
+    ) -> list[tuple[int, float, int]] | None:
+        """A broad filter checked on the nearest hits instead of listed in full; None if it is too
+        selective for that (the caller lists the few ids it allows).
+
+        Listing the ids a filter allows costs in proportion to them (a second for 30% of a million).
+        Here the index is asked for ``1/share`` times the hits, searching as widely as for a filter of
+        that share, and the filter is checked in SQL on just those hits: when at least ``share`` of them
+        pass, the hits kept are as complete as with the list. Only allowed products are returned.
+        """
+        fetch = want * 2
+        checked = filters.clause(per_row=True)
+        for share in BROAD_FILTER_SHARES:
+            wide = math.ceil(fetch / share)
+            if wide >= len(index) or wide > BROAD_FILTER_MAX_HITS:
+                return None  # a small catalog or a deep page: the allow-list it is
+            hits = index.search(vector, wide, excluded_ids=excluded, min_score=min_score, share=share)
+            passing = self.catalog.images_passing([hit.id for hit in hits], checked)
+            kept = [hit for hit in hits if hit.id in passing]
+            if len(kept) >= fetch:
+                best = self._best_per_product(kept)
+                if len(best) >= want:
+                    return best[:want]
+        return None
+
+    def _best_per_product(self, hits: list[SearchHit]) -> list[tuple[int, float, int]]:
+        """(product, score, image) of each product's best image among ``hits``, best first."""
+        owners = self.catalog.image_owners([hit.id for hit in hits])
+        best: dict[int, tuple[float, int]] = {}
+        for hit in hits:
+            product = owners.get(hit.id)
+            if product is not None and product not in best:
+                best[product] = (hit.score, hit.id)
+        return [(pid, score, image) for pid, (score, image) in best.items()]
 
     def _exact_first(self, text: str, where: Any, scored: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """An exact id or SKU match comes first, whatever the rankings said."""

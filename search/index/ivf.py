@@ -254,8 +254,12 @@ class IvfStore:
         allowed: np.ndarray | None,
         excluded: list[int],
         nprobe: int | None = None,
+        share: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray]:
-        base_scores, base_ids = self._search_base(query, k, allowed, excluded, nprobe or self.tuned.nprobe)
+        nprobe = nprobe or self.tuned.nprobe
+        if share < 1:
+            nprobe = _widened(nprobe, share, int(self.ivf.nlist))
+        base_scores, base_ids = self._search_base(query, k, allowed, excluded, nprobe)
         return self._merge_delta(query, k, allowed, excluded, base_scores, base_ids)
 
     def _merge_delta(
@@ -298,8 +302,7 @@ class IvfStore:
             if share <= SELECTIVE_SHARE:
                 nprobe = int(self.ivf.nlist)  # all lists: the allowed vectors, wherever they are
             else:
-                # A filter leaves fewer candidates per list: probe more lists in proportion.
-                nprobe = int(min(self.ivf.nlist, np.ceil(nprobe / np.sqrt(share))))
+                nprobe = _widened(nprobe, share, int(self.ivf.nlist))
         elif excluded:
             mask = ~self.dead
             gone = self.slots_of(np.asarray(excluded, np.int64))
@@ -435,6 +438,12 @@ class IvfStore:
             tuned.nprobe = spec.ivf_nprobe
         delta = ExactStore.from_sections(dim, sections[2:])
         return cls(dim, spec, ivf, raw, slot_ids, files, tuned, dead, delta)
+
+
+def _widened(nprobe: int, share: float, nlist: int) -> int:
+    """Probes for a search of which only ``share`` counts (a filter): a filter leaves fewer candidates
+    per list, so more lists are probed (by 1/sqrt(share): measured to keep the recall target)."""
+    return int(min(nlist, np.ceil(nprobe / np.sqrt(max(share, 1e-6)))))
 
 
 class _Stopwatch:

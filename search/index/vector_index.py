@@ -127,8 +127,14 @@ class VectorIndex:
         allowed_ids: list[int] | np.ndarray | None = None,
         excluded_ids: list[int] | None = None,
         min_score: float | None = None,
+        share: float = 1.0,
     ) -> list[SearchHit]:
-        """Top-k by cosine for one query; optional id allow-list (filters) and exclusions (itself)."""
+        """Top-k by cosine for one query; optional id allow-list (filters) and exclusions (itself).
+
+        ``share``: the part of the hits the caller will keep (a filter it checks on the hits, not given
+        as ids here); an approximate index searches as widely as for a filter of that share, so the
+        hits kept are as complete as the recall target asks.
+        """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         allowed = None if allowed_ids is None else np.asarray(allowed_ids, dtype=np.int64)
         if allowed is not None and len(allowed) == 0:
@@ -136,7 +142,10 @@ class VectorIndex:
         with self._lock:
             if k <= 0 or len(self._store) == 0:
                 return []
-            scores, ids = self._store.search(query, k, allowed, list(excluded_ids or []))
+            if isinstance(self._store, IvfStore):
+                scores, ids = self._store.search(query, k, allowed, list(excluded_ids or []), share=share)
+            else:
+                scores, ids = self._store.search(query, k, allowed, list(excluded_ids or []))
         hits = [SearchHit(int(i), float(s)) for s, i in zip(scores, ids, strict=True) if i >= 0]
         if min_score is not None:
             hits = [hit for hit in hits if hit.score >= min_score]
