@@ -21,7 +21,11 @@ def test_metrics_report_readiness_index_and_model(server, tiny_model_dir):
     text = server.client.get("/metrics").text
     assert "vitrine_ready 1.0" in text
     assert "vitrine_index_vectors 0.0" in text
-    assert f'model="{tiny_model_dir}"' in text and 'random_weights="true"' in text and 'index_type="flat"' in text
+    assert (
+        f'model="{tiny_model_dir}"' in text
+        and 'random_weights="true"' in text
+        and 'index_type="flat"' in text
+    )
 
 
 def test_metrics_need_the_token_like_every_other_route(start_server):

@@ -287,6 +287,8 @@ class CatalogSearch:
                 best = self._best_per_product(kept)
                 if len(best) >= want:
                     return best[:want]
+            if len(kept) < share * wide / 8:
+                return None  # far more selective than the next share: listing is cheaper than trying
         return None
 
     def _best_per_product(self, hits: list[SearchHit]) -> list[tuple[int, float, int]]:
