@@ -58,8 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="outside a terminal: a progress log line this often (default 5)",
     )
-    vectors_in = command("import", "import embeddings from a Parquet file (no model loaded)")
+    vectors_in = command("import", "import embeddings from a Parquet file or a .npy matrix (no model loaded)")
     vectors_in.add_argument("file", type=Path)
+    vectors_in.add_argument(
+        "--ids", type=Path, help="for a .npy matrix: a text file with one product id per line, in row order"
+    )
     vectors_in.add_argument("--model", help="the embedding space the vectors are in (default: VITRINE_MODEL)")
     vectors_in.add_argument(
         "--dim", type=int, help="expected dimension (default: the catalog's, else the file's first row)"
@@ -265,20 +268,22 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
     service = open_products(settings)
     try:
-        dim = service.dim or args.dim or first_embedding_length(args.file)
+        dim = service.dim or args.dim or first_embedding_length(args.file, args.ids)
         if args.dim and dim != args.dim:
             print(
                 f"error: the catalog's {service.model} vectors are {dim}-d, not {args.dim}-d", file=sys.stderr
             )
             return 1
-        bar = Progress(row_count(args.file), enabled=not args.no_progress, every=args.progress_every)
+        bar = Progress(
+            row_count(args.file, args.ids), enabled=not args.no_progress, every=args.progress_every
+        )
 
         def progress(summary: ImportSummary) -> None:
             bar.update(summary.total - bar.done, added=summary.added, failed=len(summary.failed))
 
         importer = VectorImporter(service, dim, batch_size=args.batch_size, on_batch=progress)
         try:
-            summary = importer.run(args.file)
+            summary = importer.run(args.file, args.ids)
         finally:
             bar.close()
     finally:

@@ -1,4 +1,5 @@
-"""Catalogs embedded elsewhere: Parquet files of (id, embedding, metadata) in and out, no model loaded.
+"""Catalogs embedded elsewhere: Parquet files of (id, embedding, metadata) in and out, no model loaded
+(a ``.npy`` matrix with an ids file comes in too).
 
 Import reads the file in batches; each row is validated (id, dimension, finite values, not zero, not a
 later repeat of an id) and normalised; bad rows are reported by row number and skipped. Consecutive
@@ -73,7 +74,18 @@ class ImportSummary:
         return out
 
 
-def read_batches(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
+def read_batches(path: Path, batch_size: int, ids: Path | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches with at least ``id`` and ``embedding``: from Parquet, or from a ``.npy`` matrix
+    and ``ids`` (a text file, one product id per line, in the matrix's row order)."""
+    if path.suffix == ".npy":
+        matrix, names = _npy_with_ids(path, ids)
+        for start in range(0, len(matrix), batch_size):
+            chunk = np.asarray(matrix[start : start + batch_size], dtype=np.float32)
+            flat = pa.array(chunk.reshape(-1))
+            embedding = pa.FixedSizeListArray.from_arrays(flat, chunk.shape[1]).cast(pa.list_(pa.float32()))
+            column = pa.array(names[start : start + batch_size], pa.string())
+            yield pa.RecordBatch.from_arrays([column, embedding], names=["id", EMBEDDING_COLUMN])
+        return
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
@@ -105,16 +117,36 @@ def read_query_vectors(path: Path) -> np.ndarray:
     return unit[[reason is None for reason in reasons]]
 
 
-def row_count(path: Path) -> int:
+def _npy_with_ids(path: Path, ids: Path | None) -> tuple[np.ndarray, list[str]]:
+    if ids is None:
+        raise BadInput(f"{path} is a .npy matrix: name its ids file too (--ids FILE, one id per line)")
+    try:
+        matrix = np.load(path, mmap_mode="r")  # read batch by batch, never whole
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path} is not a readable .npy file: {exc}") from None
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        raise BadInput(f"{path} must hold a 2-d matrix of numbers (one embedding per row)")
+    try:
+        names = ids.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{ids} is not a readable UTF-8 text file: {exc}") from None
+    if len(names) != len(matrix):
+        raise BadInput(f"{ids} has {len(names)} ids but {path} has {len(matrix)} rows")
+    return matrix, names
+
+
+def row_count(path: Path, ids: Path | None = None) -> int:
+    if path.suffix == ".npy":
+        return len(_npy_with_ids(path, ids)[0])
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (OSError, pa.ArrowException) as exc:
         raise BadInput(f"{path} is not a readable Parquet file: {exc}") from None
 
 
-def first_embedding_length(path: Path) -> int:
+def first_embedding_length(path: Path, ids: Path | None = None) -> int:
     """The dimension of a new catalog: the first non-empty embedding of the file."""
-    for batch in read_batches(path, 1000):
+    for batch in read_batches(path, 1000, ids):
         for value in batch.column(EMBEDDING_COLUMN).to_pylist():
             if value:
                 return len(value)
@@ -156,13 +188,13 @@ class VectorImporter:
         self.on_batch = on_batch  # progress after each committed batch
         self._last_id: str | None = None  # the previous good row's id: a repeat adds an image
 
-    def run(self, path: Path) -> ImportSummary:
+    def run(self, path: Path, ids: Path | None = None) -> ImportSummary:
         summary = ImportSummary()
         started = time.perf_counter()
         seen: set[str] = set()
         carried: _Candidate | None = None
         try:
-            batches = read_batches(path, self.batch_size)
+            batches = read_batches(path, self.batch_size, ids)
             batch = next(batches, None)
             while batch is not None:
                 following = next(batches, None)

@@ -104,6 +104,41 @@ def test_bad_rows_are_reported_by_row_and_skipped(cli, tmp_path, capsys, make_se
     assert [catalog.get(name) is not None for name in "abcde"] == [True, False, False, False, True]
 
 
+def test_a_npy_matrix_with_an_ids_file_imports_like_parquet(cli, tmp_path, capsys):
+    vectors = raw_vectors(7)
+    vectors[3, 4] = np.nan
+    np.save(tmp_path / "vectors.npy", vectors)
+    (tmp_path / "ids.txt").write_text("\n".join(["n-0", "n-1", "n-2", "n-3", "n-4", "n-1", "n-6"]) + "\n")
+    (tmp_path / "short.txt").write_text("n-0\n")
+    for extra, message in (
+        ([], "name its ids file too (--ids FILE"),
+        (["--ids", "short.txt"], "has 1 ids but"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            indexer_main(
+                [
+                    "import",
+                    str(tmp_path / "vectors.npy"),
+                    *(str(tmp_path / e) if e.endswith(".txt") else e for e in extra),
+                ]
+            )
+        assert message in str(refused.value.code)
+    code = cli(
+        "import", tmp_path / "vectors.npy", "--ids", tmp_path / "ids.txt", "--no-progress", "--batch-size", 3
+    )
+    assert code == 2  # some rows failed
+    out = capsys.readouterr().out
+    assert "7 rows: 5 added" in out and "2 failed" in out
+    assert "row 4 (n-3): embedding has a non-finite value" in out
+    assert "row 6 (n-1): id 'n-1' appeared in an earlier row (duplicate id)" in out
+    exported = tmp_path / "out.parquet"
+    assert cli("export", exported) == 0
+    table = pq.read_table(exported)
+    assert table.column("id").to_pylist() == ["n-0", "n-1", "n-2", "n-4", "n-6"]
+    expected, _ = normalise_rows(vectors[[0, 1, 2, 4, 6]])
+    assert np.array(table.column("embedding").to_pylist(), np.float32).tobytes() == expected.tobytes()
+
+
 def test_interrupted_import_resumes_where_it_stopped(cli, tmp_path, capsys, make_settings):
     source, _ = catalog_file(tmp_path, count=20)
     settings: Settings = make_settings()
