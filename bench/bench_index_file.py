@@ -1,6 +1,8 @@
 """A saved index as a server holds it: load time, resident memory, and VectorIndex.search latency.
 
     .venv/bin/python bench/bench_index_file.py /tmp/bench1m/<run>/index/products.faiss --model bench/gap
+    .venv/bin/python bench/bench_index_file.py /tmp/bench1m/keep/index/products.faiss \
+        --catalog /tmp/bench1m/keep/bench.db     # as a server: the service path, filters as filters
 
 Pair it with an index that bench_scale.py built (keep its folder with --dir; the run deletes it at the
 end, so point this at the folder while bench_scale.py is still searching). Queries come from the same
@@ -27,13 +29,24 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--data", choices=["gap", "hard"], default="gap")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument(
+        "--catalog",
+        type=Path,
+        help="the SQLite catalog the index was built from (bench_scale.py --keep): search through the "
+        "product service, as a server does, with filters (category c07: 1%%, tier a: 30%%)",
+    )
     args = parser.parse_args()
 
     from search.index import IndexSpec, VectorIndex
 
     out: dict[str, object] = {"index_file": str(args.index_file), "rss_before_mib": memory()}
     started = time.perf_counter()
-    index = VectorIndex.load(args.index_file, model=args.model, dim=args.dim, spec=IndexSpec())
+    if args.catalog:
+        service = open_service(args.catalog, args.index_file, args.model, args.dim)
+        index = service.index
+        assert index.kind == "ivf", "the service rebuilt the index instead of loading it"
+    else:
+        index = VectorIndex.load(args.index_file, model=args.model, dim=args.dim, spec=IndexSpec())
     out["load_s"] = time.perf_counter() - started  # includes checksumming every part
     out["rss_after_load_mib"] = memory()
     out["index"] = index.describe()
@@ -45,17 +58,25 @@ def main() -> None:
     texts, images = model.texts(args.queries, seed=2), model.image_queries(args.queries, seed=3)
     ids = index.ids()
     rows = []
-    for label, queries, allowed in (
-        ("text-like", texts, None),
-        ("image-like", images, None),
-        ("text-like, 1% allowed", texts[:100], ids[ids % 100 == 7]),
-        ("text-like, 30% allowed", texts[:100], ids[ids % 10 < 3]),
+    for label, queries, allowed, filters in (
+        ("text-like", texts, None, None),
+        ("image-like", images, None, None),
+        ("text-like, 1% allowed", texts[:100], ids[ids % 100 == 7], {"category": "c07"}),
+        ("text-like, 30% allowed", texts[:100], ids[ids % 10 < 3], {"tier": "a"}),
     ):
-        index.search(queries[0], 10, allowed_ids=allowed)
+        if args.catalog:
+            search = service_search(service, filters)
+            label = f"service, {label}"
+        else:
+
+            def search(query, allowed=allowed):
+                index.search(query, 10, allowed_ids=allowed)
+
+        search(queries[0])
         samples = []
         for query in queries:
             begun = time.perf_counter()
-            index.search(query, 10, allowed_ids=allowed)
+            search(query)
             samples.append(time.perf_counter() - begun)
         rows.append(
             {"path": label, "p50_ms": median(samples) * 1000, "p95_ms": percentile(samples, 95) * 1000}
@@ -65,6 +86,35 @@ def main() -> None:
     print("memory after searches", out["rss_after_searches_mib"], flush=True)
     out["rows"] = rows
     print(f"results: {write_result('index-file', out)}")
+
+
+def open_service(db: Path, index_file: Path, model: str, dim: int):
+    from search.catalog import Catalog
+    from search.catalog.service import ProductService
+    from search.image_store import ImageStore
+    from search.index import IndexSpec
+
+    return ProductService(
+        Catalog.open(f"sqlite:///{db}"),
+        model=model,
+        index_path=index_file,
+        image_store=ImageStore(db.parent / "images"),
+        dim=dim,
+        index_spec=IndexSpec(kind="auto"),
+    )
+
+
+def service_search(service, filters: dict | None):
+    from search.catalog.filters import Filters
+    from search.catalog.query import Example, SearchQuery
+
+    parsed = Filters.parse(filters)
+
+    def search(query):
+        # A list of Python floats, as a JSON body arrives.
+        service.search(SearchQuery([Example(vector=tuple(query.tolist()))], filters=parsed, k=10))
+
+    return search
 
 
 if __name__ == "__main__":
