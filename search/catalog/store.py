@@ -196,10 +196,11 @@ class Catalog:
         a filter checked on a search's candidates instead of listing every product it allows."""
         if not len(image_ids):
             return set()
-        query = (
-            select(ProductImage.id)
-            .join(Product, Product.id == ProductImage.product_id)
-            .where(ProductImage.id.in_(bindparam("ids", expanding=True)), where)
+        # EXISTS per image, not a join: a join lets SQLite start from an indexed filter column (all
+        # 10,000 products of a category) instead of the few images given.
+        owner_passes = select(Product.id).where(Product.id == ProductImage.product_id, where).exists()
+        query = select(ProductImage.id).where(
+            ProductImage.id.in_(bindparam("ids", expanding=True)), owner_passes
         )
         found: set[int] = set()
         with self.engine.connect() as connection:
