@@ -16,6 +16,7 @@ from api.errors import install_error_handlers
 from api.memory import glibc_malloc_trim, release_memory_when_idle
 from api.metrics import MetricsMiddleware
 from api.openapi import install_openapi
+from api.readiness import DatabaseProbe
 from api.routes import catalog, docs, embeddings, inference, probes
 from api.state import ServiceState
 from search.encoder import Encoder
@@ -41,7 +42,10 @@ def create_app(
     state = ServiceState(settings)
 
     def start_runtime() -> None:
-        state.runtime = InferenceRuntime.start(settings, encoder, with_catalog=True)
+        runtime = InferenceRuntime.start(settings, encoder, with_catalog=True)
+        if runtime.products is not None:
+            state.database_probe = DatabaseProbe(settings.resolved_database_url)
+        state.runtime = runtime
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +60,8 @@ def create_app(
         finally:
             task.cancel()
             trimmer.cancel()
+            if state.database_probe is not None:
+                state.database_probe.close()
             if state.runtime is not None:
                 state.runtime.close()
 

@@ -13,6 +13,7 @@ from search.errors import NotReady, Overloaded
 from search.settings import Settings
 
 if TYPE_CHECKING:
+    from api.readiness import DatabaseProbe
     from search.catalog.service import ProductService
     from search.runtime import InferenceRuntime
 
@@ -30,6 +31,7 @@ class ServiceState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.runtime: InferenceRuntime | None = None
+        self.database_probe: DatabaseProbe | None = None  # set once a catalog is open
         self.load_error: str | None = None
         self.in_flight = 0
         self.finished = 0  # admitted requests that have ended (the memory trimmer watches it)
@@ -58,20 +60,26 @@ class ServiceState:
             raise NotReady("the product catalog is not enabled on this server")
         return runtime.products
 
-    def readiness(self) -> dict[str, object]:
-        """Extra facts for GET /ready once the model is loaded: the index and its size."""
+    def readiness(self, catalog_revision: int | None) -> dict[str, object]:
+        """Facts for GET /ready once the model is loaded: the index, and how far behind the database it is.
+
+        Reads no database itself (the probe hands in ``catalog_revision``) and never updates the index:
+        it answers in microseconds however busy the request threads are.
+        """
         products = self.runtime.products if self.runtime else None
         if products is None:
             return {"index": {"loaded": False}}
-        products.refresh()
+        index = products.index
         mismatch = self.runtime.space_mismatch()
         catalog: dict[str, object] = {"mismatch": mismatch is not None}
+        if catalog_revision is not None:
+            catalog["revision"] = catalog_revision
         if self.runtime.catalog_space is not None:
             catalog["embedding_space"] = self.runtime.catalog_space.as_dict()
         if mismatch is not None:
             catalog["error"] = mismatch.message
         return {
-            "index": {"loaded": True, "size": len(products.index), "revision": products.index.revision},
+            "index": {"loaded": True, "size": len(index), "revision": index.revision},
             "catalog": catalog,
         }
 

@@ -93,8 +93,9 @@ class ProductAttribute(Base):
 
     __tablename__ = "product_attributes"
     __table_args__ = (
-        Index("ix_product_attributes_key_value", "key", "value"),
-        Index("ix_product_attributes_key_number", "key", "number"),
+        # The product id rides in both indexes, so filters and facets never read the table (0008).
+        Index("ix_product_attributes_key_value", "key", "value", "product_id"),
+        Index("ix_product_attributes_key_number", "key", "number", "product_id"),
     )
 
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)

@@ -47,7 +47,7 @@ def test_upgrade_from_empty_creates_the_catalog_tables(tmp_path: Path) -> None:
         "catalog_state",
         "alembic_version",
     } <= tables
-    assert version == "0006"  # revises 0007
+    assert version == "0008"  # history: 0001-0002-0003-0007-0006-0008
     assert [tuple(row) for row in state] == [(1, 0)]
 
 
@@ -179,3 +179,27 @@ def test_upgrade_to_several_images_keeps_every_vector_and_embeds_nothing(
         assert calls == []
     finally:
         service.catalog.close()
+
+
+def test_attribute_indexes_cover_the_product_id(tmp_path: Path) -> None:
+    """Filters and facets read (key, value|number, product_id) from the index alone (0008); downgrading
+    restores the narrower indexes."""
+    url = sqlite_url(tmp_path)
+    migrate(url)
+
+    def columns() -> dict[str, list[str]]:
+        engine = create_engine(url)
+        try:
+            return {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("product_attributes")}
+        finally:
+            engine.dispose()
+
+    assert columns()["ix_product_attributes_key_value"] == ["key", "value", "product_id"]
+    assert columns()["ix_product_attributes_key_number"] == ["key", "number", "product_id"]
+    from alembic import command
+
+    from search.db import alembic_config
+
+    command.downgrade(alembic_config(url), "0006")
+    assert columns()["ix_product_attributes_key_value"] == ["key", "value"]
+    assert columns()["ix_product_attributes_key_number"] == ["key", "number"]

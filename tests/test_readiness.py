@@ -39,3 +39,20 @@ def test_ready_is_503_while_every_admission_slot_is_taken(start_server, image_se
     thread.join()
     assert "VITRINE_MAX_PENDING_REQUESTS" in assert_error(busy, 503)
     assert server.client.get("/ready").status_code == 200
+
+
+def test_ready_answers_at_once_while_the_index_is_being_updated(start_server):
+    """The probe reads the database on its own thread and connection and never waits for index work:
+    with the index's update lock held (a long catch-up after another process wrote to the catalog), a
+    probe that refreshed the index itself would hang until its deadline and answer 503."""
+    server = start_server()
+    products = server.server.config.app.state.vitrine.runtime.products
+    before = server.client.get("/ready").json()
+    with products.catalog.engine.begin() as connection:  # a write by another process (the indexer)
+        connection.exec_driver_sql("UPDATE catalog_state SET revision = revision + 1 WHERE id = 1")
+    with products.sync._lock:
+        answer = server.client.get("/ready", timeout=10)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["catalog"]["revision"] == before["catalog"]["revision"] + 1
+    assert body["index"]["revision"] == before["index"]["revision"]  # caught up by the next search

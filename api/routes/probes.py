@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -16,7 +15,6 @@ from api.state import ServiceState
 
 router = APIRouter()
 log = logging.getLogger(__name__)
-READY_CHECK_SECONDS = 2.0
 
 
 @router.head("/health", include_in_schema=False)  # load balancers probe with HEAD
@@ -31,17 +29,17 @@ async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
         return error_response(503, state.load_error or "the model is still loading")
     if state.saturated:
         return error_response(503, "busy: every admission slot is in use (VITRINE_MAX_PENDING_REQUESTS)")
-    # Database reads: off the event loop, so a slow database never stalls the probes of others.
-    try:
-        # A probe answers in bounded time: a database that hangs makes the service not ready.
-        async with asyncio.timeout(READY_CHECK_SECONDS):
-            facts = await run_in_threadpool(state.readiness)
-    except TimeoutError:
-        return error_response(503, "not ready: the catalog database did not answer in time")
-    except Exception:
-        log.exception("readiness check failed")
-        return error_response(503, "not ready: the catalog database or index cannot be read")
-    return JSONResponse({"status": "ready", **facts})
+    revision = None
+    if state.database_probe is not None:
+        try:
+            # Bounded, and on the probe's own thread and connection (api/readiness.py).
+            revision = await state.database_probe.catalog_revision()
+        except TimeoutError:
+            return error_response(503, "not ready: the catalog database did not answer in time")
+        except Exception:
+            log.exception("readiness check failed")
+            return error_response(503, "not ready: the catalog database cannot be read")
+    return JSONResponse({"status": "ready", **state.readiness(revision)})
 
 
 @router.get("/info", summary="The model, runtime, device and dtype being served")

@@ -44,7 +44,10 @@ def _sqlite_statement(words: list[str], where: ColumnElement[bool] | None, limit
     score = literal_column(f"-bm25({SEARCH_TABLE})").label("score")  # bm25() is lower-is-better
     statement = select(fts.c.rowid, score).where(text(f"{SEARCH_TABLE} MATCH :match").bindparams(match=match))
     if where is not None:
-        statement = statement.where(fts.c.rowid.in_(select(Product.id).where(where)))
+        # "rowid + 0", not "rowid": SQLite would hand a plain rowid IN (...) to FTS5 as a constraint and
+        # run the full-text query once per allowed product (300 ms for a 7,000-product filter at 20k
+        # products); as an expression it filters the ranked matches instead (26 ms).
+        statement = statement.where((fts.c.rowid + 0).in_(select(Product.id).where(where)))
     return statement.order_by(score.desc(), fts.c.rowid).limit(limit)
 
 

@@ -157,7 +157,11 @@ class CatalogSearch:
                 continue
             matched = next((i for i in record.images if i.id == image_id), None) if image_id else None
             hits.append(ProductHit(record, float(score), matched, vector_score, lexical_score))
-        facets = self.catalog.facet_counts(where, query.facets) if query.facets else None
+        facets = (
+            self.catalog.facet_counts(where if query.filters else None, query.facets)
+            if query.facets
+            else None
+        )
         return SearchAnswer(
             hits,
             mode,

@@ -151,7 +151,7 @@ class ProductService:
         return ListAnswer(
             [records[i] for i in ids if i in records],
             self.catalog.count(where),
-            self.catalog.facet_counts(where, facets) if facets else None,
+            self.catalog.facet_counts(where if filters else None, facets) if facets else None,
         )
 
     # Writes: one path for PUT, PATCH and the indexer -------------------------------------------------
