@@ -11,7 +11,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from search.catalog.records import (
@@ -317,31 +329,38 @@ class Catalog:
     def facet_counts(
         self, where: ColumnElement[bool] | None, fields: Sequence[str], limit: int = 100
     ) -> dict[str, dict[str, int]]:
-        """For each field, value -> number of products matching ``where`` (None: all), most frequent first."""
-        out: dict[str, dict[str, int]] = {}
-        # Without a filter every product matches: count straight from the index, no membership test
-        # (100k products: 82 -> 12 ms for two facets).
-        unfiltered = where is None
-        matching = select(Product.id).where(where) if where is not None else None
+        """For each field, value -> number of products matching ``where`` (None: all), most frequent first.
+
+        One statement for every field, so a filter is evaluated once (a CTE read by each field's count),
+        not once per facet; without a filter the counts come straight from the indexes.
+        """
+        if not fields:
+            return {}
+        matching = select(Product.id).where(where).cte("matching") if where is not None else None
+        parts = []
+        for name in dict.fromkeys(fields):
+            if name == "category":
+                value, tests = Product.category, [Product.category.is_not(None)]
+                if matching is not None:
+                    tests.append(Product.id.in_(select(matching.c.id)))
+            else:
+                value, tests = ProductAttribute.value, [ProductAttribute.key == name]
+                if matching is not None:
+                    tests.append(ProductAttribute.product_id.in_(select(matching.c.id)))
+            count = func.count()
+            top = (
+                select(literal(name).label("field"), value.label("value"), count.label("n"))
+                .where(*tests)
+                .group_by(value)
+                .order_by(count.desc(), value)
+                .limit(limit)
+                .subquery()
+            )
+            parts.append(select(top.c.field, top.c.value, top.c.n))
+        out: dict[str, dict[str, int]] = {name: {} for name in fields}
         with self.engine.connect() as connection:
-            for name in fields:
-                if name == "category":
-                    query = (
-                        select(Product.category, func.count())
-                        .where(*([] if unfiltered else [where]), Product.category.is_not(None))
-                        .group_by(Product.category)
-                    )
-                else:
-                    query = (
-                        select(ProductAttribute.value, func.count())
-                        .where(
-                            ProductAttribute.key == name,
-                            *([] if unfiltered else [ProductAttribute.product_id.in_(matching)]),
-                        )
-                        .group_by(ProductAttribute.value)
-                    )
-                rows = connection.execute(query.order_by(func.count().desc()).limit(limit)).all()
-                out[name] = {str(value): int(n) for value, n in rows}
+            for name, found, n in connection.execute(union_all(*parts)):
+                out[name][str(found)] = int(n)
         return out
 
     def changes_since(self, revision: int, model: str) -> Changes:
