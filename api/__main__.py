@@ -9,6 +9,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
+from api.memory import limit_malloc_arenas
 from api.server import server_config
 from search.logs import configure_logging
 from search.settings import Settings
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.port, help=f"port (default {settings.port})")
     args = parser.parse_args(argv)
 
+    limit_malloc_arenas(settings.malloc_arenas)  # before any thread starts (api/memory.py)
     configure_logging(settings.log_level)
     fatal: list[str] = []
     server: uvicorn.Server | None = None

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * MiB, ge=1024)
     max_pending_requests: int = Field(64, ge=1, description="Requests in flight before 429.")
     request_body_timeout: float = Field(30.0, gt=0, description="Seconds to receive a request body (408).")
+    malloc_arenas: int = Field(
+        2,
+        ge=0,
+        description="glibc heap arenas for the server (0: glibc's default of 8 per core). Few arenas "
+        "let memory freed after a burst go back to the system.",
+    )
 
     # Inputs
     max_image_bytes: int = Field(20 * MiB, ge=1)

@@ -190,7 +190,9 @@ def test_attribute_indexes_cover_the_product_id(tmp_path: Path) -> None:
     def columns() -> dict[str, list[str]]:
         engine = create_engine(url)
         try:
-            return {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("product_attributes")}
+            return {
+                ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("product_attributes")
+            }
         finally:
             engine.dispose()
 
