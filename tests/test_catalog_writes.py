@@ -54,7 +54,8 @@ def similar_ids(server: LiveServer, product_id: str) -> list[str]:
 
 
 def index_size(server: LiveServer) -> int:
-    return server.client.get("/ready").json()["index"]["size"]
+    """The server's index after catching up with the database (as every search does first)."""
+    return server.client.get("/info").json()["catalog"]["index_vectors"]
 
 
 def stored_embedding(data_dir: Path, product_id: str) -> bytes:
