@@ -5,7 +5,7 @@ an optional allow-list and exclusions, save/load). Kinds, chosen by ``IndexSpec`
 - ``flat``: exact, everything in memory (``exact.py``);
 - ``hnsw``: a graph, approximate (``hnsw.py``);
 - ``ivf``: IVF with 8-bit scalar-quantised vectors in memory and exact re-scoring of the candidates from
-  float32 rows memory-mapped from disk, plus an exact side index and deletion marks for changes since
+  float32 rows read from disk, plus an exact side index and deletion marks for changes since
   it was built (``ivf.py``); its probe count is tuned to a measured recall target (``tuning.py``);
 - ``auto`` (default): flat below ``exact_limit`` vectors, ivf above.
 """

@@ -1,8 +1,8 @@
 """IVF over 8-bit scalar-quantised vectors, with exact re-scoring from float32 rows on disk.
 
 Memory: one byte per dimension (768 MB for a million 768-d vectors) instead of four; the float32 rows
-stay in a file written once and memory-mapped, read only for the few hundred candidates of a query (and
-for small filtered sets, scanned exactly). Scores returned are exact cosines.
+stay in a file written once, read by positional reads for just the few hundred candidates of a query
+(and for small filtered sets, scanned exactly). Scores returned are exact cosines.
 
 The IVF part (the "base") is immutable once built; vectors are addressed by slot. Changes since the
 build are visible at once: a replaced or removed vector's slot is marked dead (masked out of every
@@ -11,7 +11,7 @@ search), and new versions go to a small exact side index searched alongside. A r
 
 from __future__ import annotations
 
-import mmap
+import os
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -88,7 +88,7 @@ class IvfStore:
         self.dim = dim
         self.spec = spec
         self.ivf = ivf
-        self.raw = raw  # float32 rows by slot, memory-mapped
+        self.raw = raw  # float32 rows by slot, on disk
         self.slot_ids = slot_ids
         order = np.argsort(slot_ids, kind="stable")
         self._sorted_ids, self._sorted_slots = slot_ids[order], order.astype(np.int64)
@@ -129,7 +129,7 @@ class IvfStore:
         if len(np.unique(slot_ids)) != count:
             raw_path.unlink(missing_ok=True)
             raise ValueError("the vectors to build from hold an id twice")
-        raw = open_raw(raw_path, count, dim)
+        raw = RowFile.open(raw_path, count, dim)
         nlist = spec.ivf_nlist or int(np.clip(round(4 * np.sqrt(count)), 1, max(1, count // 40)))
         nlist = min(nlist, max(1, count))
         ivf = faiss.IndexIVFScalarQuantizer(
@@ -141,8 +141,7 @@ class IvfStore:
         rng = np.random.default_rng(0)
         sample_size = min(count, TRAIN_POINTS_PER_LIST * nlist)
         train_slots = np.sort(rng.choice(count, sample_size, replace=False)) if count else np.zeros(0, int)
-        # Sequential reads, not the mapping: a build must not leave the whole file mapped in (and
-        # counted in) this process's resident memory.
+        # One sequential read of the file, not a read per sampled row.
         training = rows_at(raw_path, count, dim, train_slots) if count else np.zeros((1, dim), np.float32)
         ivf.train(training)
         del training
@@ -167,7 +166,7 @@ class IvfStore:
             return Tuning(nprobe=self.tuned.nprobe)
         rng = np.random.default_rng(1)
         picked = np.sort(rng.choice(live, min(queries, len(live)), replace=False))
-        catalog_queries = np.ascontiguousarray(self.raw[picked])
+        catalog_queries = self.raw.read(picked)
         if text_samples is not None and len(text_samples) >= 20:
             chosen = rng.choice(len(text_samples), min(queries, len(text_samples)), replace=False)
             text_queries, text_source = np.ascontiguousarray(text_samples[chosen], np.float32), "given"
@@ -222,8 +221,7 @@ class IvfStore:
 
     def iter_live(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float32 vectors) of every live vector, in chunks."""
-        path = Path(self.raw.filename) if isinstance(self.raw, np.memmap) else None
-        for start, chunk in read_chunks(path, len(self.slot_ids), self.dim):
+        for start, chunk in read_chunks(self.raw.path, len(self.slot_ids), self.dim):
             alive = np.flatnonzero(~self.dead[start : start + len(chunk)])
             if len(alive):
                 yield self.slot_ids[alive + start], chunk[alive]
@@ -245,7 +243,7 @@ class IvfStore:
         slot = int(self.slots_of(np.array([vector_id], np.int64))[0])
         if slot < 0 or self.dead[slot]:
             return None
-        return np.array(self.raw[slot])
+        return self.raw.read(np.array([slot]))[0]
 
     def search(
         self,
@@ -326,10 +324,9 @@ class IvfStore:
         return slots
 
     def _rescore(self, query: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact cosines of the candidates from the float32 rows (read in slot order: sequential I/O)."""
+        """Exact cosines of the candidates from the float32 rows (read in slot order)."""
         slots = np.sort(slots[slots >= 0])
-        scores = np.ascontiguousarray(self.raw[slots]) @ query[0]
-        release(self.raw)
+        scores = self.raw.read(slots) @ query[0]
         top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         return scores[top].astype(np.float32), self.slot_ids[slots[top]]
@@ -426,7 +423,7 @@ class IvfStore:
         ivf = faiss.read_index(str(ivf_path))
         if ivf.ntotal != files.count:
             raise IndexFileError(f"{ivf_path.name} holds {ivf.ntotal} vectors, not {files.count}")
-        raw = open_raw(raw_path, files.count, dim)
+        raw = RowFile.open(raw_path, files.count, dim)
         saved = meta.get("tuning", {})
         tuned = Tuning(
             nprobe=int(saved.get("nprobe", 16)),
@@ -460,7 +457,7 @@ class _Stopwatch:
 
 
 def read_chunks(path: Path | None, count: int, dim: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first slot, rows) of a float32 row file in chunks, read sequentially (not through the mapping)."""
+    """(first slot, rows) of a float32 row file in chunks, read sequentially."""
     if path is None or count == 0:
         return
     with open(path, "rb") as handle:
@@ -479,23 +476,32 @@ def rows_at(path: Path, count: int, dim: int, slots: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def open_raw(path: Path, count: int, dim: int) -> np.ndarray:
-    expected = count * dim * 4
-    size = path.stat().st_size if path.exists() else -1
-    if size != expected:
-        raise IndexFileError(f"{path.name} is {size} bytes, expected {expected}")
-    if count == 0:
-        return np.zeros((0, dim), np.float32)
-    return np.memmap(path, dtype="<f4", mode="r", shape=(count, dim))
+class RowFile:
+    """The float32 rows of a base by slot, read with one positional read per row.
 
-
-def release(rows: np.ndarray) -> None:
-    """Unmap the pages a search touched (they stay in the page cache).
-
-    The kernel maps file pages in large folios (up to 2 MB around each 3 KB row here), so without this a
-    few thousand queries leave the whole file mapped and counted in the server's resident memory. One
-    madvise over the mapping costs ~0.1 ms; searches hold the index lock, so none is reading meanwhile.
+    Not memory-mapped: the kernel maps file pages in large folios (up to 2 MB around each 3 KB row), so
+    re-scoring 1,280 scattered rows (a wide filtered search) mapped 2.5 GB into the server's resident
+    memory for a moment, and reads through the mapping were slower (100 rows: 0.57 ms against 0.24 ms,
+    1M rows, bench/RESULTS.md). Read rows stay in the page cache, outside the process.
     """
-    mapping = getattr(rows, "_mmap", None)
-    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mapping.madvise(mmap.MADV_DONTNEED)
+
+    def __init__(self, path: Path, count: int, dim: int) -> None:
+        self.path, self.count, self.dim = path, count, dim
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 -- held for the index's lifetime
+
+    @classmethod
+    def open(cls, path: Path, count: int, dim: int) -> RowFile:
+        expected = count * dim * 4
+        size = path.stat().st_size if path.exists() else -1
+        if size != expected:
+            raise IndexFileError(f"{path.name} is {size} bytes, expected {expected}")
+        return cls(path, count, dim)
+
+    def read(self, slots: np.ndarray) -> np.ndarray:
+        """The rows at ``slots`` (in that order), as a new float32 array."""
+        rows = np.empty((len(slots), self.dim), dtype="<f4")
+        size, descriptor = self.dim * 4, self._file.fileno()
+        for row, slot in zip(rows, np.asarray(slots, np.int64).tolist(), strict=True):
+            if os.preadv(descriptor, [row], slot * size) != size:
+                raise IndexFileError(f"{self.path.name} ends before row {slot}")
+        return rows.astype(np.float32, copy=False)
