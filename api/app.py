@@ -44,8 +44,15 @@ def create_app(
     def start_runtime() -> None:
         runtime = InferenceRuntime.start(settings, encoder, with_catalog=True)
         if runtime.products is not None:
-            state.database_probe = DatabaseProbe(settings.resolved_database_url)
+            probe = DatabaseProbe(settings.resolved_database_url)
+            probe.check_now()  # /ready has a fact to answer from the moment it can be 200
+            state.database_probe = probe
         state.runtime = runtime
+
+    async def watch_database(loading: asyncio.Task[None]) -> None:
+        await loading
+        if state.database_probe is not None:
+            await state.database_probe.run()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -55,11 +62,13 @@ def create_app(
             log.warning("no VITRINE_API_TOKENS configured: the API is OPEN to anyone who can reach it")
         task = asyncio.create_task(asyncio.to_thread(_load, start_runtime, state, on_fatal))
         trimmer = asyncio.create_task(release_memory_when_idle(state, glibc_malloc_trim()))
+        watcher = asyncio.create_task(watch_database(task))
         try:
             yield
         finally:
             task.cancel()
             trimmer.cancel()
+            watcher.cancel()
             if state.database_probe is not None:
                 state.database_probe.close()
             if state.runtime is not None:

@@ -9,6 +9,16 @@ import time
 from tests.conftest import assert_error, image_bytes
 
 
+def ready_until(server, status: int, seconds: float = 10.0):
+    """/ready's answer once it is ``status`` (the database is checked every second in the background)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = server.client.get("/ready")
+        if answer.status_code == status or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.1)
+
+
 def test_ready_is_503_while_the_database_is_unreachable_and_recovers(start_server, tmp_path):
     server = start_server()
     assert server.client.get("/ready").status_code == 200
@@ -17,12 +27,32 @@ def test_ready_is_503_while_the_database_is_unreachable_and_recovers(start_serve
     data_dir.rename(moved)
     catalog.engine.dispose()  # pooled connections would keep the moved file open
     try:
-        message = assert_error(server.client.get("/ready"), 503)
-        assert "database" in message
+        message = assert_error(ready_until(server, 503), 503)
+        assert message == "not ready: the catalog database cannot be read"  # the detail is in the log
         assert server.client.get("/health").status_code == 200
     finally:
         moved.rename(data_dir)
-    assert server.client.get("/ready").status_code == 200
+    assert ready_until(server, 200).status_code == 200
+
+
+def test_ready_is_503_when_the_database_check_hangs(start_server):
+    """A check that never returns (a hung database) turns /ready to 503 once no check has succeeded
+    for the check interval plus its timeout; /ready itself keeps answering at once."""
+    server = start_server()
+    probe = server.server.config.app.state.vitrine.database_probe
+    probe.timeout, probe.stale_after = 0.5, 1.5
+    hang = threading.Event()
+    original = probe.catalog.revision
+    probe.catalog.revision = lambda: hang.wait(30) and original()
+    try:
+        started = time.monotonic()
+        answer = ready_until(server, 503)
+        assert "did not answer in time" in assert_error(answer, 503)
+        assert time.monotonic() - started < 8
+    finally:
+        hang.set()
+        probe.catalog.revision = original
+    assert ready_until(server, 200).status_code == 200
 
 
 def test_ready_is_503_while_every_admission_slot_is_taken(start_server, image_server):
@@ -42,17 +72,25 @@ def test_ready_is_503_while_every_admission_slot_is_taken(start_server, image_se
 
 
 def test_ready_answers_at_once_while_the_index_is_being_updated(start_server):
-    """The probe reads the database on its own thread and connection and never waits for index work:
-    with the index's update lock held (a long catch-up after another process wrote to the catalog), a
-    probe that refreshed the index itself would hang until its deadline and answer 503."""
+    """/ready answers from the background database check and never waits for index work: with the
+    index's update lock held (a long catch-up after another process wrote to the catalog), a probe that
+    refreshed the index itself would hang until its deadline and answer 503."""
     server = start_server()
     products = server.server.config.app.state.vitrine.runtime.products
     before = server.client.get("/ready").json()
     with products.catalog.engine.begin() as connection:  # a write by another process (the indexer)
         connection.exec_driver_sql("UPDATE catalog_state SET revision = revision + 1 WHERE id = 1")
     with products.sync._lock:
-        answer = server.client.get("/ready", timeout=10)
-    assert answer.status_code == 200
-    body = answer.json()
+        deadline = time.monotonic() + 10
+        while True:
+            answer = server.client.get("/ready", timeout=10)
+            assert answer.status_code == 200
+            body = answer.json()
+            if (
+                body["catalog"]["revision"] == before["catalog"]["revision"] + 1
+                or time.monotonic() > deadline
+            ):
+                break
+            time.sleep(0.1)
     assert body["catalog"]["revision"] == before["catalog"]["revision"] + 1
     assert body["index"]["revision"] == before["index"]["revision"]  # caught up by the next search

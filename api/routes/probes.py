@@ -31,14 +31,11 @@ async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
         return error_response(503, "busy: every admission slot is in use (VITRINE_MAX_PENDING_REQUESTS)")
     revision = None
     if state.database_probe is not None:
-        try:
-            # Bounded, and on the probe's own thread and connection (api/readiness.py).
-            revision = await state.database_probe.catalog_revision()
-        except TimeoutError:
-            return error_response(503, "not ready: the catalog database did not answer in time")
-        except Exception:
-            log.exception("readiness check failed")
-            return error_response(503, "not ready: the catalog database cannot be read")
+        # The latest background check (api/readiness.py): no database call while the probe waits.
+        check = state.database_probe.verdict()
+        if check.error is not None:
+            return error_response(503, f"not ready: {check.error}")
+        revision = check.revision
     return JSONResponse({"status": "ready", **state.readiness(revision)})
 
 
