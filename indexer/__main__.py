@@ -236,7 +236,7 @@ def _add(args: argparse.Namespace, settings: Settings) -> int:
 
     manifest = read_manifest(args.manifest)
     encoder = load_encoder(settings)
-    served = space_of(settings.model, encoder.info.embedding_dim)
+    served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
     recorded = settled_space(settings, served)
     if recorded.key != served.key:
         raise SpaceMismatch(recorded, served)
@@ -300,7 +300,7 @@ def _reembed(args: argparse.Namespace, settings: Settings) -> int:
     from search.space import ids_outside, space_of
 
     encoder = load_encoder(settings)
-    served = space_of(settings.model, encoder.info.embedding_dim)
+    served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
     images = build_image_loader(settings, encoder.info.image_size)
     catalog = Catalog.open(settings.resolved_database_url)
     try:

@@ -26,7 +26,7 @@ from search.errors import ModelLoadError
 from search.preprocess import ImagePreprocessor
 from search.runtimes import ModelRuntime, load_runtime
 from search.runtimes.base import normalise
-from search.weights import locate_weights, ways_forward
+from search.weights import Checkpoint, locate_weights, ways_forward
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,11 @@ class Encoder:
         model_id: str,
         batching: BatchSettings | None = None,
         text_cache_size: int = 4096,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.runtime = runtime
+        # The files the weights came from, hashed at most once (export key, embedding space).
+        self.checkpoint = checkpoint
         self.processor = processor
         self.config = config
         self.image_processor = processor.image_processor
@@ -181,25 +184,33 @@ class Encoder:
 
             config = AutoConfig.from_pretrained(model_id, local_files_only=local_only)
             _check_model_type(config.model_type)
+            folder = _checkpoint_folder(model_id, local_only)
+            checkpoint = Checkpoint(folder)
             adapter = load_runtime(
-                _checkpoint_folder(model_id, local_only),
+                folder,
                 runtime=runtime,
                 dtype=dtype,
                 device=resolve_device(device),
                 cache_dir=cache_dir,
                 threads=threads,
+                checkpoint=checkpoint,
             )
             processor = AutoProcessor.from_pretrained(model_id, local_files_only=local_only)
         except ModelLoadError:
             raise
         except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors, ...
             raise ModelLoadError(_load_failure_message(model_id, exc)) from exc
-        return cls(adapter, processor, config, model_id=model_id, batching=batching)
+        return cls(adapter, processor, config, model_id=model_id, batching=batching, checkpoint=checkpoint)
 
     def with_batching(self, batching: BatchSettings) -> Encoder:
         """The same loaded model behind its own scheduler queues (another server's batching settings)."""
         return Encoder(
-            self.runtime, self.processor, self.config, model_id=self.info.model_id, batching=batching
+            self.runtime,
+            self.processor,
+            self.config,
+            model_id=self.info.model_id,
+            batching=batching,
+            checkpoint=self.checkpoint,
         )
 
     def close(self) -> None:

@@ -141,7 +141,7 @@ class InferenceRuntime:
         products = catalog_space = served_space = None
         if with_catalog:
             migrate(settings.resolved_database_url)
-            served_space = space_of(settings.model, encoder.info.embedding_dim)
+            served_space = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
             catalog_space = settled_space(settings, served_space)
             same = catalog_space.key == served_space.key
             if not same:

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from search.catalog import Catalog
 from search.errors import VitrineError
 from search.schema import CatalogSpace, ProductImage
-from search.weights import checkpoint_folder, weights_fingerprint
+from search.weights import Checkpoint, checkpoint_folder
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,13 @@ class SpaceMismatch(VitrineError):
         )
 
 
-def space_of(model_id: str, dim: int) -> EmbeddingSpace:
-    """The space of a loaded model: its weights' fingerprint (the hub cache or a local folder)."""
-    return EmbeddingSpace(weights_fingerprint(checkpoint_folder(model_id)), model_id, dim)
+def space_of(model_id: str, dim: int, checkpoint: Checkpoint | None = None) -> EmbeddingSpace:
+    """The space of a loaded model: its weights' fingerprint (the hub cache or a local folder).
+
+    ``checkpoint``: the loaded encoder's, whose files were hashed once already (for its exports).
+    """
+    checkpoint = checkpoint or Checkpoint(checkpoint_folder(model_id))
+    return EmbeddingSpace(checkpoint.fingerprint, model_id, dim)
 
 
 def recorded_space(catalog: Catalog) -> EmbeddingSpace | None:

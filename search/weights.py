@@ -98,10 +98,19 @@ def locate_weights(model_id: str) -> WeightsSource:
     )
 
 
-# The embedding space: which weights made a vector -----------------------------------------------------
+# What a checkpoint holds, hashed once ----------------------------------------------------------------
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's content, read in 8 MB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -109,11 +118,7 @@ def file_sha256(path: Path) -> str:
     # The hub cache names each large (LFS) file's blob by the sha256 of its content: no need to read it.
     if _SHA256_NAME.fullmatch(target.name):
         return target.name
-    digest = hashlib.sha256()
-    with target.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(target)
 
 
 def checkpoint_folder(model_id: str) -> Path:
@@ -125,16 +130,51 @@ def checkpoint_folder(model_id: str) -> Path:
     return Path(snapshot_download(model_id, local_files_only=True))
 
 
-def weights_fingerprint(folder: Path) -> str:
-    """A content hash of a checkpoint's weight files: the same weights give the same fingerprint wherever
-    they live (a hub id and a local copy of it), and any other weights give another."""
-    digests = sorted(
-        file_sha256(path)
-        for path in folder.rglob("*")
-        if path.suffix in WEIGHT_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
-    if not digests:
-        raise ModelLoadError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) in {folder}")
-    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()[:32]
+class Checkpoint:
+    """A checkpoint folder whose files are hashed at most once per process (1.5 GB take seconds).
+
+    Two keys derive from the same digests: ``fingerprint``, the embedding space of the vectors the weights
+    make (weights only: a hub id and a local copy are one space), and ``export_key``, under which converted
+    models are cached (weights and configuration: either changed means a new conversion).
+    """
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        self._lock = threading.Lock()
+        self._digests: dict[str, str] | None = None
+
+    def digests(self) -> dict[str, str]:
+        """sha256 by relative path: weight files at any depth, top-level configuration files."""
+        with self._lock:
+            if self._digests is None:
+                self._digests = {
+                    path.relative_to(self.folder).as_posix(): file_sha256(path)
+                    for path in sorted(self.folder.rglob("*"))
+                    if _hashed(path.relative_to(self.folder)) and path.is_file()
+                }
+            return self._digests
+
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:...`` of the weight files' content, wherever they live."""
+        weights = sorted(
+            digest for name, digest in self.digests().items() if Path(name).suffix in WEIGHT_SUFFIXES
+        )
+        if not weights:
+            raise ModelLoadError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) in {self.folder}")
+        return "sha256:" + hashlib.sha256("\n".join(weights).encode()).hexdigest()[:32]
+
+    @property
+    def export_key(self) -> str:
+        """sha256 over the top-level weight and configuration files, by name."""
+        digest = hashlib.sha256()
+        for name, file_digest in sorted(self.digests().items()):
+            if "/" not in name:
+                digest.update(name.encode() + b"\0" + file_digest.encode() + b"\0")
+        return digest.hexdigest()
+
+
+def _hashed(relative: Path) -> bool:
+    if any(part.startswith(".") for part in relative.parts):
+        return False
+    return relative.suffix in WEIGHT_SUFFIXES or (relative.suffix == ".json" and len(relative.parts) == 1)

@@ -11,7 +11,7 @@ import pytest
 from api.app import create_app
 from indexer.__main__ import main as indexer_main
 from search.random_model import write_random_model
-from search.weights import weights_fingerprint
+from search.weights import Checkpoint
 from tests.conftest import LiveServer, assert_error, settings_for
 
 
@@ -33,11 +33,15 @@ def test_a_hub_id_and_a_local_copy_of_the_same_weights_are_one_space(tiny_model_
     blob = blobs / file_sha256(weights)
     shutil.copy(weights, blob)
     (snapshot / "model.safetensors").symlink_to(blob)
-    assert weights_fingerprint(copy) == weights_fingerprint(tiny_model_dir) == weights_fingerprint(snapshot)
+    assert (
+        Checkpoint(copy).fingerprint
+        == Checkpoint(tiny_model_dir).fingerprint
+        == Checkpoint(snapshot).fingerprint
+    )
 
 
 def test_other_weights_are_another_space(tiny_model_dir, other_model_dir):
-    assert weights_fingerprint(other_model_dir) != weights_fingerprint(tiny_model_dir)
+    assert Checkpoint(other_model_dir).fingerprint != Checkpoint(tiny_model_dir).fingerprint
 
 
 def run_indexer(capsys, monkeypatch, model: Path | None, data_dir: Path, *argv: str) -> tuple[int, str]:

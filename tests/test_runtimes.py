@@ -16,9 +16,9 @@ from search.random_model import write_random_model
 from search.runtimes import candidates, load_runtime
 from search.runtimes.accuracy import probe_inputs
 from search.runtimes.base import RuntimeChoice, RuntimeUnavailable, min_cosine
-from search.runtimes.export_cache import checkpoint_hash
 from search.runtimes.onnx_runtime import OnnxRuntime
 from search.runtimes.torch_runtime import TorchRuntime
+from search.weights import Checkpoint
 from tests.conftest import patterned_image
 
 pytest.importorskip("onnxruntime")
@@ -78,7 +78,7 @@ def test_onnx_batch_size_is_not_frozen_by_the_export(tiny_model_dir, cache_dir, 
 def test_an_export_records_its_accuracy_check_in_a_checksummed_manifest(tiny_model_dir, cache_dir):
     adapter = OnnxRuntime.load(str(tiny_model_dir), RuntimeChoice("onnx", "int8"), cache_dir)
     manifest = adapter.export.manifest
-    assert manifest["checkpoint"] == checkpoint_hash(str(tiny_model_dir))
+    assert manifest["checkpoint"] == Checkpoint(str(tiny_model_dir)).export_key
     assert manifest["accepted"] is True and min(manifest["cosine"].values()) >= 0.999
     assert set(manifest["files"]) == {"vision.onnx", "text.onnx"}
     assert adapter.export.folder.parent.name == manifest["checkpoint"][:16]
@@ -129,7 +129,7 @@ def test_a_changed_checkpoint_gets_a_new_export(own_checkpoint, tmp_path, inputs
     write_random_model("tiny", own_checkpoint, seed=1)  # new weights in the same folder
     after = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
     assert after.export.folder != before.export.folder
-    assert after.export.manifest["checkpoint"] == checkpoint_hash(str(own_checkpoint))
+    assert after.export.manifest["checkpoint"] == Checkpoint(str(own_checkpoint)).export_key
     new_reference = TorchRuntime.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
     assert min_cosine(after.image_features(inputs[0]), new_reference.image_features(inputs[0])) >= 0.99999
 
@@ -185,5 +185,32 @@ def test_indexer_export_model_builds_the_chosen_export(own_checkpoint, tmp_path,
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "runtime onnx, int8, cpu" in out and "cosine to float32: image 0.99" in out
-    folder = tmp_path / "data" / "models" / checkpoint_hash(str(own_checkpoint))[:16] / "onnx-int8"
+    folder = tmp_path / "data" / "models" / Checkpoint(str(own_checkpoint)).export_key[:16] / "onnx-int8"
     assert (folder / "manifest.json").is_file()
+
+
+def test_a_server_start_reads_each_checkpoint_file_once(own_checkpoint, tmp_path, monkeypatch):
+    """The export cache's key and the catalog's embedding space come from one hashing of the files."""
+    import search.weights
+    from search.runtime import InferenceRuntime
+    from tests.conftest import settings_for
+
+    hashed: list[Path] = []
+    real_sha256 = search.weights.sha256_file
+
+    def counting_sha256(path: Path) -> str:
+        hashed.append(Path(path).resolve())
+        return real_sha256(path)
+
+    monkeypatch.setattr(search.weights, "sha256_file", counting_sha256)
+    settings = settings_for(own_checkpoint, tmp_path / "data", runtime="onnx", dtype="float32")
+    runtime = InferenceRuntime.start(settings, with_catalog=True)
+    from_checkpoint = [path for path in hashed if path.parent == own_checkpoint.resolve()]
+    try:
+        assert runtime.served_space is not None
+        assert runtime.served_space.key == Checkpoint(own_checkpoint).fingerprint
+        assert runtime.encoder.runtime.export.manifest["checkpoint"] == Checkpoint(own_checkpoint).export_key
+    finally:
+        runtime.close()
+    assert sorted(set(from_checkpoint)) == sorted(from_checkpoint)  # none twice
+    assert own_checkpoint.resolve() / "model.safetensors" in from_checkpoint

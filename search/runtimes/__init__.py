@@ -14,6 +14,7 @@ import torch
 
 from search.runtimes.base import ModelRuntime, RuntimeChoice, RuntimeUnavailable
 from search.runtimes.torch_runtime import TorchRuntime, cpu_has_native_bf16
+from search.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +71,33 @@ def load_runtime(
     device: str = "cpu",
     cache_dir: Path | None = None,
     threads: int | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> ModelRuntime:
-    """The first of ``candidates`` that loads; the reasons for skipped ones are logged."""
+    """The first of ``candidates`` that loads; the reasons for skipped ones are logged.
+
+    ``checkpoint``: the folder's digests when the caller has them already (hashing 1.5 GB takes seconds).
+    """
+    checkpoint = checkpoint or Checkpoint(model_id)
     reasons = []
     for choice in candidates(runtime, dtype, device):
         try:
-            return _load(model_id, choice, cache_dir, threads)
+            return _load(model_id, choice, cache_dir, threads, checkpoint)
         except RuntimeUnavailable as exc:
             log.warning("runtime %s unavailable: %s", choice, exc)
             reasons.append(f"{choice}: {exc}")
     if runtime == "auto":
         # The reference always works.
-        return _load(model_id, RuntimeChoice("torch", "float32", device), cache_dir, threads)
+        return _load(model_id, RuntimeChoice("torch", "float32", device), cache_dir, threads, checkpoint)
     raise RuntimeUnavailable("; ".join(reasons))
 
 
-def _load(model_id: str, choice: RuntimeChoice, cache_dir: Path | None, threads: int | None) -> ModelRuntime:
+def _load(
+    model_id: str,
+    choice: RuntimeChoice,
+    cache_dir: Path | None,
+    threads: int | None,
+    checkpoint: Checkpoint,
+) -> ModelRuntime:
     if choice.runtime == "torch":
         return TorchRuntime.load(model_id, choice)
     if choice.runtime == "onnx":
@@ -93,11 +105,11 @@ def _load(model_id: str, choice: RuntimeChoice, cache_dir: Path | None, threads:
 
         if cache_dir is None:
             raise RuntimeUnavailable("the onnx runtime needs a cache folder for its exports")
-        return OnnxRuntime.load(model_id, choice, cache_dir, threads=threads)
+        return OnnxRuntime.load(model_id, choice, cache_dir, threads=threads, checkpoint=checkpoint)
     if choice.runtime == "openvino":
         from search.runtimes.openvino_runtime import OpenVinoRuntime
 
         if cache_dir is None:
             raise RuntimeUnavailable("the openvino runtime needs a cache folder for its conversions")
-        return OpenVinoRuntime.load(model_id, choice, cache_dir, threads=threads)
+        return OpenVinoRuntime.load(model_id, choice, cache_dir, threads=threads, checkpoint=checkpoint)
     raise RuntimeUnavailable(f"unknown runtime {choice.runtime!r}")

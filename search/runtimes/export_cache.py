@@ -1,6 +1,6 @@
 """Exported models on disk, keyed by the checkpoint's content, written atomically, verified on load.
 
-Layout: ``<cache>/<checkpoint sha256[:16]>/<runtime>-<precision>/`` holding the model files and a
+Layout: ``<cache>/<checkpoint export key[:16]>/<runtime>-<precision>/`` holding the model files and a
 ``manifest.json`` written last, with each file's size and sha256, the checkpoint hash, the accuracy
 check's cosines and its verdict. An export is built in a temporary folder beside its final place and
 renamed into it, so a crash leaves either nothing or a whole export; on load every file is checked
@@ -9,7 +9,6 @@ against the manifest, and anything missing, truncated or altered is rebuilt, nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,34 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.weights import sha256_file
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MIN_COSINE = 0.999  # an export must be this close to the float32 reference on every probe
 # Raised whenever the accuracy check changes (probes, threshold): older verdicts are not trusted.
 CHECK_VERSION = 2
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def checkpoint_hash(checkpoint_folder: str) -> str:
-    """sha256 over the checkpoint's weights and config: a changed checkpoint gets a new cache key."""
-    folder = Path(checkpoint_folder)
-    names = sorted(
-        path.name
-        for path in folder.iterdir()
-        if path.suffix in (".safetensors", ".bin", ".json") and path.is_file()
-    )
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(name.encode() + b"\0" + _sha256_file(folder / name).encode() + b"\0")
-    return digest.hexdigest()
 
 
 @dataclass
@@ -71,7 +50,7 @@ def verify(folder: Path) -> dict | None:
         files = manifest["files"]
         for name, expected in files.items():
             path = folder / name
-            if path.stat().st_size != expected["size"] or _sha256_file(path) != expected["sha256"]:
+            if path.stat().st_size != expected["size"] or sha256_file(path) != expected["sha256"]:
                 log.warning("export %s: %s does not match its manifest; rebuilding", folder, name)
                 return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -105,7 +84,7 @@ def load_or_build(root: Path, checkpoint: str, variant: str, build: Builder) -> 
         for path in sorted(temp.iterdir()):
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
-            files[path.name] = {"size": path.stat().st_size, "sha256": _sha256_file(path)}
+            files[path.name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
         manifest = {
             "checkpoint": checkpoint,
             "variant": variant,

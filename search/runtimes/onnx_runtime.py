@@ -15,7 +15,8 @@ import numpy as np
 
 from search.runtimes.accuracy import Reference
 from search.runtimes.base import RuntimeChoice, RuntimeUnavailable
-from search.runtimes.export_cache import MIN_COSINE, Export, checkpoint_hash, load_or_build
+from search.runtimes.export_cache import MIN_COSINE, Export, load_or_build
+from search.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,13 @@ class OnnxRuntime:
 
     @classmethod
     def load(
-        cls, model_id: str, choice: RuntimeChoice, cache_dir: Path, *, threads: int | None = None
+        cls,
+        model_id: str,
+        choice: RuntimeChoice,
+        cache_dir: Path,
+        *,
+        threads: int | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> OnnxRuntime:
         """The cached export for this checkpoint (built first where missing or broken), if it passed
         its accuracy check."""
@@ -59,9 +66,9 @@ class OnnxRuntime:
         if choice.device != "cpu":
             raise RuntimeUnavailable("the onnx runtime adapter runs on CPU; use torch on CUDA")
         _import_ort()
-        checkpoint = checkpoint_hash(model_id)
+        key = (checkpoint or Checkpoint(model_id)).export_key
         export = load_or_build(
-            cache_dir, checkpoint, f"onnx-{choice.precision}", lambda folder: build(model_id, choice, folder)
+            cache_dir, key, f"onnx-{choice.precision}", lambda folder: build(model_id, choice, folder)
         )
         if not export.accepted:
             raise RuntimeUnavailable(

@@ -15,8 +15,9 @@ import numpy as np
 
 from search.runtimes.accuracy import Reference
 from search.runtimes.base import RuntimeChoice, RuntimeUnavailable
-from search.runtimes.export_cache import MIN_COSINE, Export, checkpoint_hash, load_or_build
+from search.runtimes.export_cache import MIN_COSINE, Export, load_or_build
 from search.runtimes.onnx_runtime import TEXT, VISION, export_towers
+from search.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,13 @@ class OpenVinoRuntime:
 
     @classmethod
     def load(
-        cls, model_id: str, choice: RuntimeChoice, cache_dir: Path, *, threads: int | None = None
+        cls,
+        model_id: str,
+        choice: RuntimeChoice,
+        cache_dir: Path,
+        *,
+        threads: int | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> OpenVinoRuntime:
         if choice.precision not in PRECISIONS:
             raise RuntimeUnavailable(f"openvino runs float32 or bfloat16, not {choice.precision}")
@@ -60,7 +67,7 @@ class OpenVinoRuntime:
         _import_openvino()
         export = load_or_build(
             cache_dir,
-            checkpoint_hash(model_id),
+            (checkpoint or Checkpoint(model_id)).export_key,
             f"openvino-{choice.precision}",
             lambda folder: build(model_id, choice, folder),
         )
