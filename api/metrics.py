@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from search.batching import QueueStats
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -63,6 +65,24 @@ class Metrics:
             f"vitrine_info{{{labels}}} 1",
         ]
         return "\n".join(lines) + "\n"
+
+
+def queue_gauges(tower: str, stats: QueueStats) -> dict[str, tuple[str, float]]:
+    """A scheduler queue's totals: mean batch size is rows / batches, utilisation busy seconds / uptime."""
+    prefix = f"vitrine_{tower}_"
+    return {
+        prefix + "batches": (f"Forward passes of the {tower} tower.", float(stats.batches)),
+        prefix + "rows": (f"{tower.capitalize()}s computed by those passes.", float(stats.rows)),
+        prefix + "busy_seconds": (f"Seconds inside {tower} forward passes.", round(stats.busy_seconds, 6)),
+        prefix + "dropped_rows": (
+            f"{tower.capitalize()}s of cancelled requests never computed.",
+            float(stats.dropped_rows),
+        ),
+        prefix + "rejected": (
+            f"{tower.capitalize()} submissions answered 429 (queue full).",
+            float(stats.rejected),
+        ),
+    }
 
 
 def _esc(value: str) -> str:

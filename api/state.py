@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from api.metrics import Metrics
+from api.metrics import Metrics, queue_gauges
 from search.errors import NotReady, Overloaded
 from search.settings import Settings
 
@@ -108,6 +108,11 @@ class ServiceState:
                 "dtype": encoder.dtype,
                 "random_weights": str(encoder.random_weights).lower(),
             }
+            for tower, queue in (
+                ("image", self.runtime.encoder.images_queue),
+                ("text", self.runtime.encoder.texts_queue),
+            ):
+                gauges |= queue_gauges(tower, queue.stats)
             products = self.runtime.products
             if products is not None:
                 products.refresh()

@@ -128,6 +128,7 @@ class QueueStats:
     rows: int = 0
     dropped_rows: int = 0  # rows of cancelled requests never computed
     rejected: int = 0  # submissions answered with Overloaded
+    busy_seconds: float = 0.0  # wall time inside forward passes: busy / elapsed is the model's utilisation
 
 
 _open_queues: weakref.WeakSet[TowerQueue] = weakref.WeakSet()
@@ -228,6 +229,7 @@ class TowerQueue:
             if not pieces:
                 continue
             batch = np.concatenate([job.rows[start:stop] for job, start, stop in pieces])
+            started = time.perf_counter()
             try:
                 vectors = self.forward(batch)
             except BaseException as exc:  # the callers get the error; the worker lives on
@@ -235,6 +237,8 @@ class TowerQueue:
                 for job, _, _ in pieces:
                     job.fail(exc)
                 continue
+            finally:
+                self.stats.busy_seconds += time.perf_counter() - started
             self.stats.batches += 1
             self.stats.rows += len(batch)
             offset = 0
