@@ -3,6 +3,7 @@ unreachable, or every admission slot is taken. /health stays a plain liveness an
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 
@@ -94,3 +95,40 @@ def test_ready_answers_at_once_while_the_index_is_being_updated(start_server):
             time.sleep(0.1)
     assert body["catalog"]["revision"] == before["catalog"]["revision"] + 1
     assert body["index"]["revision"] == before["index"]["revision"]  # caught up by the next search
+
+
+def test_ready_answers_while_every_request_thread_is_busy(start_server):
+    """Searches stuck inside the request thread pool (waiting for an index catch-up) take every worker
+    thread; /ready must not need one. (Its state dependency once ran in that pool: the probe then waited
+    behind the very work it judges.)"""
+    server = start_server()
+    state = server.server.config.app.state.vitrine
+    assert (
+        server.client.put(
+            "/products/p1", json={"image": base64.b64encode(image_bytes()).decode()}
+        ).status_code
+        == 201
+    )
+    products = state.runtime.products
+    with products.catalog.engine.begin() as connection:  # another process wrote: searches catch up first
+        connection.exec_driver_sql("UPDATE catalog_state SET revision = revision + 1 WHERE id = 1")
+    stuck = 48  # more than the thread pool's 40 workers
+    with products.sync._lock:
+        threads = [
+            threading.Thread(
+                target=server.client.post, args=("/search",), kwargs={"json": {"product_id": "p1"}}
+            )
+            for _ in range(stuck)
+        ]
+        for thread in threads:
+            thread.start()
+        for _ in range(500):
+            if state.in_flight >= stuck:
+                break
+            time.sleep(0.01)
+        assert state.in_flight >= stuck
+        answer = server.client.get("/ready", timeout=15)
+        assert answer.status_code == 200
+        assert state.in_flight >= stuck  # answered while every search was still stuck
+    for thread in threads:
+        thread.join()
