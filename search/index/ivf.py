@@ -37,10 +37,10 @@ from search.index_spec import IndexSpec
 EXACT_FILTER_LIMIT = 2_000
 SELECTIVE_SHARE = 0.05
 _CHUNK = 50_000
-# k-means on a bounded sample: training costs sample * nlist * dim per iteration (the largest phase of
-# a build at 1M). Lists from 20 points each serve the tuned recall (the probe count absorbs coarser
-# lists); measured in bench/RESULTS.md.
-TRAIN_POINTS_PER_LIST = 20
+# k-means on a bounded sample: training costs sample * nlist * dim per iteration (FAISS's default, up
+# to 256 points per list, made it the largest phase of a build at 1M). 32 points per list: with 20,
+# text queries on hard data needed 320 probes instead of 256 (bench/RESULTS.md).
+TRAIN_POINTS_PER_LIST = 32
 TRAIN_ITERATIONS = 10
 
 
