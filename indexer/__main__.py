@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from indexer import interrupts
 from search.errors import ModelLoadError, VitrineError
 from search.logs import configure_logging
 from search.settings import Settings
@@ -107,9 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     configure_logging(settings.log_level)
     try:
-        sys.exit(_run(args, settings))
+        with interrupts.handled():
+            code = _run(args, settings)
     except (VitrineError, ModelLoadError) as exc:
         sys.exit(f"error: {getattr(exc, 'message', exc)}")
+    sys.exit(code)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

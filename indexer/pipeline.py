@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer import interrupts
 from indexer.progress import Progress
 from search.catalog.records import ProductRecord
 from search.catalog.service import ProductService
@@ -139,6 +140,7 @@ class Indexer:
                         continue
                     pending.append(item)
                     if sum(p.to_embed for p in pending) >= self.batch_size or len(pending) >= 256:
+                        interrupts.check()
                         self._commit(pending, summary)
                         bar.update(
                             len(pending),
@@ -148,6 +150,7 @@ class Indexer:
                         )
                         pending = []
                 if pending:
+                    interrupts.check()
                     self._commit(pending, summary)
                     bar.update(
                         len(pending),

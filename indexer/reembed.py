@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from indexer import interrupts
 from indexer.progress import Progress
 from search.catalog import ImageRecord, ImageWrite, ProductRecord, ProductWrite
 from search.catalog.service import ProductService
@@ -62,6 +63,7 @@ def reembed(
     progress = progress or Progress(len(pending), enabled=False)
     try:
         for start in range(0, len(pending), batch_size):
+            interrupts.check()
             records = service.catalog.get_by_ids(pending[start : start + batch_size])
             writes, pictures = [], []
             for record in records.values():

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer import interrupts
 from search.catalog import Catalog, vector_to_bytes
 from search.catalog.service import ProductService
 from search.catalog.writes import (
@@ -197,6 +198,7 @@ class VectorImporter:
             batches = read_batches(path, self.batch_size, ids)
             batch = next(batches, None)
             while batch is not None:
+                interrupts.check()
                 following = next(batches, None)
                 next_id = (
                     following.column("id")[0].as_py()
