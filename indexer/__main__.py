@@ -22,12 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer import interrupts
 from search.errors import ModelLoadError, VitrineError
 from search.logs import configure_logging
 from search.settings import Settings
+
+if TYPE_CHECKING:  # torch loads only for the commands that embed
+    from search.encoder import Encoder
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,18 +110,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(
+    argv: list[str] | None = None, settings: Settings | None = None, encoder: Encoder | None = None
+) -> int:
+    """The CLI without the process exit: run one command and return its exit code.
+
+    ``settings`` replaces the environment's; ``encoder``, a model already loaded for ``settings.model``,
+    is used (and left open) instead of loading one -- how a host process or the tests run commands
+    without paying for a fresh interpreter and model load each time."""
     args = _parser().parse_args(argv)
-    settings = Settings()
+    settings = settings or Settings()
     configure_logging(settings.log_level)
     try:
         with interrupts.handled():
-            code = _run(args, settings)
+            return _run(args, settings, encoder)
     except (VitrineError, ModelLoadError) as exc:
-        sys.exit(f"error: {getattr(exc, 'message', exc)}")
-    sys.exit(code)
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
+def _run(args: argparse.Namespace, settings: Settings, encoder: Encoder | None) -> int:
     if args.command == "sample":
         from search.sample_catalog import write_sample_catalog
 
@@ -136,9 +153,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from search.catalog.service import open_products  # no torch: maintenance needs no model
 
     if args.command == "add":
-        return _add(args, settings)
+        return _add(args, settings, encoder)
     if args.command == "reembed":
-        return _reembed(args, settings)
+        return _reembed(args, settings, encoder)
     # Maintenance loads no model: it works on the vectors of the catalog's own embedding space.
     model = args.model if args.command in ("import", "export") and args.model else _catalog_model(settings)
     settings = settings.model_copy(update={"model": model})
@@ -231,36 +248,50 @@ def _catalog_model(settings: Settings) -> str:
         catalog.close()
 
 
-def _add(args: argparse.Namespace, settings: Settings) -> int:
+@contextmanager
+def _encoder(settings: Settings, given: Encoder | None) -> Iterator[Encoder]:
+    """The given encoder (its owner closes it), else ``settings.model`` loaded for this command."""
+    if given is not None:
+        yield given
+        return
+    from search.runtime import load_encoder
+
+    encoder = load_encoder(settings)
+    try:
+        yield encoder
+    finally:
+        encoder.close()
+
+
+def _add(args: argparse.Namespace, settings: Settings, given: Encoder | None) -> int:
     from indexer.pipeline import Indexer
     from search.manifest import read_manifest
-    from search.runtime import build_image_loader, load_encoder, open_products, settled_space
+    from search.runtime import build_image_loader, open_products, settled_space
     from search.space import SpaceMismatch, space_of
 
     manifest = read_manifest(args.manifest)
-    encoder = load_encoder(settings)
-    served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
-    recorded = settled_space(settings, served)
-    if recorded.key != served.key:
-        raise SpaceMismatch(recorded, served)
-    images = build_image_loader(settings, encoder.info.image_size)
-    service = open_products(settings, encoder=encoder, images=images, model=served.key)
-    indexer = Indexer(
-        service,
-        encoder,
-        images,
-        batch_size=args.batch_size or settings.batch_size,
-        workers=args.workers,
-        refetch=args.refetch,
-        progress=not args.no_progress,
-        progress_every=args.progress_every,
-    )
-    try:
-        summary = indexer.run(manifest)
-    finally:
-        images.close()
-        service.catalog.close()
-        encoder.close()
+    with _encoder(settings, given) as encoder:
+        served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
+        recorded = settled_space(settings, served)
+        if recorded.key != served.key:
+            raise SpaceMismatch(recorded, served)
+        images = build_image_loader(settings, encoder.info.image_size)
+        service = open_products(settings, encoder=encoder, images=images, model=served.key)
+        indexer = Indexer(
+            service,
+            encoder,
+            images,
+            batch_size=args.batch_size or settings.batch_size,
+            workers=args.workers,
+            refetch=args.refetch,
+            progress=not args.no_progress,
+            progress_every=args.progress_every,
+        )
+        try:
+            summary = indexer.run(manifest)
+        finally:
+            images.close()
+            service.catalog.close()
     return _finish(args, summary.as_dict(), summary.lines(), summary.interrupted, bool(summary.failed))
 
 
@@ -295,35 +326,35 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     return _finish(args, result, summary.lines(), summary.interrupted, bool(summary.failed))
 
 
-def _reembed(args: argparse.Namespace, settings: Settings) -> int:
+def _reembed(args: argparse.Namespace, settings: Settings, given: Encoder | None) -> int:
     from indexer.progress import Progress
     from indexer.reembed import reembed
     from search.catalog import Catalog
-    from search.runtime import build_image_loader, load_encoder, open_products
+    from search.runtime import build_image_loader, open_products
     from search.space import ids_outside, space_of
 
-    encoder = load_encoder(settings)
-    served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
-    images = build_image_loader(settings, encoder.info.image_size)
-    catalog = Catalog.open(settings.resolved_database_url)
-    try:
-        pending = len(ids_outside(catalog, served.key))
-    finally:
-        catalog.close()
-    service = open_products(settings, encoder=encoder, images=images, model=served.key)
-    progress = Progress(pending, enabled=not args.no_progress, every=args.progress_every)
-    try:
-        summary = reembed(
-            service,
-            encoder,
-            images,
-            served,
-            batch_size=args.batch_size or settings.batch_size,
-            progress=progress,
-        )
-    finally:
-        images.close()
-        service.catalog.close()
+    with _encoder(settings, given) as encoder:
+        served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
+        images = build_image_loader(settings, encoder.info.image_size)
+        catalog = Catalog.open(settings.resolved_database_url)
+        try:
+            pending = len(ids_outside(catalog, served.key))
+        finally:
+            catalog.close()
+        service = open_products(settings, encoder=encoder, images=images, model=served.key)
+        progress = Progress(pending, enabled=not args.no_progress, every=args.progress_every)
+        try:
+            summary = reembed(
+                service,
+                encoder,
+                images,
+                served,
+                batch_size=args.batch_size or settings.batch_size,
+                progress=progress,
+            )
+        finally:
+            images.close()
+            service.catalog.close()
     return _finish(args, summary.as_dict(), summary.lines(), summary.interrupted, bool(summary.failed))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
+import logging
 import os
 import shutil
 import socket
@@ -327,14 +329,68 @@ def shared_server(start_shared_server: Callable[..., LiveServer]) -> LiveServer:
     return start_shared_server()
 
 
-# Catalog: the indexer CLI as a real subprocess, and an indexed sample catalog ---------------------------
+# Catalog: the indexer CLI (in-process, or as a real subprocess), and an indexed sample catalog ---------------
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_PRODUCTS = 40
 
 
+def indexer_settings(model_dir: Path, data_dir: Path, **overrides: object) -> Settings:
+    """An indexer run's settings: the tiny model on CPU in float32 (as the test servers use it). Unlike
+    ``settings_for``, no loopback hosts are allowed unless a test says so."""
+    values: dict[str, object] = {
+        "model": str(model_dir),
+        "data_dir": data_dir,
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def run_indexer_in_process(
+    settings: Settings, *args: object, encoder: Encoder | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m indexer ARGS`` as a call (``indexer.__main__.run``): stdout, stderr (log lines
+    included, formatted as the CLI's own) and the exit code, as a subprocess run would give them. The
+    ``encoder``, when given, is used instead of loading ``settings.model`` again."""
+    from indexer.__main__ import run
+
+    argv = [str(arg) for arg in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = run(argv, settings, encoder)
+            except SystemExit as exited:  # argparse: a usage error (2) or --help (0)
+                code = exited.code if isinstance(exited.code, int) else 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["indexer", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="session")
+def indexer_cli(tiny_model_dir: Path, encoder: Encoder) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``indexer_cli(data_dir, "add", manifest, index_type="hnsw")``: the indexer CLI in-process on the
+    shared tiny encoder; keyword arguments are settings overrides."""
+
+    def run(data_dir: Path, *args: object, **overrides: object) -> subprocess.CompletedProcess[str]:
+        return run_indexer_in_process(
+            indexer_settings(tiny_model_dir, data_dir, **overrides), *args, encoder=encoder
+        )
+
+    return run
+
+
 def indexer_env(model_dir: Path, data_dir: Path) -> dict[str, str]:
-    """The environment of an indexer run: the tiny model on CPU in float32 (as the test servers use it)."""
+    """The environment of an indexer subprocess: the settings of ``indexer_settings``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VITRINE_")}
     env.update(
         VITRINE_MODEL=str(model_dir),
@@ -352,8 +408,9 @@ def indexer_command(*args: object) -> list[str]:
 
 
 def start_indexer(model_dir: Path, data_dir: Path, *args: object) -> subprocess.Popen[str]:
-    """``python -m indexer`` in the background. A run is mostly start-up (importing torch and
-    transformers, about 5 s), so independent runs started together overlap on two cores."""
+    """``python -m indexer`` as a process of its own, in the background: only for what a call cannot
+    show (signals, a killed run, a second process writing at the same time). A run is mostly start-up
+    (importing torch and transformers, about 5 s)."""
     return subprocess.Popen(
         indexer_command(*args),
         cwd=REPO_ROOT,
@@ -373,23 +430,9 @@ def finish_indexer(process: subprocess.Popen[str]) -> subprocess.CompletedProces
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def run_indexer(model_dir: Path, data_dir: Path, *args: object) -> subprocess.CompletedProcess[str]:
-    return finish_indexer(start_indexer(model_dir, data_dir, *args))
-
-
 def summary_of(result: subprocess.CompletedProcess[str]) -> str:
     """An indexer run's output, for assertion messages."""
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-3000:]}"
-
-
-@pytest.fixture(scope="session")
-def indexer_cli(tiny_model_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``indexer_cli(data_dir, "add", manifest)``: ``python -m indexer`` in a subprocess on the tiny model."""
-
-    def run(data_dir: Path, *args: object) -> subprocess.CompletedProcess[str]:
-        return run_indexer(tiny_model_dir, data_dir, *args)
-
-    return run
 
 
 @dataclass
@@ -420,18 +463,18 @@ def read_manifest_rows(manifest: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def indexed_catalog(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> IndexedCatalog:
-    """40 generated products (64 px) indexed once per session through ``python -m indexer``.
+def indexed_catalog(
+    tmp_path_factory: pytest.TempPathFactory, indexer_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> IndexedCatalog:
+    """40 generated products (64 px) indexed once per session by the indexer CLI.
 
     Read-only: tests that write take ``catalog_copy`` instead."""
     root = tmp_path_factory.mktemp("catalog")
     data_dir = root / "data"
-    sample = run_indexer(
-        tiny_model_dir, data_dir, "sample", root / "sample", "--count", SAMPLE_PRODUCTS, "--size", 64
-    )
+    sample = indexer_cli(data_dir, "sample", root / "sample", "--count", SAMPLE_PRODUCTS, "--size", 64)
     assert sample.returncode == 0, summary_of(sample)
     manifest = root / "sample" / "manifest.csv"
-    added = run_indexer(tiny_model_dir, data_dir, "add", manifest, "--no-progress")
+    added = indexer_cli(data_dir, "add", manifest, "--no-progress")
     assert added.returncode == 0, summary_of(added)
     assert f"{SAMPLE_PRODUCTS} added" in added.stdout, summary_of(added)
     return IndexedCatalog(manifest, data_dir, read_manifest_rows(manifest))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from tests.conftest import (
     encode_png,
     finish_indexer,
     patterned_image,
-    run_indexer,
     start_indexer,
     summary_of,
 )
@@ -337,9 +337,14 @@ def test_cli_remove_is_visible_to_a_running_server(
 
 
 def test_api_writes_racing_an_indexer_run_lose_nothing(
-    server: LiveServer, catalog_copy: IndexedCatalog, tiny_model_dir: Path, tmp_path: Path
+    server: LiveServer,
+    catalog_copy: IndexedCatalog,
+    tiny_model_dir: Path,
+    indexer_cli: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path: Path,
 ) -> None:
     # Two writers on one SQLite file: each write transaction takes the lock at BEGIN and waits its turn.
+    # The indexer is a process of its own here: two processes, two SQLite file locks, as in production.
     manifest = write_manifest(tmp_path / "race", {f"race-cli-{i}": 300 + i for i in range(60)})
     process = start_indexer(
         tiny_model_dir, catalog_copy.data_dir, "add", manifest, "--no-progress", "--batch-size", "4"
@@ -353,7 +358,7 @@ def test_api_writes_racing_an_indexer_run_lose_nothing(
 
     expected = SAMPLE_PRODUCTS - 1 + 60 + 12
     assert index_size(server) == expected
-    verify = run_indexer(tiny_model_dir, catalog_copy.data_dir, "verify")
+    verify = indexer_cli(catalog_copy.data_dir, "verify")
     assert verify.returncode == 0, summary_of(verify)
     with sqlite3.connect(catalog_copy.data_dir / "vitrine.db") as conn:
         ids = [row[0] for row in conn.execute("SELECT external_id FROM products")]

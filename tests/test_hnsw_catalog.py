@@ -6,12 +6,9 @@ import json
 import subprocess
 
 from tests.conftest import (
-    REPO_ROOT,
     SAMPLE_PRODUCTS,
     b64,
     encode_png,
-    indexer_command,
-    indexer_env,
     patterned_image,
     summary_of,
 )
@@ -45,11 +42,9 @@ def test_hnsw_catalog_sees_puts_and_deletes_at_once(catalog_copy, start_server):
     assert server.client.get("/ready").json()["index"]["size"] == SAMPLE_PRODUCTS
 
 
-def test_indexer_verify_and_stats_with_hnsw(catalog_copy, tiny_model_dir):
-    env = {**indexer_env(tiny_model_dir, catalog_copy.data_dir), "VITRINE_INDEX_TYPE": "hnsw"}
-
+def test_indexer_verify_and_stats_with_hnsw(catalog_copy, indexer_cli):
     def indexer(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(indexer_command(*args), cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        return indexer_cli(catalog_copy.data_dir, *args, index_type="hnsw")
 
     verify = indexer("verify")  # the file on disk is flat: reported, not silently replaced
     assert verify.returncode == 1 and "HNSW" in verify.stdout, summary_of(verify)

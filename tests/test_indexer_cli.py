@@ -7,7 +7,7 @@ import io
 import json
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +21,7 @@ from tests.conftest import (
     IndexedCatalog,
     copy_catalog,
     encode_png,
-    finish_indexer,
     patterned_image,
-    start_indexer,
     summary_of,
 )
 
@@ -91,20 +89,13 @@ EXPECTED_FAILURES = {
 
 @dataclass
 class Run:
-    """One ``indexer add`` run in the background: its data folder, the products and catalog revision
-    before it started, and (``result``, waited for on first use) how it ended."""
+    """One ``indexer add`` run: its data folder, the products and catalog revision before it started,
+    and how it ended."""
 
     data_dir: Path
     before: dict[str, dict]
-    process: subprocess.Popen[str]
+    result: subprocess.CompletedProcess[str]
     revision: int = 0
-    _result: subprocess.CompletedProcess[str] | None = None
-
-    @property
-    def result(self) -> subprocess.CompletedProcess[str]:
-        if self._result is None:
-            self._result = finish_indexer(self.process)
-        return self._result
 
     @property
     def after(self) -> dict[str, dict]:
@@ -141,26 +132,24 @@ def write_bad_manifest(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(
-    indexed_catalog: IndexedCatalog, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
-) -> Iterator[dict[str, Run]]:
-    """Started together (each run is mostly start-up), collected by the tests that read them:
-    "same" re-runs the indexed manifest, "edited" re-runs it after ``edit_catalog``, "bad" indexes
-    ``BAD_MANIFEST`` into an empty data folder."""
-    started: dict[str, Run] = {}
+    indexed_catalog: IndexedCatalog,
+    tmp_path_factory: pytest.TempPathFactory,
+    indexer_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> dict[str, Run]:
+    """The runs: "same" re-runs the indexed manifest, "edited" re-runs it after ``edit_catalog``, "bad"
+    indexes ``BAD_MANIFEST`` into an empty data folder."""
+    done: dict[str, Run] = {}
     for name in ("same", "edited"):
         catalog = copy_catalog(indexed_catalog, tmp_path_factory.mktemp(name))
         before, revision = products(catalog.data_dir), catalog_revision(catalog.data_dir)
         if name == "edited":
             edit_catalog(catalog)
-        process = start_indexer(tiny_model_dir, catalog.data_dir, "add", catalog.manifest, "--no-progress")
-        started[name] = Run(catalog.data_dir, before, process, revision)
+        result = indexer_cli(catalog.data_dir, "add", catalog.manifest, "--no-progress")
+        done[name] = Run(catalog.data_dir, before, result, revision)
     root = tmp_path_factory.mktemp("bad")
     manifest = write_bad_manifest(root)
-    process = start_indexer(tiny_model_dir, root / "data", "add", manifest, "--no-progress")
-    started["bad"] = Run(root / "data", {}, process)
-    yield started
-    for run in started.values():
-        run.result  # noqa: B018 -- reap runs no selected test waited for
+    done["bad"] = Run(root / "data", {}, indexer_cli(root / "data", "add", manifest, "--no-progress"))
+    return done
 
 
 # Incremental -----------------------------------------------------------------------------------------------

@@ -6,26 +6,29 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import (
-    REPO_ROOT,
     ImageServer,
     encode_png,
-    indexer_command,
-    indexer_env,
     patterned_image,
     summary_of,
 )
 
 
+@pytest.fixture
 def run(
-    model_dir: Path, data_dir: Path, *args: object, allow: str = "127.0.0.1"
-) -> subprocess.CompletedProcess[str]:
-    env = {**indexer_env(model_dir, data_dir), "VITRINE_URL_ALLOW_HOSTS": allow}
-    return subprocess.run(
-        indexer_command(*args), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180
-    )
+    indexer_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The indexer CLI on a data folder, with ``allow`` as VITRINE_URL_ALLOW_HOSTS."""
+
+    def run(data_dir: Path, *args: object, allow: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+        return indexer_cli(data_dir, *args, url_allow_hosts=[allow])
+
+    return run
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -43,7 +46,7 @@ def embedding_of(data_dir: Path, product_id: str) -> bytes:
 
 
 def test_url_manifest_is_incremental_and_refetch_compares_content(
-    tiny_model_dir: Path, image_server: ImageServer, tmp_path: Path
+    run: Callable[..., subprocess.CompletedProcess[str]], image_server: ImageServer, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
     urls = {
@@ -55,7 +58,7 @@ def test_url_manifest_is_incremental_and_refetch_compares_content(
         [{"id": pid, "image": url, "shade": i} for i, (pid, url) in enumerate(urls.items())],
     )
 
-    first = run(tiny_model_dir, data_dir, "add", manifest, "--no-progress")
+    first = run(data_dir, "add", manifest, "--no-progress")
     assert first.returncode == 0, summary_of(first)
     assert "3 rows: 3 added" in first.stdout
     hits_after_first = {
@@ -64,23 +67,23 @@ def test_url_manifest_is_incremental_and_refetch_compares_content(
     assert all(count == 1 for count in hits_after_first.values())
 
     # Same URLs, same model: nothing downloaded again.
-    second = run(tiny_model_dir, data_dir, "add", manifest, "--no-progress")
+    second = run(data_dir, "add", manifest, "--no-progress")
     assert "0 added, 0 re-embedded, 0 metadata updated, 3 unchanged" in second.stdout, summary_of(second)
     assert {path: image_server.hits.get(path, 0) for path in hits_after_first} == hits_after_first
 
     # The picture behind one URL changes: --refetch downloads all, re-embeds only the changed one.
     before = embedding_of(data_dir, "url-1")
     image_server.add("/cli/url-1.png", encode_png(patterned_image(699)))
-    third = run(tiny_model_dir, data_dir, "add", manifest, "--no-progress", "--refetch")
+    third = run(data_dir, "add", manifest, "--no-progress", "--refetch")
     assert "0 added, 1 re-embedded, 0 metadata updated, 2 unchanged" in third.stdout, summary_of(third)
     assert embedding_of(data_dir, "url-1") != before
 
-    verify = run(tiny_model_dir, data_dir, "verify")
+    verify = run(data_dir, "verify")
     assert verify.returncode == 0, summary_of(verify)
 
 
 def test_url_to_a_private_address_is_a_failed_row_not_a_fetch(
-    tiny_model_dir: Path, image_server: ImageServer, tmp_path: Path
+    run: Callable[..., subprocess.CompletedProcess[str]], image_server: ImageServer, tmp_path: Path
 ) -> None:
     good = image_server.add("/cli/good.png", encode_png(patterned_image(610)))
     manifest = write_jsonl(
@@ -88,7 +91,7 @@ def test_url_to_a_private_address_is_a_failed_row_not_a_fetch(
         [{"id": "ok", "image": good.replace("127.0.0.1", "localhost")}, {"id": "blocked", "image": good}],
     )
     hits = image_server.hits.get("/cli/good.png", 0)
-    result = run(tiny_model_dir, tmp_path / "data", "add", manifest, "--no-progress", allow="localhost")
+    result = run(tmp_path / "data", "add", manifest, "--no-progress", allow="localhost")
     assert result.returncode == 2, summary_of(result)
     assert "1 added" in result.stdout and "1 failed" in result.stdout
     assert "line 2 (id blocked)" in result.stdout and "URL refused" in result.stdout

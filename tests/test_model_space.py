@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from api.app import create_app
-from indexer.__main__ import main as indexer_main
 from search.random_model import write_random_model
+from search.settings import Settings
 from search.weights import Checkpoint
-from tests.conftest import LiveServer, assert_error, settings_for
+from tests.conftest import LiveServer, assert_error, indexer_settings, run_indexer_in_process, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +45,13 @@ def test_other_weights_are_another_space(tiny_model_dir, other_model_dir):
     assert Checkpoint(other_model_dir).fingerprint != Checkpoint(tiny_model_dir).fingerprint
 
 
-def run_indexer(capsys, monkeypatch, model: Path | None, data_dir: Path, *argv: str) -> tuple[int, str]:
+def run_indexer(model: Path | None, data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The indexer CLI in-process with ``model`` as VITRINE_MODEL (None: not set)."""
     if model is None:
-        monkeypatch.delenv("VITRINE_MODEL", raising=False)
+        settings = Settings(data_dir=data_dir, device="cpu", dtype="float32")
     else:
-        monkeypatch.setenv("VITRINE_MODEL", str(model))
-    monkeypatch.setenv("VITRINE_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("VITRINE_DEVICE", "cpu")
-    monkeypatch.setenv("VITRINE_DTYPE", "float32")
-    with pytest.raises(SystemExit) as exited:
-        indexer_main(list(argv))
-    captured = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 1), captured.out + (code if isinstance(code, str) else "")
+        settings = indexer_settings(model, data_dir)
+    return run_indexer_in_process(settings, *argv)
 
 
 def serve(model_dir: Path, data_dir: Path) -> LiveServer:
@@ -64,7 +59,7 @@ def serve(model_dir: Path, data_dir: Path) -> LiveServer:
 
 
 def test_a_server_of_another_model_answers_409_on_catalog_routes_until_reembed(
-    catalog_copy, tiny_model_dir, other_model_dir, capsys, monkeypatch
+    catalog_copy, tiny_model_dir, other_model_dir
 ):
     server = serve(other_model_dir, catalog_copy.data_dir)
     try:
@@ -84,20 +79,20 @@ def test_a_server_of_another_model_answers_409_on_catalog_routes_until_reembed(
         server.stop()
 
     # Maintenance needs no VITRINE_MODEL: it reads the catalog's own space.
-    code, out = run_indexer(capsys, monkeypatch, None, catalog_copy.data_dir, "stats")
-    assert code == 0 and json.loads(out)["index_vectors"] == len(catalog_copy.rows)
+    stats = run_indexer(None, catalog_copy.data_dir, "stats")
+    assert stats.returncode == 0 and json.loads(stats.stdout)["index_vectors"] == len(catalog_copy.rows)
 
     # Adding with the other model is refused with the same explanation.
-    code, out = run_indexer(
-        capsys, monkeypatch, other_model_dir, catalog_copy.data_dir, "add", str(catalog_copy.manifest)
-    )
-    assert code == 1 and "python -m indexer reembed" in out
+    added = run_indexer(other_model_dir, catalog_copy.data_dir, "add", str(catalog_copy.manifest))
+    assert added.returncode == 1 and "python -m indexer reembed" in added.stderr
 
-    code, out = run_indexer(
-        capsys, monkeypatch, other_model_dir, catalog_copy.data_dir, "reembed", "--json", "--no-progress"
+    reembedded = run_indexer(other_model_dir, catalog_copy.data_dir, "reembed", "--json", "--no-progress")
+    summary = json.loads(reembedded.stdout)
+    assert (
+        reembedded.returncode == 0
+        and summary["reembedded"] == len(catalog_copy.rows)
+        and summary["switched"] is True
     )
-    summary = json.loads(out)
-    assert code == 0 and summary["reembedded"] == len(catalog_copy.rows) and summary["switched"] is True
 
     server = serve(other_model_dir, catalog_copy.data_dir)
     try:
@@ -106,24 +101,22 @@ def test_a_server_of_another_model_answers_409_on_catalog_routes_until_reembed(
         assert server.client.get("/ready").json()["catalog"]["mismatch"] is False
     finally:
         server.stop()
-    code, out = run_indexer(capsys, monkeypatch, None, catalog_copy.data_dir, "verify")
-    assert code == 0, out
+    verify = run_indexer(None, catalog_copy.data_dir, "verify")
+    assert verify.returncode == 0, verify.stdout
 
 
-def test_reembed_keeps_finished_work_and_switches_once_every_product_is_done(
-    catalog_copy, other_model_dir, capsys, monkeypatch
-):
-    args = (capsys, monkeypatch, other_model_dir, catalog_copy.data_dir)
+def test_reembed_keeps_finished_work_and_switches_once_every_product_is_done(catalog_copy, other_model_dir):
+    args = (other_model_dir, catalog_copy.data_dir)
     for stored in (catalog_copy.data_dir / "images").rglob("*"):
         if stored.is_file():
             stored.unlink()  # every stored image gone: nothing can be re-embedded
             break
-    code, out = run_indexer(*args, "reembed", "--json", "--no-progress")
-    first = json.loads(out)
-    assert code == 2 and len(first["failed"]) >= 1 and first["switched"] is False
+    run = run_indexer(*args, "reembed", "--json", "--no-progress")
+    first = json.loads(run.stdout)
+    assert run.returncode == 2 and len(first["failed"]) >= 1 and first["switched"] is False
     assert first["reembedded"] == len(catalog_copy.rows) - len(first["failed"])
     failed_ids = [line.split(":")[0] for line in first["failed"]]
-    assert run_indexer(*args, "remove", *failed_ids)[0] == 0
-    code, out = run_indexer(*args, "reembed", "--json", "--no-progress")
-    second = json.loads(out)
-    assert code == 0 and second["total"] == 0 and second["switched"] is True
+    assert run_indexer(*args, "remove", *failed_ids).returncode == 0
+    rerun = run_indexer(*args, "reembed", "--json", "--no-progress")
+    second = json.loads(rerun.stdout)
+    assert rerun.returncode == 0 and second["total"] == 0 and second["switched"] is True
