@@ -236,3 +236,30 @@ def test_summary_names_each_failed_line(runs: dict[str, Run]) -> None:
 
 def test_unknown_columns_are_kept_as_attributes_and_listed(runs: dict[str, Run]) -> None:
     assert "columns kept as attributes: color, finish, size_cm" in runs["bad"].result.stdout.splitlines()
+
+
+# In-process ------------------------------------------------------------------------------------------------
+
+
+def test_a_given_encoder_does_the_embedding_and_stays_open(
+    indexer_cli: Callable[..., subprocess.CompletedProcess[str]],
+    count_image_embeddings: list[int],
+    encoder: Encoder,
+    tmp_path: Path,
+) -> None:
+    sample = indexer_cli(tmp_path / "data", "sample", tmp_path / "catalog", "--count", 3, "--size", 32)
+    assert sample.returncode == 0, summary_of(sample)
+    result = indexer_cli(tmp_path / "data", "add", tmp_path / "catalog" / "manifest.csv", "--no-progress")
+    assert result.returncode == 0, summary_of(result)
+    assert "3 rows: 3 added" in result.stdout
+    assert count_image_embeddings[0] == 3  # the caller's encoder embedded them: no model loaded again
+    assert encoder.embed_texts(["still open"]).shape[0] == 1  # its owner closes it, not the command
+
+
+def test_in_process_errors_and_usage_keep_the_cli_contract(
+    indexer_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    missing = indexer_cli(tmp_path / "data", "add", tmp_path / "no-such.csv", "--no-progress")
+    assert missing.returncode == 1 and missing.stderr.startswith("error: "), summary_of(missing)
+    usage = indexer_cli(tmp_path / "data", "no-such-command")
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr, summary_of(usage)

@@ -8,7 +8,6 @@ import logging
 
 import pytest
 
-from indexer.__main__ import main as indexer_main
 from indexer.progress import Progress, format_duration
 
 
@@ -48,27 +47,23 @@ def test_durations_read_naturally():
     assert [format_duration(s) for s in (4.4, 75, 3725)] == ["4s", "1m15s", "1h02m"]
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exited:
-        indexer_main(list(argv))
-    return exited.value.code or 0, capsys.readouterr().out
-
-
 @pytest.fixture
-def indexer_env(monkeypatch, tiny_model_dir, tmp_path):
-    monkeypatch.setenv("VITRINE_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("VITRINE_DEVICE", "cpu")
-    monkeypatch.setenv("VITRINE_DTYPE", "float32")
-    return tmp_path
+def run_cli(indexer_cli, tmp_path):
+    """``python -m indexer ARGV`` (in-process) on the test's data folder: its exit code and stdout."""
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = indexer_cli(tmp_path / "data", *argv)
+        return result.returncode, result.stdout
+
+    return run
 
 
-def test_add_logs_progress_and_prints_its_summary_as_json(indexer_env, capsys, caplog):
-    code, _ = run_cli(capsys, "sample", str(indexer_env / "catalog"), "--count", "12", "--size", "32")
+def test_add_logs_progress_and_prints_its_summary_as_json(run_cli, tmp_path, caplog):
+    code, _ = run_cli("sample", str(tmp_path / "catalog"), "--count", "12", "--size", "32")
     assert code == 0
-    manifest = str(indexer_env / "catalog" / "manifest.csv")
+    manifest = str(tmp_path / "catalog" / "manifest.csv")
     with caplog.at_level(logging.INFO, logger="indexer.progress"):
-        code, out = run_cli(capsys, "add", manifest, "--json", "--batch-size", "4", "--progress-every", "0")
+        code, out = run_cli("add", manifest, "--json", "--batch-size", "4", "--progress-every", "0")
     assert code == 0
     summary = json.loads(out)
     assert summary["added"] == 12 and summary["failed"] == 0 and summary["failures"] == []
@@ -77,9 +72,9 @@ def test_add_logs_progress_and_prints_its_summary_as_json(indexer_env, capsys, c
     assert lines[-1].startswith("12/12 rows (100.0%)")
 
 
-def test_maintenance_commands_answer_in_json_too(indexer_env, capsys):
-    run_cli(capsys, "sample", str(indexer_env / "catalog"), "--count", "3", "--size", "32")
-    run_cli(capsys, "add", str(indexer_env / "catalog" / "manifest.csv"), "--no-progress")
-    assert json.loads(run_cli(capsys, "rebuild", "--json")[1]) == {"index_vectors": 3}
-    removed = json.loads(run_cli(capsys, "remove", "sku-00000", "nope", "--json")[1])
+def test_maintenance_commands_answer_in_json_too(run_cli, tmp_path):
+    run_cli("sample", str(tmp_path / "catalog"), "--count", "3", "--size", "32")
+    run_cli("add", str(tmp_path / "catalog" / "manifest.csv"), "--no-progress")
+    assert json.loads(run_cli("rebuild", "--json")[1]) == {"index_vectors": 3}
+    removed = json.loads(run_cli("remove", "sku-00000", "nope", "--json")[1])
     assert removed == {"removed": ["sku-00000"], "not_found": ["nope"]}
