@@ -22,7 +22,8 @@ def closed_port() -> int:
         return sock.getsockname()[1]  # closed again when the socket is: connections are refused
 
 
-def start_offline(tmp_path: Path, **env_overrides: str) -> subprocess.CompletedProcess:
+def start_offline(tmp_path: Path, **env_overrides: str) -> subprocess.Popen[str]:
+    """``python -m api`` on the hub id with an empty hub cache, in the background."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VITRINE_", "HF_"))}
     env.update(
         HF_HOME=str(tmp_path / "hf-home"),  # an empty hub cache
@@ -30,14 +31,34 @@ def start_offline(tmp_path: Path, **env_overrides: str) -> subprocess.CompletedP
         VITRINE_DATA_DIR=str(tmp_path / "data"),
         **env_overrides,
     )
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(closed_port())],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
     )
+
+
+@pytest.fixture(scope="module")
+def offline_starts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Both offline start-ups, run at the same time (each is mostly importing torch and transformers):
+    "unreachable" with a hub endpoint nobody listens on, "offline" with HF_HUB_OFFLINE=1."""
+    overrides = {
+        "unreachable": {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"},
+        "offline": {"HF_HUB_OFFLINE": "1"},
+    }
+    started = {name: start_offline(tmp_path_factory.mktemp(name), **env) for name, env in overrides.items()}
+    finished = {}
+    try:
+        for name, process in started.items():
+            stdout, stderr = process.communicate(timeout=120)
+            finished[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    finally:
+        for process in started.values():
+            process.kill()
+    return finished
 
 
 def assert_one_message_with_the_ways_forward(result: subprocess.CompletedProcess) -> None:
@@ -54,14 +75,14 @@ def assert_one_message_with_the_ways_forward(result: subprocess.CompletedProcess
     assert "Retrying" not in output and "retry" not in output.lower()
 
 
-def test_unreachable_hub_fails_at_once_with_the_three_ways_forward(tmp_path):
-    result = start_offline(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
+def test_unreachable_hub_fails_at_once_with_the_three_ways_forward(offline_starts):
+    result = offline_starts["unreachable"]
     assert_one_message_with_the_ways_forward(result)
     assert "cannot be reached" in result.stderr
 
 
-def test_hf_hub_offline_without_the_model_in_the_cache_fails_with_the_same_message(tmp_path):
-    result = start_offline(tmp_path, HF_HUB_OFFLINE="1")
+def test_hf_hub_offline_without_the_model_in_the_cache_fails_with_the_same_message(offline_starts):
+    result = offline_starts["offline"]
     assert_one_message_with_the_ways_forward(result)
     assert "HF_HUB_OFFLINE is set" in result.stderr
 

@@ -37,27 +37,41 @@ def api_process(model: str, port: int, tmp_path: Path, **extra_env: str) -> subp
     )
 
 
-def test_missing_model_folder_exits_nonzero_with_one_clear_message(tmp_path):
-    process = api_process(str(tmp_path / "no-such-model"), free_port(), tmp_path)
+@pytest.fixture(scope="module")
+def failed_starts(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[int | None, str, str]]:
+    """Two start-ups that must fail, run at the same time (each is mostly importing torch): "missing"
+    names a model folder that does not exist, "invalid" sets VITRINE_DEVICE=tpu. Exit code, stdout, stderr."""
+    root = tmp_path_factory.mktemp("failed-starts")
+    started = {
+        "missing": api_process(str(root / "no-such-model"), free_port(), root / "missing"),
+        "invalid": api_process(str(tiny_model_dir), free_port(), root / "invalid", VITRINE_DEVICE="tpu"),
+    }
+    finished = {}
     try:
-        stdout, stderr = process.communicate(timeout=60)
+        for name, process in started.items():
+            stdout, stderr = process.communicate(timeout=60)
+            finished[name] = (process.returncode, stdout, stderr)
     finally:
-        process.kill()
+        for process in started.values():
+            process.kill()
+    return finished
+
+
+def test_missing_model_folder_exits_nonzero_with_one_clear_message(failed_starts):
+    returncode, stdout, stderr = failed_starts["missing"]
     output = stdout + stderr
-    assert process.returncode != 0
+    assert returncode != 0
     assert "Traceback" not in output
     assert output.count("vitrine could not start") == 1
     assert "VITRINE_MODEL" in stderr
     assert "no such folder" in stderr
 
 
-def test_invalid_setting_exits_nonzero_naming_the_variable(tiny_model_dir, tmp_path):
-    process = api_process(str(tiny_model_dir), free_port(), tmp_path, VITRINE_DEVICE="tpu")
-    try:
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode != 0
+def test_invalid_setting_exits_nonzero_naming_the_variable(failed_starts):
+    returncode, stdout, stderr = failed_starts["invalid"]
+    assert returncode != 0
     assert "Traceback" not in stdout + stderr
     assert "VITRINE_DEVICE='tpu'" in stderr
 
