@@ -286,7 +286,10 @@ def probe_process(base: str, stop_in: float, results: multiprocessing.Queue) -> 
                 started = time.perf_counter()
                 try:
                     response = client.get(path)
-                    statuses[f"{path} {response.status_code}"] += 1
+                    key = f"{path} {response.status_code}"
+                    if response.status_code >= 400:  # which "not ready": busy, database, loading
+                        key += f" {response.json().get('error', '')[:40]}"
+                    statuses[key] += 1
                 except httpx.HTTPError as exc:
                     statuses[f"{path} {type(exc).__name__}"] += 1
                 probes[path].append(time.perf_counter() - started)
