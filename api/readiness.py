@@ -1,13 +1,11 @@
-"""GET /ready's database check, isolated from request work and from the probe itself.
+"""GET /ready's database check, kept off the probe's path.
 
 A probe that queues behind the requests it is meant to judge reports a slow service as a dead one (and
-a load balancer then takes a healthy server out). Checking the database inside the probe was not
-enough: even on a thread and connection of its own, each of the check's database calls gives up the
-interpreter lock and must win it back from every busy request thread, and under 64 clients one probe
-in a hundred took over 2 s. So the check runs in the background, every second, on its own thread and a
-fresh connection (it proves the database can be reached now, not that an old pooled connection still
-works), and /ready answers from its latest result at the cost of a dictionary read. A check that fails,
-or none that succeeded for ``stale_after`` seconds, makes the service not ready.
+a load balancer then takes a healthy server out). So the check runs in the background, every second,
+on its own thread and a fresh connection (it proves the database can be reached now, not that an old
+pooled connection still works, and never waits for a pooled connection that a search holds), and
+/ready answers from its latest result at the cost of a dictionary read. A check that fails, or none
+that succeeded for ``stale_after`` seconds, makes the service not ready.
 """
 
 from __future__ import annotations
