@@ -176,84 +176,42 @@ async def send(client, rec, route, method, path, body=None, content=None) -> Non
         rec.record(route, 0, time.perf_counter() - started, None)
 
 
-async def hostile(client: httpx.AsyncClient, rec: Recorder, rng: random.Random, ctx: dict) -> None:
-    kind = rng.choice(
-        [
-            "png-bomb",
-            "jpeg-6000",
-            "dribble",
-            "nan",
-            "huge-int",
-            "surrogate",
-            "filters",
-            "template",
-            "8mb-text",
-            "70kb-path",
-        ]
-    )
-    route = f"hostile {kind}"
-    if kind == "png-bomb":
-        await send(
-            client,
-            rec,
-            route,
-            "POST",
-            "/",
-            {"inputs": [ctx["png_bomb"]] * 8, "parameters": {"mode": "image_embedding"}},
-        )
-    elif kind == "jpeg-6000":
-        await send(
-            client,
-            rec,
-            route,
-            "POST",
-            "/",
-            {"inputs": [ctx["jpeg_6000"]] * 4, "parameters": {"mode": "image_embedding"}},
-        )
-    elif kind == "dribble":
-        await send(
-            client,
-            rec,
-            route,
-            "POST",
-            "/",
-            {"inputs": ctx["dribble_url"], "parameters": {"mode": "image_embedding"}},
-        )
-    elif kind == "nan":
-        await send(client, rec, route, "PUT", "/products/seed-1", content=b'{"size": NaN}')
-    elif kind == "huge-int":
-        await send(client, rec, route, "POST", "/search", content=b'{"text": "x", "k": ' + b"9" * 5000 + b"}")
-    elif kind == "surrogate":
-        await send(client, rec, route, "PUT", "/products/seed-2", content=b'{"title": "\\ud800"}')
-    elif kind == "filters":
-        await send(
-            client,
-            rec,
-            route,
+def hostile_requests(ctx: dict) -> dict[str, tuple[str, str, dict | None, bytes | None]]:
+    """kind -> (method, path, JSON body, raw body) of each hostile request the soak sends (built once)."""
+    image = {"parameters": {"mode": "image_embedding"}}
+    template = {"candidate_labels": ["a" * 1000, "b" * 1000], "hypothesis_template": "{}" * 10_000}
+    return {
+        "png-bomb": ("POST", "/", {"inputs": [ctx["png_bomb"]] * 8, **image}, None),
+        "jpeg-6000": ("POST", "/", {"inputs": [ctx["jpeg_6000"]] * 4, **image}, None),
+        "dribble": ("POST", "/", {"inputs": ctx["dribble_url"], **image}, None),
+        "nan": ("PUT", "/products/seed-1", None, b'{"size": NaN}'),
+        "huge-int": ("POST", "/search", None, b'{"text": "x", "k": ' + b"9" * 5000 + b"}"),
+        "surrogate": ("PUT", "/products/seed-2", None, b'{"title": "\\ud800"}'),
+        "filters": (
             "POST",
             "/search",
             {"text": "tile", "filters": {f"k{i}": "v" for i in range(1200)}},
-        )
-    elif kind == "template":
-        body = {
-            "inputs": rng.choice(ctx["image_urls"]),
-            "parameters": {
-                "candidate_labels": ["a" * 1000, "b" * 1000],
-                "hypothesis_template": "{}" * 10_000,
-            },
-        }
-        await send(client, rec, route, "POST", "/", body)
-    elif kind == "8mb-text":
-        await send(
-            client,
-            rec,
-            route,
+            None,
+        ),
+        "template": ("POST", "/", {"inputs": ctx["image_urls"][0], "parameters": template}, None),
+        "8mb-text": (
             "POST",
             "/",
             {"inputs": "tile " * 1_600_000, "parameters": {"mode": "text_embedding"}},
-        )
-    else:
+            None,
+        ),
+    }
+
+
+async def hostile(client: httpx.AsyncClient, rec: Recorder, rng: random.Random, ctx: dict) -> None:
+    requests = ctx["hostile"]
+    kind = rng.choice([*requests, "70kb-path"])
+    route = f"hostile {kind}"
+    if kind == "70kb-path":
         await raw_long_path(ctx["port"], rec, route)
+        return
+    method, path, body, content = requests[kind]
+    await send(client, rec, route, method, path, body, content)
 
 
 async def raw_long_path(port: int, rec: Recorder, route: str) -> None:
@@ -358,6 +316,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "dribble_url": origin.url("/dribble.jpg"),
                 "port": port,
             }
+            ctx["hostile"] = hostile_requests(ctx)
             for i in range(20):  # a small catalog to search and to ask for similar products
                 body = {"image": base64.b64encode(photo(200 + i)).decode(), "title": f"seed {i}"}
                 await client.put(f"/products/seed-{i}", json=body)
