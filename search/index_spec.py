@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+IndexDevice = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class IndexSpec:
     ivf_nlist: int = 0  # 0: about 4 * sqrt(vectors)
     ivf_nprobe: int = 0  # 0: tuned to recall_target when the index is built
     rerank: int = 100  # candidates re-scored exactly from the float32 rows (at least 4 * k)
+    # Where searches run (search.index.gpu.choose_device); not a property of the index file.
+    device: IndexDevice = "auto"
 
     def resolve(self, count: int) -> IndexKind:
         """The concrete kind for a catalog of ``count`` vectors."""

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree")
     hnsw_ef_construction: int = Field(80, ge=8)
     hnsw_ef_search: int = Field(256, ge=8, description="HNSW search breadth: recall against speed")
+    index_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where FAISS searches: auto (the GPU when faiss-gpu sees one and the index fits), "
+        "cpu, cuda (the GPU or a start-up error)",
+    )
     search_mode: Literal["vector", "lexical", "hybrid"] = Field(
         "hybrid", description="Ranking of text queries when a request names no mode"
     )
@@ -156,4 +161,5 @@ class Settings(BaseSettings):
             recall_target=self.recall_target,
             ivf_nlist=self.ivf_nlist,
             ivf_nprobe=self.ivf_nprobe,
+            device=self.index_device,
         )

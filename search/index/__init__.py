@@ -8,6 +8,9 @@ an optional allow-list and exclusions, save/load). Kinds, chosen by ``IndexSpec`
   float32 rows read from disk, plus an exact side index and deletion marks for changes since
   it was built (``ivf.py``); its probe count is tuned to a measured recall target (``tuning.py``);
 - ``auto`` (default): flat below ``exact_limit`` vectors, ivf above.
+
+Where searches run (``IndexSpec.device``: auto, cpu, cuda) is decided per index by ``gpu.choose_device``;
+flat and ivf can serve searches from a GPU copy, the CPU index staying the source of truth (``gpu.py``).
 """
 
 from search.index.errors import IndexFileError

@@ -7,6 +7,10 @@ stay in a file written once, read by positional reads for just the few hundred c
 The IVF part (the "base") is immutable once built; vectors are addressed by slot. Changes since the
 build are visible at once: a replaced or removed vector's slot is marked dead (masked out of every
 search), and new versions go to a small exact side index searched alongside. A rebuild folds them in.
+
+On a GPU (``to_gpu``) the immutable base is copied once and never goes stale: the dead marks stay on
+the host and are applied to its candidates. It serves the candidate step of unfiltered searches (with
+or without exclusions) and of tuning; filtered searches, the side index and re-scoring stay on the CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from search.index import tuning
 from search.index.errors import IndexFileError
 from search.index.exact import ExactStore
 from search.index.file_format import check_part, write_part
+from search.index.gpu import DeviceCopy, GpuIvf, copy_to_gpu, drop_gpu_copy
 from search.index.selectors import bitmap_selector, packed_selector
 from search.index_spec import IndexSpec
 
@@ -98,6 +103,8 @@ class IvfStore:
         self.delta = delta or ExactStore(dim)
         self._live_base = int((~self.dead).sum())
         self._live_bitmap: np.ndarray | None = None
+        self.gpu: GpuIvf | None = None
+        self.gpu_error: str | None = None
 
     # Building ------------------------------------------------------------------------------------------
 
@@ -302,9 +309,15 @@ class IvfStore:
             else:
                 nprobe = _widened(nprobe, share, int(self.ivf.nlist))
         elif excluded:
-            mask = ~self.dead
             gone = self.slots_of(np.asarray(excluded, np.int64))
-            mask[gone[gone >= 0]] = False
+            gone = gone[gone >= 0]
+            wanted = max(self.spec.rerank, 4 * k)
+            found = self._gpu_candidates(query, wanted, nprobe, extra=len(gone))
+            if found is not None:  # the excluded dropped here, from candidates widened by their count
+                slots = found[0][~np.isin(found[0], gone)][:wanted]
+                return self._rescore(query, slots[slots >= 0], k)
+            mask = ~self.dead
+            mask[gone] = False
             selector = bitmap_selector(mask)
         else:
             return self._rescore(query, self._candidates(query, max(self.spec.rerank, 4 * k), nprobe)[0], k)
@@ -315,6 +328,9 @@ class IvfStore:
 
     def _candidates(self, queries: np.ndarray, candidates: int, nprobe: int) -> np.ndarray:
         """Slots of the best ``candidates`` live base vectors per query by their SQ8 codes (-1 pads)."""
+        found = self._gpu_candidates(queries, candidates, nprobe)
+        if found is not None:
+            return found
         if self._live_base == len(self.slot_ids):
             params = faiss.SearchParametersIVF(nprobe=int(nprobe))  # no marks: skip the bitmap test
         else:
@@ -322,6 +338,28 @@ class IvfStore:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=int(nprobe))
         _, slots = self.ivf.search(np.ascontiguousarray(queries, np.float32), candidates, params=params)
         return slots
+
+    def _gpu_candidates(
+        self, queries: np.ndarray, candidates: int, nprobe: int, extra: int = 0
+    ) -> np.ndarray | None:
+        """``_candidates`` (plus ``extra``) from the GPU copy; None without one or past its limits."""
+        if self.gpu is None:
+            return None
+        dead_count = len(self.slot_ids) - self._live_base
+        try:
+            return self.gpu.candidates(queries, candidates, nprobe, self.dead, dead_count, extra)
+        except RuntimeError as exc:  # FAISS raises RuntimeError for CUDA errors
+            drop_gpu_copy(self, exc)
+            return None
+
+    def to_gpu(self, device_copy: DeviceCopy = copy_to_gpu) -> None:
+        """Serve the candidate step from a GPU copy of the base (``device_copy``: how it gets there)."""
+        self.gpu = GpuIvf(self.ivf, device_copy)
+
+    def gpu_bytes(self) -> int:
+        """The base on the GPU: codes and ids, both quantisers' centroids, lists padded to 32 codes."""
+        nlist, code = int(self.ivf.nlist), int(self.ivf.code_size)
+        return int(self.ivf.ntotal) * (code + 8) + nlist * (2 * self.dim * 4 + 32 * code)
 
     def _rescore(self, query: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosines of the candidates from the float32 rows (read in slot order)."""

@@ -2,11 +2,13 @@
 
 The index is a cache of the database: its file records the catalog revision it reflects and is written
 atomically with checksums (see ``file_format``), so a crash leaves the previous file and a damaged file
-is detected before FAISS reads it.
+is detected before FAISS reads it. Where it searches (CPU, or a GPU copy) is decided once per index,
+when it is created, loaded or rebuilt (``gpu.choose_device``), and reported by ``describe``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -16,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from search.index.errors import IndexFileError
+from search.index.errors import IndexDeviceError, IndexFileError
 from search.index.exact import ExactStore
 from search.index.file_format import read_state, write_state
+from search.index.gpu import DEVICE, GPU_KINDS, Placement, choose_device, free_gpu_bytes, gpu_count
 from search.index.hnsw import HnswStore
 from search.index.ivf import BaseFiles, IvfStore
 from search.index_spec import IndexSpec
+
+log = logging.getLogger(__name__)
 
 Store = ExactStore | HnswStore | IvfStore
 # A temp file this old beside the index belongs to no running writer (a part takes minutes at most).
@@ -53,6 +58,7 @@ class VectorIndex:
             store = HnswStore(dim, self.spec) if self.spec.resolve(0) == "hnsw" else ExactStore(dim)
         self._store: Store = store
         self._lock = threading.Lock()
+        self.placement = self._place()
 
     @classmethod
     def build(
@@ -72,14 +78,15 @@ class VectorIndex:
         An IVF index writes its immutable parts beside ``path`` while it is built (``save`` then commits).
         """
         kind = spec.resolve(count)
+        store: Store
         if kind == "ivf":
             store = IvfStore.build(dim, spec, batches, path, text_samples)
-            return cls(dim, model, revision, spec, store)
-        store = HnswStore(dim, spec) if kind == "hnsw" else ExactStore(dim)
-        index = cls(dim, model, revision, spec, store)
-        for ids, vectors in batches:
-            index.upsert(ids, vectors)
-        return index
+        else:
+            store = HnswStore(dim, spec) if kind == "hnsw" else ExactStore(dim)
+            for ids, vectors in batches:
+                if len(ids):
+                    store.upsert(*_last_of_each(*_checked(dim, ids, vectors)))
+        return cls(dim, model, revision, spec, store)  # placed once, at its full size
 
     @property
     def kind(self) -> str:
@@ -95,16 +102,7 @@ class VectorIndex:
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(ids), self.dim):
-            raise ValueError(f"vectors must have shape ({len(ids)}, {self.dim}), not {vectors.shape}")
-        if len(np.unique(ids)) != len(ids):
-            # An id twice in one call: the last vector wins, as if upserted one after the other.
-            reversed_ids = ids[::-1]
-            _, first_in_reversed = np.unique(reversed_ids, return_index=True)
-            keep = np.sort(len(ids) - 1 - first_in_reversed)
-            ids, vectors = ids[keep], vectors[keep]
+        ids, vectors = _last_of_each(*_checked(self.dim, ids, vectors))
         with self._lock:
             self._store.upsert(ids, vectors)
 
@@ -151,6 +149,44 @@ class VectorIndex:
             hits = [hit for hit in hits if hit.score >= min_score]
         return hits
 
+    # Where searches run ----------------------------------------------------------------------------
+
+    def _place(self) -> Placement:
+        """Decide where this index searches and copy it to the GPU if there (cuda: or fail, clearly)."""
+        store = self._store
+        gpus = gpu_count()
+        index_bytes = store.gpu_bytes() if isinstance(store, ExactStore | IvfStore) else store.memory_bytes()
+        free = free_gpu_bytes() if gpus and self.kind in GPU_KINDS and self.spec.device != "cpu" else None
+        placement = choose_device(self.spec.device, gpus, self.kind, index_bytes, free)
+        if placement.device == "cuda" and self.dim and isinstance(store, ExactStore | IvfStore):
+            try:
+                store.to_gpu()
+            except RuntimeError as exc:  # FAISS's CUDA errors (out of memory, no kernel for the card...)
+                if self.spec.device == "cuda":
+                    raise IndexDeviceError(
+                        f"VITRINE_INDEX_DEVICE=cuda, but copying the index to the GPU failed: {exc}"
+                    ) from exc
+                placement = Placement("cpu", f"copying the index to the GPU failed: {exc}")
+        if self.dim:
+            log.info(
+                "vector index (%s, %d vectors) searches on %s: %s",
+                self.kind,
+                len(store),
+                placement.device,
+                placement.reason,
+            )
+        return placement
+
+    @property
+    def search_device(self) -> tuple[str, str]:
+        """("cuda:N" or "cpu", why), as it is now (a GPU copy that failed since is reported)."""
+        if self.placement.device == "cpu":
+            return "cpu", self.placement.reason
+        error = getattr(self._store, "gpu_error", None)
+        if error is not None:
+            return "cpu", f"the GPU copy failed while serving: {error}"
+        return f"cuda:{DEVICE}", f"{self.placement.reason}; filtered searches run on the CPU index"
+
     # Upkeep and self-measurement -----------------------------------------------------------------------
 
     def wants_rebuild(self) -> bool:
@@ -176,6 +212,7 @@ class VectorIndex:
             "memory_bytes": self._store.memory_bytes(),
             "description": self.spec.describe(self.kind),
         }
+        facts["search_device"], facts["search_device_reason"] = self.search_device
         if self.kind == "flat":
             facts["measured_recall_at_10"] = {"image_like": 1.0, "text_like": 1.0}
         return facts
@@ -192,7 +229,11 @@ class VectorIndex:
                 "model": self.model,
                 "count": len(self._store),
                 "kind": self.kind,
-                "spec": asdict(replace(self.spec, kind=self.kind)),
+                "spec": {
+                    key: value
+                    for key, value in asdict(replace(self.spec, kind=self.kind)).items()
+                    if key != "device"  # where this process searches, not a fact of the file
+                },
             }
             if isinstance(self._store, IvfStore):
                 meta["ivf"] = self._store.meta()
@@ -247,3 +288,20 @@ class VectorIndex:
         if len(index) != meta.get("count"):
             raise IndexFileError(f"{path} holds {len(index)} vectors, its header says {meta.get('count')}")
         return index
+
+
+def _checked(dim: int, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(ids), dim):
+        raise ValueError(f"vectors must have shape ({len(ids)}, {dim}), not {vectors.shape}")
+    return ids, vectors
+
+
+def _last_of_each(ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An id twice in one call: the last vector wins, as if upserted one after the other."""
+    if len(np.unique(ids)) == len(ids):
+        return ids, vectors
+    _, first_in_reversed = np.unique(ids[::-1], return_index=True)
+    keep = np.sort(len(ids) - 1 - first_in_reversed)
+    return ids[keep], vectors[keep]
