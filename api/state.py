@@ -117,6 +117,7 @@ class ServiceState:
             if products is not None:
                 products.refresh()
                 info["index_type"] = products.index.kind
+                info["index_device"] = products.index.search_device[0]
                 gauges["vitrine_index_vectors"] = ("Vectors in the search index.", float(len(products.index)))
                 gauges["vitrine_catalog_revision"] = (
                     "Catalog revision the index reflects.",

@@ -155,11 +155,12 @@ class InferenceRuntime:
                 rebuild_in_background=True,
             )
             log.info(
-                "catalog: %d products, index of %d vectors at revision %d (%s)",
+                "catalog: %d products, index of %d vectors at revision %d (%s), searching on %s (%s)",
                 products.catalog.count(),
                 len(products.index),
                 products.index.revision,
                 settings.index_path,
+                *products.index.search_device,
             )
         return cls(
             settings,

@@ -25,6 +25,7 @@ def test_metrics_report_readiness_index_and_model(server, tiny_model_dir):
         f'model="{tiny_model_dir}"' in text
         and 'random_weights="true"' in text
         and 'index_type="flat"' in text
+        and 'index_device="cpu"' in text
     )
 
 
