@@ -20,7 +20,7 @@ from api.readiness import DatabaseProbe
 from api.routes import catalog, docs, embeddings, inference, probes
 from api.state import ServiceState
 from search.encoder import Encoder
-from search.errors import ModelLoadError
+from search.errors import IndexDeviceError, ModelLoadError
 from search.runtime import InferenceRuntime
 from search.settings import Settings
 
@@ -96,7 +96,7 @@ def _load(start: Callable[[], None], state: ServiceState, on_fatal: Callable[[st
     try:
         start()
         log.info("ready")
-    except ModelLoadError as exc:
+    except (ModelLoadError, IndexDeviceError) as exc:  # a setting to fix: the message says which
         state.load_error = str(exc)
         if on_fatal:
             on_fatal(str(exc))  # the caller prints it once and exits

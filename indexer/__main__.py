@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer import interrupts
-from search.errors import ModelLoadError, VitrineError
+from search.errors import IndexDeviceError, ModelLoadError, VitrineError
 from search.logs import configure_logging
 from search.settings import Settings
 
@@ -127,7 +127,7 @@ def run(
     try:
         with interrupts.handled():
             return _run(args, settings, encoder)
-    except (VitrineError, ModelLoadError) as exc:
+    except (VitrineError, ModelLoadError, IndexDeviceError) as exc:
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
 

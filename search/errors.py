@@ -47,3 +47,7 @@ class NotReady(VitrineError):
 
 class ModelLoadError(Exception):
     """The model could not be loaded; the message says how to fix it."""
+
+
+class IndexDeviceError(Exception):
+    """VITRINE_INDEX_DEVICE=cuda, but the index cannot search on the GPU: a start-up error naming why."""

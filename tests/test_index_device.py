@@ -13,14 +13,16 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from api.app import create_app
+from search.errors import IndexDeviceError
 from search.index import IndexSpec, VectorIndex
-from search.index.errors import IndexDeviceError
 from search.index.exact import ExactStore
 from search.index.gpu import SCRATCH_BYTES, GiB, GpuFlat, choose_device
 from search.index.ivf import IvfStore
-from tests.conftest import LiveServer, assert_error
+from search.settings import Settings
+from tests.conftest import LiveServer, assert_error, indexer_settings, run_indexer_in_process
 
 DIM = 16
 
@@ -113,6 +115,26 @@ def test_cuda_with_faiss_cpu_fails_when_the_index_is_created_or_loaded(tmp_path:
     # The device is this process's choice, not the file's: it loads under any other setting.
     loaded = VectorIndex.load(tmp_path / "index.faiss", model="m", dim=DIM, spec=IndexSpec(device="auto"))
     assert len(loaded) == 10
+
+
+def test_vitrine_index_device_is_a_typed_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VITRINE_INDEX_DEVICE", raising=False)
+    assert Settings().index_spec.device == "auto"
+    monkeypatch.setenv("VITRINE_INDEX_DEVICE", "cuda")
+    assert Settings().index_spec.device == "cuda"
+    monkeypatch.setenv("VITRINE_INDEX_DEVICE", "gpu")
+    with pytest.raises(ValidationError, match="index_device"):
+        Settings()
+
+
+def test_indexer_with_index_device_cuda_and_faiss_cpu_exits_with_one_clear_line(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = indexer_settings(tiny_model_dir, tmp_path / "data", index_device="cuda")
+    result = run_indexer_in_process(settings, "stats")
+    assert result.returncode == 1
+    assert "error: VITRINE_INDEX_DEVICE=cuda, but FAISS sees no GPU" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # Through the server's start-up ------------------------------------------------------------------------

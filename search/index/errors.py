@@ -5,7 +5,3 @@ from __future__ import annotations
 
 class IndexFileError(Exception):
     """The index file is missing, damaged or for another model: rebuild it from the database."""
-
-
-class IndexDeviceError(Exception):
-    """VITRINE_INDEX_DEVICE=cuda, but the index cannot search on the GPU (a start-up error)."""

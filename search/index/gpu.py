@@ -20,7 +20,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from search.index.errors import IndexDeviceError
+from search.errors import IndexDeviceError
 from search.index_spec import IndexDevice
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from search.index.errors import IndexDeviceError, IndexFileError
+from search.errors import IndexDeviceError
+from search.index.errors import IndexFileError
 from search.index.exact import ExactStore
 from search.index.file_format import read_state, write_state
 from search.index.gpu import DEVICE, GPU_KINDS, Placement, choose_device, free_gpu_bytes, gpu_count
