@@ -25,6 +25,7 @@ pytest.importorskip("onnxruntime")
 needs_openvino = pytest.mark.skipif(
     importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
 )
+needs_nncf = pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("onnx", "int8", 0.999),
         pytest.param("openvino", "float32", 0.99999, marks=needs_openvino),
         pytest.param("openvino", "bfloat16", 0.999, marks=needs_openvino),
+        pytest.param("openvino", "int8", 0.999, marks=[needs_openvino, needs_nncf]),
     ],
 )
 def test_runtime_adapter_matches_the_float32_torch_reference(
@@ -156,7 +158,8 @@ def test_auto_on_cpu_serves_the_fastest_choice_that_passes_its_check(own_checkpo
 def test_choices_follow_the_settings():
     assert candidates("torch", "float32", "cpu") == [RuntimeChoice("torch", "float32")]
     assert candidates("auto", "bfloat16", "cpu") == [RuntimeChoice("torch", "bfloat16")]
-    assert candidates("auto", "int8", "cpu") == [RuntimeChoice("onnx", "int8")]
+    assert candidates("auto", "int8", "cpu") == [RuntimeChoice("openvino", "int8"), RuntimeChoice("onnx", "int8")]
+    assert candidates("openvino", "auto", "cpu")[0] == RuntimeChoice("openvino", "int8")
     assert candidates("onnx", "auto", "cpu")[0] == RuntimeChoice("onnx", "int8")
     assert candidates("openvino", "float32", "cpu") == [RuntimeChoice("openvino", "float32")]
     assert RuntimeChoice("torch", "float32") not in candidates("auto", "auto", "cpu")  # the last resort
@@ -214,3 +217,42 @@ def test_a_server_start_reads_each_checkpoint_file_once(own_checkpoint, tmp_path
         runtime.close()
     assert sorted(set(from_checkpoint)) == sorted(from_checkpoint)  # none twice
     assert own_checkpoint.resolve() / "model.safetensors" in from_checkpoint
+
+
+@needs_openvino
+@needs_nncf
+def test_openvino_int8_stores_int8_weights_and_quantises_activations_at_run_time(tiny_model_dir, cache_dir):
+    import openvino as ov
+
+    from search.runtimes.openvino_runtime import DYNAMIC_QUANTIZATION_GROUP, compile_config
+
+    adapter = load_runtime(str(tiny_model_dir), runtime="openvino", dtype="int8", cache_dir=cache_dir)
+    for tower in ("vision.xml", "text.xml"):
+        ir = ov.Core().read_model(str(adapter.export.path(tower)))
+        constants = [op for op in ir.get_ops() if op.get_type_name() == "Constant"]
+        int8 = [op for op in constants if op.get_element_type() == ov.Type.i8]
+        assert len(int8) >= 4, tower  # every matmul's weights (and the embeddings), not just a few
+    manifest = adapter.export.manifest
+    assert manifest["accepted"] is True and min(manifest["cosine"].values()) >= 0.999
+    assert compile_config("int8", None)["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == DYNAMIC_QUANTIZATION_GROUP
+    assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" not in compile_config("bfloat16", None)
+
+
+@needs_openvino
+@needs_nncf
+def test_openvino_int8_starts_from_a_cached_float_conversion(own_checkpoint, tmp_path, monkeypatch, inputs):
+    """An int8 build after a bfloat16 one compresses the cached IR instead of exporting the checkpoint
+    again (minutes on base-512)."""
+    import search.runtimes.openvino_runtime as openvino_runtime
+
+    cache = tmp_path / "cache"
+    load_runtime(str(own_checkpoint), runtime="openvino", dtype="bfloat16", cache_dir=cache)
+
+    def no_export(*args: object) -> None:
+        raise AssertionError("the checkpoint was exported again")
+
+    monkeypatch.setattr(openvino_runtime, "export_towers", no_export)
+    int8 = load_runtime(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
+    reference = TorchRuntime.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
+    assert min_cosine(int8.image_features(inputs[0]), reference.image_features(inputs[0])) >= 0.999
+    assert not [p for p in int8.export.folder.iterdir() if p.is_dir()]  # no scratch folder kept

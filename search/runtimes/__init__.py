@@ -40,23 +40,26 @@ def candidates(runtime: str, dtype: str, device: str) -> list[RuntimeChoice]:
         return [RuntimeChoice("onnx", dtype)]
     if runtime == "openvino":
         if dtype == "auto":
-            return [RuntimeChoice("openvino", fast_torch)]
+            return [RuntimeChoice("openvino", "int8"), RuntimeChoice("openvino", fast_torch)]
         return [RuntimeChoice("openvino", dtype)]
-    # auto: a dtype alone names its natural runtime (int8 is ONNX's; float types are torch's).
+    # auto: a dtype alone names its natural runtime (int8: OpenVINO's, else ONNX's; float types: torch's).
     if dtype == "int8":
-        return [RuntimeChoice("onnx", "int8")]
+        return [RuntimeChoice("openvino", "int8"), RuntimeChoice("onnx", "int8")]
     if dtype != "auto":
         return [RuntimeChoice("torch", dtype)]
-    # Fastest first, as measured on a 2-core Zen 4 (bench/RESULTS.md): OpenVINO bfloat16 3.4x torch
-    # float32 for an image; ONNX Runtime int8 2.8x but below 0.999 cosine on product-like pictures, so
-    # its export is refused by the accuracy check there and the next choice serves.
+    # Fastest first, as measured on a 2-core Zen 4 (bench/RESULTS.md): for an image OpenVINO int8
+    # (int8 weights, activations quantised per group at run time) 4.9x torch float32, OpenVINO bfloat16
+    # 3.4x, ONNX Runtime int8 2.8x but below 0.999 cosine on product-like pictures, so its export is
+    # refused by the accuracy check there and the next choice serves.
     if fast_torch == "bfloat16":
         return [
+            RuntimeChoice("openvino", "int8"),
             RuntimeChoice("openvino", "bfloat16"),
             RuntimeChoice("onnx", "int8"),
             RuntimeChoice("torch", "bfloat16"),
         ]
     return [
+        RuntimeChoice("openvino", "int8"),
         RuntimeChoice("onnx", "int8"),
         RuntimeChoice("openvino", "float32"),
         RuntimeChoice("onnx", "float32"),
