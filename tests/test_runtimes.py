@@ -158,7 +158,10 @@ def test_auto_on_cpu_serves_the_fastest_choice_that_passes_its_check(own_checkpo
 def test_choices_follow_the_settings():
     assert candidates("torch", "float32", "cpu") == [RuntimeChoice("torch", "float32")]
     assert candidates("auto", "bfloat16", "cpu") == [RuntimeChoice("torch", "bfloat16")]
-    assert candidates("auto", "int8", "cpu") == [RuntimeChoice("openvino", "int8"), RuntimeChoice("onnx", "int8")]
+    assert candidates("auto", "int8", "cpu") == [
+        RuntimeChoice("openvino", "int8"),
+        RuntimeChoice("onnx", "int8"),
+    ]
     assert candidates("openvino", "auto", "cpu")[0] == RuntimeChoice("openvino", "int8")
     assert candidates("onnx", "auto", "cpu")[0] == RuntimeChoice("onnx", "int8")
     assert candidates("openvino", "float32", "cpu") == [RuntimeChoice("openvino", "float32")]
