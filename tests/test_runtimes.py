@@ -259,3 +259,57 @@ def test_openvino_int8_starts_from_a_cached_float_conversion(own_checkpoint, tmp
     reference = TorchRuntime.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
     assert min_cosine(int8.image_features(inputs[0]), reference.image_features(inputs[0])) >= 0.999
     assert not [p for p in int8.export.folder.iterdir() if p.is_dir()]  # no scratch folder kept
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision"),
+    [
+        ("torch", "bfloat16"),
+        ("onnx", "float32"),
+        pytest.param("openvino", "bfloat16", marks=needs_openvino),
+        pytest.param("openvino", "int8", marks=[needs_openvino, needs_nncf]),
+    ],
+)
+def test_a_batch_of_concurrent_requests_on_each_runtime_matches_float32_alone(
+    encoder: Encoder, tiny_model_dir, cache_dir, runtime, precision
+):
+    """Each request of a shared forward pass gets its own rows, in order, within 0.999 of what float32
+    gives it alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from search.encoder import BatchSettings
+
+    adapter = load_runtime(str(tiny_model_dir), runtime=runtime, dtype=precision, cache_dir=cache_dir)
+    batched = Encoder(
+        adapter,
+        encoder.processor,
+        encoder.config,
+        model_id="tiny",
+        batching=BatchSettings(image_batch=8, text_batch=16, max_wait_ms=500),
+    )
+    sizes = [1, 2, 3, 1, 2, 3]  # pictures per request, each picture different
+    seeds = iter(range(sum(sizes)))
+    pictures = [[patterned_image(next(seeds), size=(48, 36)) for _ in range(n)] for n in sizes]
+    texts = [["matte ceramic floor tile", "oak"], ["a heat pump outdoor unit"], ["x", "grey stone", "glossy"]]
+    try:
+        with ThreadPoolExecutor(len(pictures) + len(texts)) as pool:
+            image_futures = [pool.submit(batched.embed_images, group) for group in pictures]
+            text_futures = [pool.submit(batched.embed_texts, group) for group in texts]
+        for group, future in zip(pictures, image_futures, strict=True):
+            got, alone = future.result(), encoder.embed_images(group)
+            assert got.shape == alone.shape
+            assert (np.sum(got * alone, axis=1) >= 0.999).all()
+        for group, future in zip(texts, text_futures, strict=True):
+            got, alone = future.result(), encoder.embed_texts(group)
+            assert got.shape == alone.shape
+            assert (np.sum(got * alone, axis=1) >= 0.999).all()
+        assert batched.images_queue.stats.batches < len(pictures)  # shared passes, not one per request
+        # Rows that swapped places would be caught: no two inputs are within 0.999 of each other.
+        every_picture = [picture for group in pictures for picture in group]
+        every_text = [text for group in texts for text in group]
+        for rows in (encoder.embed_images(every_picture), encoder.embed_texts(every_text)):
+            similar = rows @ rows.T
+            np.fill_diagonal(similar, 0)
+            assert similar.max() < 0.999
+    finally:
+        batched.close()

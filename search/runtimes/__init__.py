@@ -47,9 +47,9 @@ def candidates(runtime: str, dtype: str, device: str) -> list[RuntimeChoice]:
         return [RuntimeChoice("openvino", "int8"), RuntimeChoice("onnx", "int8")]
     if dtype != "auto":
         return [RuntimeChoice("torch", dtype)]
-    # Fastest first, as measured on a 2-core Zen 4 (bench/RESULTS.md): for an image OpenVINO int8
-    # (int8 weights, activations quantised per group at run time) 4.9x torch float32, OpenVINO bfloat16
-    # 3.4x, ONNX Runtime int8 2.8x but below 0.999 cosine on product-like pictures, so its export is
+    # Fastest first, as measured on a 2-core Zen 4 (bench/RESULTS.md), one image against torch float32:
+    # OpenVINO int8 (int8 weights, activations quantised per group at run time) 3.5x, OpenVINO bfloat16
+    # 2.4x, ONNX Runtime int8 2.4x but below 0.999 cosine on product-like pictures, so its export is
     # refused by the accuracy check there and the next choice serves.
     if fast_torch == "bfloat16":
         return [
