@@ -243,22 +243,31 @@ def test_openvino_int8_stores_int8_weights_and_quantises_activations_at_run_time
 
 @needs_openvino
 @needs_nncf
-def test_openvino_int8_starts_from_a_cached_float_conversion(own_checkpoint, tmp_path, monkeypatch, inputs):
-    """An int8 build after a bfloat16 one compresses the cached IR instead of exporting the checkpoint
-    again (minutes on base-512)."""
+def test_openvino_int8_is_compressed_from_the_float_conversion_auto_falls_back_to(
+    own_checkpoint, tmp_path, monkeypatch, inputs
+):
+    """The checkpoint is converted once: int8 compresses the float conversion and keeps it, so a refused
+    int8 falls back without converting again (minutes on base-512), and a rebuilt int8 reuses it."""
     import search.runtimes.openvino_runtime as openvino_runtime
 
     cache = tmp_path / "cache"
-    load_runtime(str(own_checkpoint), runtime="openvino", dtype="bfloat16", cache_dir=cache)
+    int8 = load_runtime(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
+    fallback = openvino_runtime.float_fallback()
+    assert sorted(p.name for p in int8.export.folder.parent.iterdir()) == sorted(
+        ["openvino-int8", f"openvino-{fallback}"]
+    )
+    assert not [p for p in int8.export.folder.iterdir() if p.is_dir()]  # no scratch folder kept
 
     def no_export(*args: object) -> None:
-        raise AssertionError("the checkpoint was exported again")
+        raise AssertionError("the checkpoint was converted again")
 
     monkeypatch.setattr(openvino_runtime, "export_towers", no_export)
-    int8 = load_runtime(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
+    shutil.rmtree(int8.export.folder)
+    rebuilt = load_runtime(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
     reference = TorchRuntime.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
-    assert min_cosine(int8.image_features(inputs[0]), reference.image_features(inputs[0])) >= 0.999
-    assert not [p for p in int8.export.folder.iterdir() if p.is_dir()]  # no scratch folder kept
+    assert min_cosine(rebuilt.image_features(inputs[0]), reference.image_features(inputs[0])) >= 0.999
+    floats = load_runtime(str(own_checkpoint), runtime="openvino", dtype=fallback, cache_dir=cache)
+    assert min_cosine(floats.image_features(inputs[0]), reference.image_features(inputs[0])) >= 0.999
 
 
 @pytest.mark.parametrize(

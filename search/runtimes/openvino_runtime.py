@@ -24,7 +24,7 @@ import numpy as np
 
 from search.runtimes.accuracy import Reference
 from search.runtimes.base import RuntimeChoice, RuntimeUnavailable
-from search.runtimes.export_cache import MIN_COSINE, Export, load_or_build, verify
+from search.runtimes.export_cache import MIN_COSINE, Export, load_or_build
 from search.runtimes.onnx_runtime import TEXT, VISION, export_towers
 from search.runtimes.torch_runtime import cpu_has_native_bf16
 from search.weights import Checkpoint
@@ -37,9 +37,6 @@ IR = {VISION: "vision.xml", TEXT: "text.xml"}
 # run): bf16 565 ms, groups of 64 / 128 / 256: 440 / 416 / 393 ms, cosine 0.99944 / 0.99944 / 0.99942.
 # 256 divides base's 768 and 3072 (and large's 1024 and 4096).
 DYNAMIC_QUANTIZATION_GROUP = 256
-# Conversions of the same checkpoint whose IR holds float32 weights: an int8 build starts from one of
-# them when it is cached, instead of exporting the checkpoint again (minutes on base-512).
-FLOAT_IR_VARIANTS = ("openvino-bfloat16", "openvino-float32")
 
 
 def _import_openvino() -> object:
@@ -105,12 +102,22 @@ class OpenVinoRuntime:
         if choice.precision == "int8":
             _import_nncf()
         key = (checkpoint or Checkpoint(model_id)).export_key
-        export = load_or_build(
-            cache_dir,
-            key,
-            f"openvino-{choice.precision}",
-            lambda folder: build(model_id, choice, folder, key),
-        )
+
+        def build_export(folder: Path) -> dict:
+            if choice.precision != "int8":
+                return build(model_id, choice, folder)
+            # int8 compresses the float conversion that ``auto`` falls back to when int8 is refused: built
+            # (and kept) first, so that fallback never converts the checkpoint a second time.
+            float_choice = RuntimeChoice("openvino", float_fallback())
+            source = load_or_build(
+                cache_dir,
+                key,
+                f"openvino-{float_choice.precision}",
+                lambda f: build(model_id, float_choice, f),
+            )
+            return build(model_id, choice, folder, source=source.folder)
+
+        export = load_or_build(cache_dir, key, f"openvino-{choice.precision}", build_export)
         if not export.accepted:
             raise RuntimeUnavailable(
                 f"openvino {choice.precision} of {model_id} is refused: cosine to float32 "
@@ -127,30 +134,30 @@ class OpenVinoRuntime:
         return np.asarray(self.text(ids)[0], dtype=np.float32)
 
 
-def build(model_id: str, choice: RuntimeChoice, folder: Path, checkpoint_key: str) -> dict:
-    """ONNX export -> OpenVINO IR (float32 weights; int8 weights for int8), then the accuracy check at the
-    chosen precision."""
+def float_fallback() -> str:
+    """The float precision OpenVINO runs best here: the one ``auto`` falls back to from int8."""
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def build(model_id: str, choice: RuntimeChoice, folder: Path, source: Path | None = None) -> dict:
+    """OpenVINO IR of the checkpoint (float32 weights), or for int8 the float IR in ``source`` with its
+    weights compressed to int8; then the accuracy check at the chosen precision."""
     import torch
     from transformers import SiglipModel
 
     ov = _import_openvino()
     model = SiglipModel.from_pretrained(model_id, dtype=torch.float32).eval()
     reference = Reference.of(model)
-    float_ir = _cached_float_ir(folder.parent, checkpoint_key)
-    if float_ir is None:
-        float_ir = folder / "float"
-        float_ir.mkdir()
-        _convert(ov, model, float_ir)
+    if source is None:
+        _convert(ov, model, folder)
     del model
-    for ir_name in IR.values():
-        ir = ov.Core().read_model(str(float_ir / ir_name))
-        if choice.precision == "int8":
-            nncf = _import_nncf()
-            ir = nncf.compress_weights(ir, mode=nncf.CompressWeightsMode.INT8_SYM)
-        # float32 weights stay float32 in the IR: bfloat16 is chosen when compiling, per machine.
-        ov.save_model(ir, str(folder / ir_name), compress_to_fp16=False)
-    if float_ir.parent == folder:
-        shutil.rmtree(float_ir)
+    if source is not None:
+        nncf = _import_nncf()
+        for ir_name in IR.values():
+            ir = nncf.compress_weights(
+                ov.Core().read_model(str(source / ir_name)), mode=nncf.CompressWeightsMode.INT8_SYM
+            )
+            ov.save_model(ir, str(folder / ir_name), compress_to_fp16=False)
     vision = _compile(ov, folder / IR[VISION], choice.precision, None)
     text = _compile(ov, folder / IR[TEXT], choice.precision, None)
     facts = reference.check(
@@ -162,19 +169,11 @@ def build(model_id: str, choice: RuntimeChoice, folder: Path, checkpoint_key: st
 
 
 def _convert(ov: object, model: object, folder: Path) -> None:
-    """The towers of a float32 transformers model as OpenVINO IR with float32 weights."""
+    """The towers of a float32 transformers model as OpenVINO IR with float32 weights (the precision is
+    chosen when compiling, per machine)."""
     onnx_dir = folder / "onnx"
     onnx_dir.mkdir()
     export_towers(model, onnx_dir)
     for name, ir_name in IR.items():
         ov.save_model(ov.convert_model(str(onnx_dir / name)), str(folder / ir_name), compress_to_fp16=False)
     shutil.rmtree(onnx_dir)
-
-
-def _cached_float_ir(checkpoint_folder: Path, checkpoint_key: str) -> Path | None:
-    """A verified cached conversion of this checkpoint with float32 weights, if there is one."""
-    for variant in FLOAT_IR_VARIANTS:
-        manifest = verify(checkpoint_folder / variant)
-        if manifest is not None and manifest.get("checkpoint") == checkpoint_key:
-            return checkpoint_folder / variant
-    return None
