@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 IR = {VISION: "vision.xml", TEXT: "text.xml"}
-# Activation channels per int8 scale. Measured on siglip2-base shapes at batch 1 (2-core Zen 4, same
-# run): bf16 565 ms, groups of 64 / 128 / 256: 440 / 416 / 393 ms, cosine 0.99944 / 0.99944 / 0.99942.
-# 256 divides base's 768 and 3072 (and large's 1024 and 4096).
+# Activation channels per int8 scale. Measured on siglip2-base shapes at batch 1 (bench/bench_int8.py,
+# 2-core Zen 4, same run): bf16 598 ms; groups of 64 / 128 / 256 / 768: 468 / 432 / 418 / 411 ms, worst
+# cosine 0.99944 / 0.99944 / 0.99942 / 0.99939. 256 divides base's 768 and 3072 (large's 1024, 4096).
 DYNAMIC_QUANTIZATION_GROUP = 256
 
 
