@@ -17,13 +17,13 @@ class IdLocks:
     def __init__(self, stripes: int = 256) -> None:
         self._locks = [threading.Lock() for _ in range(stripes)]
 
-    def _stripe(self, external_id: str) -> int:
+    def stripe(self, external_id: str) -> int:
         return zlib.crc32(external_id.encode("utf-8", "surrogatepass")) % len(self._locks)
 
     @contextmanager
     def hold(self, external_ids: Iterable[str]) -> Iterator[None]:
         """All the ids' locks, taken in one global order so two writers can never deadlock."""
         with ExitStack() as stack:
-            for stripe in sorted({self._stripe(external_id) for external_id in external_ids}):
+            for stripe in sorted({self.stripe(external_id) for external_id in external_ids}):
                 stack.enter_context(self._locks[stripe])
             yield

@@ -164,6 +164,8 @@ class Route:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Set: the answer waits until the test sets it (at most 30 s), however long that takes.
+    gate: threading.Event | None = None
     # False: no Content-Length, the body ends when the connection closes (what a lying server does).
     send_length: bool = True
 
@@ -187,10 +189,12 @@ class ImageServer:
                 if route is None:
                     self.send_error(404)
                     return
-                if route.delay:
+                if route.delay or route.gate:
                     with server._lock:
                         server.in_flight += 1
                         server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    if route.gate:
+                        route.gate.wait(30)
                     time.sleep(route.delay)
                     with server._lock:
                         server.in_flight -= 1

@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 import threading
 from collections import Counter
+from itertools import count
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from search.image_store import ImageStore
+from search.write_locks import IdLocks
 from tests.conftest import LiveServer, assert_error, b64, encode_png, patterned_image
 
 IMAGE = b64(encode_png(patterned_image(301)))
@@ -95,6 +97,37 @@ def test_concurrent_puts_creating_one_id_answer_created_exactly_once(server):
     for thread in threads:
         thread.join()
     assert Counter(statuses) == {201: 1, 200: 3}
+
+
+def test_a_put_waiting_on_a_slow_origin_holds_up_no_other_write(server, image_server):
+    """Images are read before the product's lock is taken: a write of another id that hashes to the
+    same lock stripe is answered while the first write's origin still has not answered."""
+    locks = IdLocks()
+    slow_id = "waits-on-origin"
+    other_id = next(f"other-{i}" for i in count() if locks.stripe(f"other-{i}") == locks.stripe(slow_id))
+    gate = threading.Event()
+    url = image_server.add("/slow-origin.png", encode_png(patterned_image(320)), gate=gate)
+    answers: dict[str, int] = {}
+    slow = threading.Thread(
+        target=lambda: answers.update(
+            slow=server.client.put(f"/products/{slow_id}", json={"image": url}).status_code
+        )
+    )
+    slow.start()
+    try:
+        for _ in range(300):  # until the first PUT is inside the origin's answer (at most 30 s)
+            if image_server.in_flight:
+                break
+            threading.Event().wait(0.1)
+        assert image_server.in_flight == 1
+        other = server.client.put(f"/products/{other_id}", json={"image": IMAGE}, timeout=20)
+        assert other.status_code == 201, other.text
+        assert image_server.in_flight == 1 and slow.is_alive()  # the slow write was still waiting
+    finally:
+        gate.set()
+        slow.join(30)
+    assert answers == {"slow": 201}
+    assert product(server, slow_id)["id"] == slow_id
 
 
 # 6. 500s where a 400 belongs ----------------------------------------------------------------------------------

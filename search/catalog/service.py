@@ -16,7 +16,7 @@ from search.catalog.records import ProductRecord
 from search.catalog.store import Catalog, MissingEmbedding
 from search.catalog.sync import IndexSync
 from search.catalog.verify import VerifyReport, verify_catalog
-from search.catalog.writer import CatalogWriter
+from search.catalog.writer import CatalogWriter, ImagesRead
 from search.catalog.writes import ProductDraft, ProductLimits, validate_external_id
 from search.errors import BadInput, NotFound
 from search.image_store import ImageStore
@@ -162,22 +162,27 @@ class ProductService:
         if "id" in body and str(body["id"]) != external_id:
             raise BadInput(f"body id {str(body['id'])[:80]!r} differs from the path's {external_id!r}")
         draft = ProductDraft.from_row(external_id, body, self.limits)  # every field checked first
+        # Read before taking the product's lock: a slow origin must not hold up other writes of its stripe.
+        read = self.writer.read_images(draft.images, None, refetch=True)
         with self._id_locks.hold([external_id]):
-            return self._write(draft, self.catalog.get(external_id))
+            return self._write(draft, self.catalog.get(external_id), read)
 
     def patch(self, external_id: str, body: dict[str, Any]) -> WriteResult:
         """Change only the given fields (an attribute set to null is removed)."""
         if "id" in body and str(body["id"]) != external_id:
             raise BadInput(f"body id {str(body['id'])[:80]!r} differs from the path's {external_id!r}")
         changes = {k: v for k, v in body.items() if k != "id"}
+        # Checked (404, 400) and read before the lock, as for PUT; planned again on what the lock sees.
+        draft = ProductDraft(external_id).patched(self.get(external_id), changes, self.limits)
+        read = self.writer.read_images(draft.images, None, refetch=True)
         with self._id_locks.hold([external_id]):
             stored = self.get(external_id)
             draft = ProductDraft(external_id).patched(stored, changes, self.limits)
-            return self._write(draft, stored)
+            return self._write(draft, stored, read)
 
-    def _write(self, draft: ProductDraft, stored: ProductRecord | None) -> WriteResult:
+    def _write(self, draft: ProductDraft, stored: ProductRecord | None, read: ImagesRead) -> WriteResult:
         # An API write re-reads a URL it is given (refetch): the caller may have changed what it serves.
-        prepared = self.writer.prepare(draft, stored, refetch=True)
+        prepared = self.writer.plan(draft, stored, read)
         plan = prepared.plan
         if plan.kind == "unchanged":
             return WriteResult("unchanged", stored, {})  # type: ignore[arg-type]

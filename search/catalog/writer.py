@@ -34,6 +34,16 @@ class PreparedWrite:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+@dataclass
+class ImagesRead:
+    """A draft's pictures once read: per image its source (None: the draft keeps the stored pictures),
+    the decoded pictures by position, and the stored copies to write with the commit."""
+
+    sources: list[ImageSource] | None
+    pictures: dict[int, object] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
 class CatalogWriter:
     def __init__(
         self,
@@ -61,34 +71,48 @@ class CatalogWriter:
 
         ``base_dir``: a manifest's folder (image values are URLs or paths inside it); without it, values
         are URLs, base64 or data URIs of an API body (stored as "upload")."""
-        sources: list[ImageSource] | None = None
-        pictures: dict[int, object] = {}
-        files: dict[str, bytes] = {}
-        if draft.images is not None:
-            sources = [
-                ImageSource(ref, trusted=must_read(ref, stored, self.model, refetch)) for ref in draft.images
-            ]
-            unread = [i for i, source in enumerate(sources) if source.trusted is None]
-            names = ["image" if len(sources) == 1 else f"images[{i}]" for i in unread]
-            loaded = self._loader().map(
-                lambda ref: self._read(str(ref), base_dir), [draft.images[i] for i in unread], names
-            )
-            for position, (data, picture) in zip(unread, loaded, strict=True):
-                ref = draft.images[position]
-                source = sources[position]
-                source.image_sha256 = sha256_hex(data)
-                if is_url(ref):
-                    source.image_file = None
-                else:
-                    source.image_file = self.image_store.name_for(data)
-                    files[source.image_file] = data
-                    if base_dir is None:
-                        source.image_ref = "upload"
-                pictures[position] = picture
-        plan = plan_write(draft, stored, sources, self.model)
-        prepared = PreparedWrite(draft, plan, files=files)
+        read = self.read_images(draft.images, stored, base_dir=base_dir, refetch=refetch)
+        return self.plan(draft, stored, read)
+
+    def read_images(
+        self,
+        images: list[str] | None,
+        stored: ProductRecord | None,
+        *,
+        base_dir: Path | None = None,
+        refetch: bool = False,
+    ) -> ImagesRead:
+        """Fetch, decode, hash and name the pictures that must be read (all of them with ``refetch``,
+        which needs no ``stored``: an API write reads them before it takes the product's lock)."""
+        if images is None:
+            return ImagesRead(None)
+        sources = [ImageSource(ref, trusted=must_read(ref, stored, self.model, refetch)) for ref in images]
+        read = ImagesRead(sources)
+        unread = [i for i, source in enumerate(sources) if source.trusted is None]
+        names = ["image" if len(sources) == 1 else f"images[{i}]" for i in unread]
+        loaded = self._loader().map(
+            lambda ref: self._read(str(ref), base_dir), [images[i] for i in unread], names
+        )
+        for position, (data, picture) in zip(unread, loaded, strict=True):
+            ref = images[position]
+            source = sources[position]
+            source.image_sha256 = sha256_hex(data)
+            if is_url(ref):
+                source.image_file = None
+            else:
+                source.image_file = self.image_store.name_for(data)
+                read.files[source.image_file] = data
+                if base_dir is None:
+                    source.image_ref = "upload"
+            read.pictures[position] = picture
+        return read
+
+    def plan(self, draft: ProductDraft, stored: ProductRecord | None, read: ImagesRead) -> PreparedWrite:
+        """The write of ``draft`` over ``stored`` with its pictures read, and pixels of those to embed."""
+        plan = plan_write(draft, stored, read.sources, self.model)
+        prepared = PreparedWrite(draft, plan, files=read.files)
         if plan.embed:
-            prepared.pixels = self._encoder().preprocess([pictures[i] for i in plan.embed])
+            prepared.pixels = self._encoder().preprocess([read.pictures[i] for i in plan.embed])
         return prepared
 
     def commit(self, prepared: list[PreparedWrite]) -> list[ProductRecord]:
