@@ -4,6 +4,7 @@ On the device machine (Python 3.12, CUDA torch, transformers; no fastapi/faiss/s
 repository root:
 
     python bench/gpu_check.py --out "$OUT"         # about 3-5 minutes on an H100/H200
+    python bench/gpu_check.py --smoke              # here, first: every step on CPU with the tiny model
 
 It needs only torch, transformers, numpy and pillow (the encoder path imports nothing web or database);
 FAISS is measured when ``import faiss`` works (the official faiss-gpu wheel; the device lacks it and it is
@@ -45,7 +46,18 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--model", default=str(ROOT / "models" / "base-512"))
     parser.add_argument("--seconds", type=float, default=15, help="length of each throughput run")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a dry run of every step on CPU with the tiny model and small indexes: checks this script "
+        "before it spends device time (no figure it prints means anything)",
+    )
     args = parser.parse_args()
+    device = "cpu" if args.smoke else "cuda"
+    if args.smoke:
+        args.seconds = min(args.seconds, 1.0)
+        if args.model == parser.get_default("model"):
+            args.model = str(ROOT / "models" / "tiny-smoke")
 
     import numpy as np
     import torch
@@ -61,12 +73,19 @@ def main() -> None:
         report[key] = value
         print(f"{key}: {value}", flush=True)
 
-    assert torch.cuda.is_available(), "no CUDA device"
-    say("device", torch.cuda.get_device_name(0))
+    def synchronize() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if args.smoke:
+        say("device", "cpu (smoke run: the figures below mean nothing)")
+    else:
+        assert torch.cuda.is_available(), "no CUDA device"
+        say("device", torch.cuda.get_device_name(0))
     say("versions", {"torch": torch.__version__, "cuda": torch.version.cuda})
     model_dir = Path(args.model)
     if not (model_dir / "config.json").exists():
-        write_random_model("base-512", model_dir)
+        write_random_model("tiny" if args.smoke else "base-512", model_dir)
 
     rng = np.random.default_rng(0)
     photos = []
@@ -84,7 +103,7 @@ def main() -> None:
         encoders[dtype] = Encoder.load(
             str(model_dir),
             runtime="torch",
-            device="cuda",
+            device=device,
             dtype=dtype,
             batching=BatchSettings(image_batch=64, text_batch=256, max_wait_ms=2),
         )
@@ -97,7 +116,7 @@ def main() -> None:
             runtime.image_features(pixels[:1]), runtime.image_features(batch64)
         one = []
         for _ in range(20):
-            torch.cuda.synchronize()
+            synchronize()
             started = time.perf_counter()
             runtime.image_features(pixels[:1])
             one.append(time.perf_counter() - started)
@@ -115,7 +134,8 @@ def main() -> None:
         )
     for dtype in ("float32", "float16"):
         encoders.pop(dtype).close()
-    encoder = encoders["bfloat16"] if torch.cuda.is_bf16_supported() else encoders["float16"]
+    bf16 = args.smoke or torch.cuda.is_bf16_supported()
+    encoder = encoders["bfloat16"] if bf16 else encoders["float16"]
 
     # 3. Throughput through the scheduler -------------------------------------------------------------
     def through_scheduler(threads: int, work) -> float:
@@ -193,39 +213,45 @@ def main() -> None:
                 chunk = vectors[start : start + size]
                 yield np.arange(start, start + len(chunk)), chunk
 
-        for kind, count in (("flat", 1_000_000), ("ivf", 200_000)):
+        sizes = (("flat", 5_000), ("ivf", 20_000)) if args.smoke else (("flat", 1_000_000), ("ivf", 200_000))
+        for kind, count in sizes:
             vectors = unit(rng.standard_normal((count, 768), dtype=np.float32))
             queries = unit(vectors[:64] + 0.05 * rng.standard_normal((64, 768), dtype=np.float32))
             found, figures = {}, {}
             with tempfile.TemporaryDirectory() as folder:
-                for device in ("cpu", "cuda"):  # cuda: the GPU copy or a start-up error, never the CPU
+                # cuda: the GPU copy or a start-up error, never the CPU (smoke: auto, which is the CPU)
+                for index_device in ("cpu", "auto" if args.smoke else "cuda"):
                     index = VectorIndex.build(
                         768,
                         "gpu-check",
                         0,
-                        IndexSpec(kind=kind, device=device),
+                        IndexSpec(kind=kind, device=index_device),
                         in_batches(vectors),
                         count=count,
-                        path=Path(folder) / f"{kind}-{device}.faiss",
+                        path=Path(folder) / f"{kind}-{index_device}.faiss",
                     )
                     index.search(queries[0], 10)
                     started = time.perf_counter()
-                    found[device] = [{hit.id for hit in index.search(q, 10)} for q in queries]
+                    found[index_device] = [{hit.id for hit in index.search(q, 10)} for q in queries]
                     excluded = [
                         [hit.id for hit in index.search(q, 10, excluded_ids=[i])]
                         for i, q in enumerate(queries)
                     ]
-                    figures[device] = {
+                    figures[index_device] = {
                         "search_device": index.describe()["search_device"],
                         "one_query_ms": round((time.perf_counter() - started) / 128 * 1000, 2),
                         "excluded_ids_respected": all(i not in ids for i, ids in enumerate(excluded)),
                     }
                     del index
-            figures["top10_agreement_cpu_vs_cuda"] = round(
-                float(np.mean([len(a & b) / 10 for a, b in zip(found["cpu"], found["cuda"], strict=True)])), 4
+            other = "auto" if args.smoke else "cuda"
+            figures[f"top10_agreement_cpu_vs_{other}"] = round(
+                float(np.mean([len(a & b) / 10 for a, b in zip(found["cpu"], found[other], strict=True)])), 4
             )
             say(f"faiss {kind} {count} x 768 via VectorIndex, 64 queries + 64 with an exclusion", figures)
-            assert figures["cuda"]["search_device"].startswith("cuda"), "the index did not search on the GPU"
+            if not args.smoke:
+                assert figures["cuda"]["search_device"].startswith("cuda"), (
+                    "the index did not search on the GPU"
+                )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
