@@ -20,7 +20,8 @@ serve: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	# Two pytest-xdist workers; a test file's tests run on one of them (its module fixtures start once).
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import fcntl
 import io
 import logging
 import os
@@ -153,6 +154,20 @@ def assert_error(response: httpx.Response, status: int) -> str:
     assert list(body) == ["error"]
     assert isinstance(body["error"], str) and body["error"]
     return body["error"]
+
+
+# PostgreSQL ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_database_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The scratch database of VITRINE_TEST_POSTGRES_URL is one: held while a module uses it, so that
+    pytest-xdist workers (``make test`` runs two) never empty it under each other."""
+    # The parent of a worker's base temp folder is shared by all workers of the run.
+    path = tmp_path_factory.getbasetemp().parent / "postgres.lock"
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 # Local image server -------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ tests/test_postgres.py); the same assertions hold on both backends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from search.catalog.service import ProductService
 from search.db import migrate
 from search.errors import BadInput
 from search.image_store import ImageStore
+from tests.conftest import postgres_database_lock
 
 POSTGRES_URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
 MODEL = "filters-model"
@@ -75,31 +77,34 @@ def postgres_url() -> str:
 def service(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProductService]:
-    root = tmp_path_factory.mktemp(request.param)
-    url = f"sqlite:///{root / 'vitrine.db'}" if request.param == "sqlite" else postgres_url()
-    migrate(url)
-    catalog = Catalog.open(url)
-    catalog.upsert(
-        [
-            ProductWrite(
-                row["id"],
-                row["title"],
-                row["category"],
-                row["attributes"],
-                images=[
-                    ImageWrite(
-                        f"https://img.example/{row['id']}.jpg", embedding=unit(i), embedding_model=MODEL
-                    )
-                ],
-            )
-            for i, row in enumerate(ROWS)
-        ]
-    )
-    service = ProductService(
-        catalog, model=MODEL, index_path=root / "index.faiss", image_store=ImageStore(root / "images")
-    )
-    yield service
-    catalog.close()
+    with contextlib.ExitStack() as held:
+        if request.param == "postgresql":
+            held.enter_context(postgres_database_lock(tmp_path_factory))
+        root = tmp_path_factory.mktemp(request.param)
+        url = f"sqlite:///{root / 'vitrine.db'}" if request.param == "sqlite" else postgres_url()
+        migrate(url)
+        catalog = Catalog.open(url)
+        catalog.upsert(
+            [
+                ProductWrite(
+                    row["id"],
+                    row["title"],
+                    row["category"],
+                    row["attributes"],
+                    images=[
+                        ImageWrite(
+                            f"https://img.example/{row['id']}.jpg", embedding=unit(i), embedding_model=MODEL
+                        )
+                    ],
+                )
+                for i, row in enumerate(ROWS)
+            ]
+        )
+        service = ProductService(
+            catalog, model=MODEL, index_path=root / "index.faiss", image_store=ImageStore(root / "images")
+        )
+        yield service
+        catalog.close()
 
 
 def listed(service: ProductService, filters: object) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,16 @@ from search.catalog.service import ProductService
 from search.db import migrate
 from search.image_store import ImageStore
 from search.schema import Base, is_model_table
-from tests.conftest import assert_error, b64, encode_png, patterned_image
+from tests.conftest import assert_error, b64, encode_png, patterned_image, postgres_database_lock
 
 URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="set VITRINE_TEST_POSTGRES_URL to run against PostgreSQL")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def database_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with postgres_database_lock(tmp_path_factory):
+        yield
 
 
 def empty_database() -> None:
