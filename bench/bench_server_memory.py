@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import base64
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import ROOT, ensure_model, write_result
-from bench_serving import photo_jpeg, start_server
+from bench_serving import photo_jpeg, start_server, wait_until_ready
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -50,16 +49,7 @@ def main() -> None:
         process, url = start_server(model_dir, Path(args.data_dir), env)
         client = httpx.Client(base_url=url, timeout=600)
         try:
-            deadline = time.monotonic() + 1800
-            while True:
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{config}: the server did not start")
-                time.sleep(0.5)
+            wait_until_ready(process, client)
             info = client.get("/info").json()
             served = f"{info.get('runtime')} {info.get('dtype')}"
             ready = memory_mib(process.pid)

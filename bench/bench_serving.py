@@ -70,6 +70,22 @@ def start_server(model_dir: Path, data_dir: Path, env_overrides: list[str]) -> t
     return process, f"http://127.0.0.1:{port}"
 
 
+def wait_until_ready(process: subprocess.Popen, client, seconds: float = 1800) -> None:
+    """Until /ready is 200 (a first start converts the model: minutes), or exit if the server died."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if client.get("/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the server did not start")
+        time.sleep(0.5)
+
+
 class CpuAccount:
     """CPU seconds (Linux /proc) used by the given processes and by everything else during a phase: a
     neighbour's load shows up as "other" CPU instead of silently slowing one side of a comparison."""
@@ -134,16 +150,7 @@ def main() -> None:
     process, url = start_server(model_dir, Path(args.data_dir), args.env)
     client = httpx.Client(base_url=url, timeout=600)
     try:
-        deadline = time.monotonic() + 1800
-        while True:
-            try:
-                if client.get("/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the server did not start")
-            time.sleep(0.5)
+        wait_until_ready(process, client)
         info = client.get("/info").json()
         print(
             f"server: runtime {info.get('runtime')} {info.get('dtype')} on {info.get('device')}", flush=True
