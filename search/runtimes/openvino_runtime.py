@@ -150,14 +150,9 @@ def build(model_id: str, choice: RuntimeChoice, folder: Path, source: Path | Non
     reference = Reference.of(model)
     if source is None:
         _convert(ov, model, folder)
-    del model
+    del model  # 1.5 GB for siglip2-base: freed before the IR is compressed and compiled
     if source is not None:
-        nncf = _import_nncf()
-        for ir_name in IR.values():
-            ir = nncf.compress_weights(
-                ov.Core().read_model(str(source / ir_name)), mode=nncf.CompressWeightsMode.INT8_SYM
-            )
-            ov.save_model(ir, str(folder / ir_name), compress_to_fp16=False)
+        _compress(ov, source, folder)
     vision = _compile(ov, folder / IR[VISION], choice.precision, None)
     text = _compile(ov, folder / IR[TEXT], choice.precision, None)
     facts = reference.check(
@@ -177,3 +172,14 @@ def _convert(ov: object, model: object, folder: Path) -> None:
     for name, ir_name in IR.items():
         ov.save_model(ov.convert_model(str(onnx_dir / name)), str(folder / ir_name), compress_to_fp16=False)
     shutil.rmtree(onnx_dir)
+
+
+def _compress(ov: object, source: Path, folder: Path) -> None:
+    """The float IR in ``source`` with the weights of every matmul and embedding as int8 (NNCF,
+    data-free, one scale per output channel)."""
+    nncf = _import_nncf()
+    for ir_name in IR.values():
+        ir = nncf.compress_weights(
+            ov.Core().read_model(str(source / ir_name)), mode=nncf.CompressWeightsMode.INT8_SYM
+        )
+        ov.save_model(ir, str(folder / ir_name), compress_to_fp16=False)
