@@ -28,10 +28,10 @@ lint: install
 	$(BIN)/ruff format --check . || true
 
 models/tiny: | install
-	$(BIN)/python -m search.random_model tiny models/tiny
+	$(BIN)/python -m devtools.random_model tiny models/tiny
 
 models/base-512: | install
-	$(BIN)/python -m search.random_model base-512 models/base-512
+	$(BIN)/python -m devtools.random_model base-512 models/base-512
 
 models: models/tiny models/base-512
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from search.runtime import InferenceRuntime
 from search.settings import Settings
+from search.wiring import Components
 
 
 class EndpointHandler:
@@ -20,7 +20,7 @@ class EndpointHandler:
         # The endpoint's repository folder holds the weights when they were uploaded next to this file.
         if path and (Path(path) / "config.json").is_file():
             settings = settings.model_copy(update={"model": path})
-        self.runtime = InferenceRuntime.start(settings)
+        self.components = Components.start(settings)
 
     def __call__(self, data: dict[str, Any]) -> Any:
-        return self.runtime.inference(data)
+        return self.components.endpoint(data)

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from api.app import create_app
 from api.memory import limit_malloc_arenas
 from api.server import server_config
+from api.settings import ServerSettings
 from search.logs import configure_logging
-from search.settings import Settings
 
 
 def _invalid_settings_message(exc: ValidationError) -> str:
@@ -26,7 +26,7 @@ def _invalid_settings_message(exc: ValidationError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        settings = Settings()
+        settings = ServerSettings()
     except ValidationError as exc:
         sys.exit(_invalid_settings_message(exc))
     parser = argparse.ArgumentParser(prog="python -m api", description="Run the vitrine HTTP server.")

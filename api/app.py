@@ -18,11 +18,11 @@ from api.metrics import MetricsMiddleware
 from api.openapi import install_openapi
 from api.readiness import DatabaseProbe
 from api.routes import catalog, docs, embeddings, inference, probes
+from api.settings import ServerSettings
 from api.state import ServiceState
-from search.encoder import Encoder
 from search.errors import IndexDeviceError, ModelLoadError
-from search.runtime import InferenceRuntime
-from search.settings import Settings
+from search.model.encoder import Encoder
+from search.wiring import Components
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(
-    settings: Settings,
+    settings: ServerSettings,
     *,
     encoder: Encoder | None = None,
     on_fatal: Callable[[str], None] | None = None,
@@ -41,13 +41,13 @@ def create_app(
     """
     state = ServiceState(settings)
 
-    def start_runtime() -> None:
-        runtime = InferenceRuntime.start(settings, encoder, with_catalog=True)
-        if runtime.products is not None:
+    def start_components() -> None:
+        components = Components.start(settings, encoder, with_catalog=True)
+        if components.products is not None:
             probe = DatabaseProbe(settings.resolved_database_url)
             probe.check_now()  # /ready has a fact to answer from the moment it can be 200
             state.database_probe = probe
-        state.runtime = runtime
+        state.components = components
 
     async def watch_database(loading: asyncio.Task[None]) -> None:
         await loading
@@ -60,7 +60,7 @@ def create_app(
             log.info("bearer-token auth on: %d token(s) configured", len(settings.api_tokens))
         else:
             log.warning("no VITRINE_API_TOKENS configured: the API is OPEN to anyone who can reach it")
-        task = asyncio.create_task(asyncio.to_thread(_load, start_runtime, state, on_fatal))
+        task = asyncio.create_task(asyncio.to_thread(_load, start_components, state, on_fatal))
         trimmer = asyncio.create_task(release_memory_when_idle(state, glibc_malloc_trim()))
         watcher = asyncio.create_task(watch_database(task))
         try:
@@ -71,8 +71,8 @@ def create_app(
             watcher.cancel()
             if state.database_probe is not None:
                 state.database_probe.close()
-            if state.runtime is not None:
-                state.runtime.close()
+            if state.components is not None:
+                state.components.close()
 
     # /docs is served from vendored assets (api/routes/docs.py); ReDoc would need a CDN.
     app = FastAPI(title="vitrine", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)

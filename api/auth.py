@@ -51,5 +51,5 @@ class BearerAuth:
         else:
             await self.app(scope, receive, send)
             return
-        response = error_response(401, message, {"WWW-Authenticate": "Bearer"})
+        response = error_response(401, message, {"WWW-Authenticate": "Bearer"}, path=scope["path"])
         await response(scope, receive, send)

@@ -1,6 +1,6 @@
 """Model work that ends when its client goes: a disconnect cancels what the request still waits for.
 
-The blocking work runs in a worker thread inside a ``CancelScope`` (search/batching.py). If the client
+The blocking work runs in a worker thread inside a ``CancelScope`` (search/model/batching.py). If the client
 disconnects first, the scope is cancelled: rows still queued for the model are dropped before they cost
 compute, and the worker thread stops waiting at once.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
-from search.batching import CancelScope, cancel_scope
+from search.model.batching import CancelScope, cancel_scope
 
 
 async def run_cancellable(request: Request, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

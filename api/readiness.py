@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from search.catalog.db import create_db_engine
 from search.catalog.store import Catalog
-from search.db import create_db_engine
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,15 @@ Validation errors keep one message shape: ``invalid search request: <field>: <pr
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from search.catalog.filters import Filters
-from search.catalog.query import Example, SearchQuery
+from search.catalog.plan import ProductDraft, ProductLimits, ProductPatch
+from search.catalog.query import Example, SearchLimits, SearchQuery
 from search.errors import BadInput
+from search.strict_json import JsonLimits, parse_json
 
 SINGLE_FORMS = ("text", "image", "product_id", "vector")
 
@@ -49,7 +50,7 @@ class SearchBody(BaseModel):
     offset: int = 0
     min_score: float | int | None = None
 
-    def to_query(self) -> SearchQuery:
+    def to_query(self, limits: SearchLimits) -> SearchQuery:
         given = [name for name in SINGLE_FORMS if getattr(self, name) is not None]
         if self.positive is not None:
             if given:
@@ -69,7 +70,7 @@ class SearchBody(BaseModel):
             positive=positive,
             negative=negative,
             mode=self.mode,
-            filters=Filters.parse(self.filters),
+            filters=Filters.parse(self.filters, limits.max_filter_keys),
             facets=list(self.facets or []),
             k=k,
             offset=self.offset,
@@ -89,14 +90,15 @@ def _example(item: ExampleBody, where: str) -> Example:
     return Example(**{given[0]: _single(given[0], getattr(item, given[0]))}, weight=float(item.weight))
 
 
-def parse_search(payload: object) -> SearchQuery:
+def parse_search(payload: object, limits: SearchLimits) -> SearchQuery:
+    """A /search body as the core's query (its ranges are checked by the search itself, once)."""
     try:
         body = SearchBody.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise BadInput(f"invalid search request: {where}: {first['msg']}") from None
-    return body.to_query()
+    return body.to_query(limits)
 
 
 class ProductBody(BaseModel):
@@ -110,34 +112,29 @@ class ProductBody(BaseModel):
     category: str | None = None
 
 
-_EXPECTED = {
-    "image": "a string or a list of strings",
-    "images": "a list of strings",
-    "title": "a string",
-    "category": "a string",
-}
-
-
-def product_fields(payload: object, *, patch: bool = False) -> dict[str, Any]:
-    """A PUT or PATCH body as the dict the core reads; every other key is an attribute."""
+def _object(payload: object) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise BadInput('body must be a JSON object like {"image": ..., "title": ..., "category": ...}')
-    if patch and not payload:
-        raise BadInput("PATCH body names no field to change")
-    try:
-        ProductBody.model_validate(payload, strict=True)
-    except ValidationError as exc:
-        field = str(exc.errors()[0]["loc"][0])
-        raise BadInput(f"{field} must be {_EXPECTED.get(field, 'valid')}") from None
     return payload
 
 
-def parse_filters_param(value: str | None) -> Filters:
-    """``GET /products?filters=<JSON>``."""
+def product_draft(product_id: str, payload: object, limits: ProductLimits) -> ProductDraft:
+    """A PUT body as the whole product: checked once, by the core's own value (``ProductDraft``)."""
+    return ProductDraft.from_fields(product_id, _object(payload), limits)
+
+
+def product_patch(product_id: str, payload: object, limits: ProductLimits) -> ProductPatch:
+    """A PATCH body as the fields to change, checked once (``ProductPatch``)."""
+    return ProductPatch.from_fields(product_id, _object(payload), limits)
+
+
+def parse_filters_param(value: str | None, limits: SearchLimits, json_limits: JsonLimits) -> Filters:
+    """``?filters=<JSON>`` (GET /products, /similar): the same reader and checks as a body's filters."""
     if value is None or not value.strip():
         return Filters()
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        raise BadInput('filters must be JSON like {"color": {"in": ["red", "blue"]}}') from None
-    return Filters.parse(parsed)
+    return Filters.parse(parse_json(value, "filters", json_limits), limits.max_filter_keys)
+
+
+def facet_list(value: str | None) -> list[str]:
+    """``?facets=color,category``."""
+    return [name.strip() for name in (value or "").split(",") if name.strip()]

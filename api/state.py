@@ -1,4 +1,4 @@
-"""What a running server holds: its settings, the loaded runtime (once ready) and its admission count."""
+"""What a running server holds: its settings, the loaded components (once ready) and its admission count."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from api.metrics import Metrics, queue_gauges
+from api.settings import ServerSettings
 from search.errors import NotReady, Overloaded
-from search.settings import Settings
+from search.wiring import search_limits
 
 if TYPE_CHECKING:
     from api.readiness import DatabaseProbe
     from search.catalog.service import ProductService
-    from search.runtime import InferenceRuntime
+    from search.wiring import Components
 
 
 def resident_bytes() -> int | None:
@@ -28,9 +29,10 @@ def resident_bytes() -> int | None:
 
 
 class ServiceState:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.runtime: InferenceRuntime | None = None
+        self.limits = search_limits(settings)  # what a query string may ask for, as a body
+        self.components: Components | None = None
         self.database_probe: DatabaseProbe | None = None  # set once a catalog is open
         self.load_error: str | None = None
         self.in_flight = 0
@@ -39,26 +41,26 @@ class ServiceState:
 
     @property
     def ready(self) -> bool:
-        return self.runtime is not None
+        return self.components is not None
 
     @property
     def saturated(self) -> bool:
         """Every admission slot is taken: new work would be answered 429."""
         return self.in_flight >= self.settings.max_pending_requests
 
-    def require_runtime(self) -> InferenceRuntime:
-        if self.runtime is None:
+    def require_components(self) -> Components:
+        if self.components is None:
             raise NotReady(self.load_error or "the model is still loading; retry shortly (GET /ready)")
-        return self.runtime
+        return self.components
 
     def require_products(self) -> ProductService:
-        runtime = self.require_runtime()
-        mismatch = runtime.space_mismatch()
+        components = self.require_components()
+        mismatch = components.space_mismatch()
         if mismatch is not None:
             raise mismatch
-        if runtime.products is None:
+        if components.products is None:
             raise NotReady("the product catalog is not enabled on this server")
-        return runtime.products
+        return components.products
 
     def readiness(self, catalog_revision: int | None) -> dict[str, object]:
         """Facts for GET /ready once the model is loaded: the index, and how far behind the database it is.
@@ -66,16 +68,17 @@ class ServiceState:
         Reads no database itself (the probe hands in ``catalog_revision``) and never updates the index:
         it answers in microseconds however busy the request threads are.
         """
-        products = self.runtime.products if self.runtime else None
-        if products is None:
+        components = self.components
+        products = components.products if components else None
+        if components is None or products is None:
             return {"index": {"loaded": False}}
         index = products.index
-        mismatch = self.runtime.space_mismatch()
+        mismatch = components.space_mismatch()
         catalog: dict[str, object] = {"mismatch": mismatch is not None}
         if catalog_revision is not None:
             catalog["revision"] = catalog_revision
-        if self.runtime.catalog_space is not None:
-            catalog["embedding_space"] = self.runtime.catalog_space.as_dict()
+        if components.catalog_space is not None:
+            catalog["embedding_space"] = components.catalog_space.as_dict()
         if mismatch is not None:
             catalog["error"] = mismatch.message
         return {
@@ -84,44 +87,43 @@ class ServiceState:
         }
 
     def catalog_info(self) -> dict[str, object]:
-        """Catalog facts for GET /info."""
-        products = self.runtime.products if self.runtime else None
+        """Catalog facts for GET /info. Only reads: the index is shown as it is (its revision says how
+        current), never brought up to date here."""
+        products = self.components.products if self.components else None
         if products is None:
             return {}
-        products.refresh()
+        index = products.index
         return {
-            "catalog": {"products": products.catalog.count(), "index_vectors": len(products.index)},
-            "index": {**products.index.describe(), "server_rss_bytes": resident_bytes()},
+            "catalog": {"products": products.catalog.count(), "index_vectors": len(index)},
+            "index": {**index.describe(), "revision": index.revision, "server_rss_bytes": resident_bytes()},
         }
 
     def render_metrics(self) -> str:
+        """The exposition text. Only reads: no database call, no index update."""
         gauges: dict[str, tuple[str, float]] = {
             "vitrine_ready": ("1 once the model (and catalog) are loaded.", float(self.ready)),
             "vitrine_requests_in_flight": ("Admitted requests being worked on.", float(self.in_flight)),
         }
         info = {"model": self.settings.model}
-        if self.runtime is not None:
-            encoder = self.runtime.encoder.info
+        if self.components is not None:
+            encoder = self.components.encoder
             info |= {
-                "runtime": encoder.runtime,
-                "device": encoder.device,
-                "dtype": encoder.dtype,
-                "random_weights": str(encoder.random_weights).lower(),
+                "runtime": encoder.info.runtime,
+                "device": encoder.info.device,
+                "dtype": encoder.info.dtype,
+                "random_weights": str(encoder.info.random_weights).lower(),
             }
-            for tower, queue in (
-                ("image", self.runtime.encoder.images_queue),
-                ("text", self.runtime.encoder.texts_queue),
-            ):
+            for tower, queue in (("image", encoder.images_queue), ("text", encoder.texts_queue)):
                 gauges |= queue_gauges(tower, queue.stats)
-            products = self.runtime.products
+            products = self.components.products
             if products is not None:
-                products.refresh()
-                info["index_type"] = products.index.kind
-                info["index_device"] = products.index.search_device[0]
-                gauges["vitrine_index_vectors"] = ("Vectors in the search index.", float(len(products.index)))
+                index = products.index
+                info["index_type"] = index.kind
+                info["index_device"] = index.search_device[0]
+                gauges["vitrine_index_vectors"] = ("Vectors in the search index.", float(len(index)))
                 gauges["vitrine_catalog_revision"] = (
                     "Catalog revision the index reflects.",
-                    float(products.index.revision),
+                    float(index.revision),
                 )
         return self.metrics.render(gauges, info)
 

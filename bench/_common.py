@@ -19,8 +19,8 @@ RESULTS = ROOT / "bench" / "results"
 
 def ensure_model(size: str, folder: Path | None = None) -> Path:
     """The random checkpoint of ``size`` under models/, written once (base-512 takes a minute)."""
-    from search.random_model import write_random_model
-    from search.runtime import quiet_transformers
+    from devtools.random_model import write_random_model
+    from search.wiring import quiet_transformers
 
     quiet_transformers()
     folder = folder or ROOT / "models" / size

@@ -30,13 +30,13 @@ def main() -> None:
 
     import numpy as np
 
-    from search.encoder import Encoder
-    from search.images import ImageLimits, decode_image
-    from search.sample_catalog import COLORS, _draw
+    from search.images.loader import ImageLimits, decode_image
+    from search.model.backends.probe_pictures import COLORS, draw_pattern
+    from search.model.encoder import Encoder
 
     model_dir = ensure_model(args.size)
     buffer = io.BytesIO()
-    _draw("checks", COLORS["beige"], 512, random.Random(0)).save(buffer, "JPEG", quality=90)
+    draw_pattern("checks", COLORS["beige"], 512, random.Random(0)).save(buffer, "JPEG", quality=90)
     payload = base64.b64encode(buffer.getvalue()).decode()
     limits = ImageLimits(max_bytes=20 << 20, max_pixels=40_000_000)
 

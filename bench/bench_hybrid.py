@@ -1,7 +1,7 @@
 """How the default hybrid fusion weight was chosen: ranking quality of vector, lexical and hybrid
 (weighted reciprocal rank fusion) on a generated catalog whose titles and vectors carry the truth.
 
-The catalog (search/sample_hybrid.py): titles hold a brand and a SKU code, some also a colour (30% of
+The catalog (devtools/sample_hybrid.py): titles hold a brand and a SKU code, some also a colour (30% of
 those the wrong one); looks (colour + pattern) live only in the image vectors. The vector side is
 simulated: a look description's query embedding is its look's direction plus noise (what a trained
 model's text tower would give); a SKU code's or brand's embedding carries nothing about the product
@@ -37,15 +37,15 @@ def main() -> None:
     parser.add_argument("--sku-queries", type=int, default=200)
     args = parser.parse_args()
 
+    from devtools.sample_hybrid import build_hybrid_catalog, random_directions, simulated_query
     from search.catalog import Catalog
+    from search.catalog.db import migrate
     from search.catalog.filters import Filters
     from search.catalog.fusion import reciprocal_rank_fusion
     from search.catalog.lexical import lexical_ranking
     from search.catalog.query import FUSION_WINDOW
-    from search.catalog.service import ProductService
-    from search.db import migrate
-    from search.image_store import ImageStore
-    from search.sample_hybrid import build_hybrid_catalog, random_directions, simulated_query
+    from search.images.store import ImageStore
+    from search.wiring import build_products
 
     rng = np.random.default_rng(1)
     sample = build_hybrid_catalog(
@@ -62,7 +62,7 @@ def main() -> None:
         catalog = Catalog.open(url)
         for start in range(0, len(sample.writes), 1000):
             catalog.upsert(sample.writes[start : start + 1000])
-        service = ProductService(
+        service = build_products(
             catalog, model="bench/hybrid", index_path=Path(tmp) / "i.faiss", image_store=ImageStore(Path(tmp))
         )
         where = Filters().clause()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from _common import median, percentile, write_result
 from bench_scale import memory
-from modality_gap import GapModel
+
+from devtools.modality_gap import GapModel
 
 
 def main() -> None:
@@ -90,11 +91,11 @@ def main() -> None:
 
 def open_service(db: Path, index_file: Path, model: str, dim: int):
     from search.catalog import Catalog
-    from search.catalog.service import ProductService
-    from search.image_store import ImageStore
+    from search.images.store import ImageStore
     from search.index import IndexSpec
+    from search.wiring import build_products
 
-    return ProductService(
+    return build_products(
         Catalog.open(f"sqlite:///{db}"),
         model=model,
         index_path=index_file,

@@ -41,13 +41,13 @@ def main() -> None:
 
     from PIL import Image
 
+    from devtools.sample_catalog import write_sample_catalog
+    from indexer.manifest import read_manifest
     from indexer.pipeline import Indexer
-    from search.db import migrate
-    from search.encoder import Encoder
-    from search.manifest import read_manifest
-    from search.runtime import build_image_loader, open_products
-    from search.sample_catalog import write_sample_catalog
+    from search.catalog.db import migrate
+    from search.model.encoder import Encoder
     from search.settings import Settings
+    from search.wiring import build_image_loader, open_products
 
     model_dir = ensure_model(args.size)
     rows = []

@@ -26,12 +26,12 @@ from _common import ROOT, ensure_model, median, write_result
 def drawings(count: int, seed: int, size: int):
     import numpy as np
 
-    from search.sample_catalog import COLORS, PATTERNS, _draw
+    from search.model.backends.probe_pictures import COLORS, PATTERNS, draw_pattern
 
     rng = random.Random(seed)
     out = np.empty((count, 3, size, size), np.float32)
     for i in range(count):
-        picture = _draw(
+        picture = draw_pattern(
             rng.choice(PATTERNS), COLORS[rng.choice(list(COLORS))], size, random.Random(seed * 1000 + i)
         )
         out[i] = np.asarray(picture, np.float32).transpose(2, 0, 1) / 127.5 - 1
@@ -57,13 +57,13 @@ def main() -> None:
     import torch
     from transformers import SiglipModel
 
-    from search.runtimes import load_runtime
-    from search.runtimes.accuracy import probe_inputs
-    from search.runtimes.base import min_cosine
-    from search.runtimes.openvino_runtime import IR, VISION, compile_config
+    from search.model.backends import load_backend
+    from search.model.backends.accuracy import probe_inputs
+    from search.model.backends.base import min_cosine
+    from search.model.backends.openvino_backend import IR, VISION, compile_config
 
     model_dir = ensure_model(args.size)
-    float_ir = load_runtime(str(model_dir), runtime="openvino", dtype="bfloat16", cache_dir=Path(args.cache))
+    float_ir = load_backend(str(model_dir), runtime="openvino", dtype="bfloat16", cache_dir=Path(args.cache))
     vision_xml = str(float_ir.export.path(IR[VISION]))
     del float_ir
 

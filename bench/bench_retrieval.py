@@ -42,7 +42,7 @@ def fill(url: str, products: int, dim: int, rng: np.random.Generator) -> np.ndar
     """Bulk-insert the catalog; returns the image vectors (row i = image id i + 1)."""
     from sqlalchemy import create_engine, insert, text
 
-    from search.schema import Product, ProductAttribute, ProductImage, attribute_rows, search_document
+    from search.catalog.schema import Product, ProductAttribute, ProductImage, attribute_rows, search_document
 
     centres = rng.standard_normal((200, dim)).astype(np.float32)
     engine = create_engine(url)
@@ -108,12 +108,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from search.catalog import Catalog
+    from search.catalog.db import migrate
     from search.catalog.filters import Filters
     from search.catalog.query import Example, SearchQuery
-    from search.catalog.service import ProductService
-    from search.db import migrate
-    from search.image_store import ImageStore
-    from search.index_spec import IndexSpec
+    from search.images.store import ImageStore
+    from search.index.spec import IndexSpec
+    from search.wiring import build_products
 
     rng = np.random.default_rng(0)
     rows = []
@@ -137,7 +137,7 @@ def main() -> None:
             ) / np.sqrt(args.dim)
             texts[text] = (query / np.linalg.norm(query)).astype(np.float32)
         started = time.perf_counter()
-        service = ProductService(
+        service = build_products(
             Catalog.open(url),
             model="bench/retrieval",
             index_path=Path(tmp) / "index.faiss",

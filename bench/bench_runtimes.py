@@ -37,16 +37,16 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from search.encoder import Encoder
-    from search.runtimes import load_runtime
-    from search.runtimes.base import RuntimeChoice, RuntimeUnavailable, min_cosine
-    from search.sample_catalog import COLORS, _draw
+    from search.model.backends import load_backend
+    from search.model.backends.base import BackendUnavailable, RuntimeChoice, min_cosine
+    from search.model.backends.probe_pictures import COLORS, draw_pattern
+    from search.model.encoder import Encoder
 
     model_dir = ensure_model(args.size)
     reference = Encoder.load(str(model_dir), runtime="torch", device="cpu", dtype="float32")
     rng = random.Random(0)
     pictures = [
-        _draw(kind, color, 512, rng)
+        draw_pattern(kind, color, 512, rng)
         for kind, color in [("checks", COLORS["beige"]), ("planks", COLORS["oak"]), ("dots", COLORS["slate"])]
         for _ in range(1)
     ][:3]
@@ -60,10 +60,10 @@ def main() -> None:
         kind, precision = name.split("-")
         started = time.perf_counter()
         try:
-            runtimes[name] = load_runtime(
+            runtimes[name] = load_backend(
                 str(model_dir), runtime=kind, dtype=precision, cache_dir=Path(args.cache)
             )
-        except RuntimeUnavailable as exc:
+        except BackendUnavailable as exc:
             if "refused" not in str(exc):
                 raise
             # Measured all the same, so the table shows what the accuracy check turned down.
@@ -71,7 +71,7 @@ def main() -> None:
             refused.add(name)
         print(f"{name}: loaded in {time.perf_counter() - started:.1f} s", flush=True)
     if args.compile:
-        compiled = load_runtime(str(model_dir), runtime="torch", dtype="bfloat16")
+        compiled = load_backend(str(model_dir), runtime="torch", dtype="bfloat16")
         compiled.model.vision_model = torch.compile(compiled.model.vision_model)
         compiled.model.text_model = torch.compile(compiled.model.text_model)
         started = time.perf_counter()
@@ -136,14 +136,14 @@ def main() -> None:
 
 
 def load_refused(model_dir, choice, cache):
-    """The adapter over a cached export that its accuracy check refused (``load_runtime`` will not serve it)."""
-    from search.runtimes.export_cache import Export, verify
-    from search.runtimes.onnx_runtime import OnnxRuntime
-    from search.runtimes.openvino_runtime import OpenVinoRuntime
-    from search.weights import Checkpoint
+    """The adapter over a cached export that its accuracy check refused (``load_backend`` will not serve it)."""
+    from search.model.backends.export_cache import Export, verify
+    from search.model.backends.onnx_backend import OnnxBackend
+    from search.model.backends.openvino_backend import OpenVinoBackend
+    from search.model.weights import Checkpoint
 
     folder = cache / Checkpoint(str(model_dir)).export_key[:16] / f"{choice.runtime}-{choice.precision}"
-    adapter = {"onnx": OnnxRuntime, "openvino": OpenVinoRuntime}[choice.runtime]
+    adapter = {"onnx": OnnxBackend, "openvino": OpenVinoBackend}[choice.runtime]
     return adapter(Export(folder, verify(folder)), choice)
 
 

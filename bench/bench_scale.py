@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from _common import median, percentile, write_result
-from modality_gap import GapModel
+
+from devtools.modality_gap import GapModel
 
 
 def memory() -> dict[str, float]:
@@ -47,7 +48,7 @@ def fill_catalog(url: str, model: GapModel, size: int, name: str) -> float:
     from sqlalchemy import insert, update
 
     from search.catalog import Catalog, vector_to_bytes
-    from search.schema import (
+    from search.catalog.schema import (
         CatalogState,
         Product,
         ProductAttribute,
@@ -151,13 +152,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from search.catalog import ImageWrite, ProductWrite
+    from search.catalog.db import migrate
     from search.catalog.filters import Filters
     from search.catalog.query import Example, SearchQuery
-    from search.catalog.service import ProductService
-    from search.db import migrate
-    from search.image_store import ImageStore
+    from search.images.store import ImageStore
+    from search.index.spec import IndexSpec
     from search.index.tuning import exact_top_k
-    from search.index_spec import IndexSpec
+    from search.wiring import build_products
 
     model = GapModel(dim=args.dim, hard=args.data == "hard")
     name = "bench/gap"
@@ -187,7 +188,7 @@ def main() -> None:
         np.save(index_path.with_name("products.faiss.queries.npy"), served)
         spec = IndexSpec(kind="auto", recall_target=args.recall_target)
         started = time.perf_counter()
-        service = ProductService(
+        service = build_products(
             Catalog.open(url),
             model=name,
             index_path=index_path,

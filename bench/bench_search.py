@@ -121,10 +121,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from search.catalog import Catalog, ImageWrite, ProductWrite
-    from search.catalog.service import ProductService
-    from search.db import migrate
-    from search.image_store import ImageStore
-    from search.index_spec import IndexSpec
+    from search.catalog.db import migrate
+    from search.images.store import ImageStore
+    from search.index.spec import IndexSpec
+    from search.wiring import build_products
 
     model = "bench/synthetic"
     rows = []
@@ -164,7 +164,7 @@ def main() -> None:
             for kind in args.kinds:
                 spec = IndexSpec(kind=kind)
                 started = time.perf_counter()
-                service = ProductService(
+                service = build_products(
                     catalog,
                     model=model,
                     index_path=Path(tmp) / f"index-{kind}.faiss",

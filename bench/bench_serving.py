@@ -144,7 +144,7 @@ def main() -> None:
     from PIL import Image
     from transformers import AutoProcessor, SiglipModel
 
-    from search.runtimes.base import normalise
+    from search.model.backends.base import normalise
 
     model_dir = ensure_model(args.size)
     process, url = start_server(model_dir, Path(args.data_dir), args.env)
@@ -216,9 +216,9 @@ def main() -> None:
 
         # 3. Throughput under concurrent clients against the bare runtime's best batch, in alternating
         # rounds (bare burst, served burst) so that a neighbour's load hits both sides alike.
-        from search.runtimes import load_runtime
+        from search.model.backends import load_backend
 
-        runtime = load_runtime(
+        runtime = load_backend(
             str(model_dir),
             runtime=info.get("runtime", "torch"),
             dtype=info.get("dtype", "float32"),

@@ -63,9 +63,9 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from search.encoder import BatchSettings, Encoder
-    from search.random_model import write_random_model
-    from search.runtimes.base import min_cosine
+    from devtools.random_model import write_random_model
+    from search.model.backends.base import min_cosine
+    from search.model.encoder import BatchSettings, Encoder
 
     report: dict[str, object] = {}
 
@@ -108,10 +108,10 @@ def main() -> None:
             batching=BatchSettings(image_batch=64, text_batch=256, max_wait_ms=2),
         )
     pixels = encoders["float32"].preprocess(pictures[:8])
-    reference = encoders["float32"].runtime.image_features(pixels)
+    reference = encoders["float32"].backend.image_features(pixels)
     batch64 = np.repeat(pixels, 8, axis=0)
     for dtype, encoder in encoders.items():
-        runtime = encoder.runtime
+        runtime = encoder.backend
         for _ in range(3):
             runtime.image_features(pixels[:1]), runtime.image_features(batch64)
         one = []

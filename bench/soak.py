@@ -38,7 +38,7 @@ import httpx
 from _common import RESULTS, ROOT, ensure_model, percentile
 from PIL import Image
 
-from tests.hostile_images import (  # importable: _common puts the repo root on sys.path
+from devtools.hostile_images import (  # importable: _common puts the repo root on sys.path
     plain_jpeg,
     png_declaring,
 )

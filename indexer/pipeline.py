@@ -13,76 +13,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from indexer import interrupts
+from indexer.manifest import Manifest, ManifestRow
 from indexer.progress import Progress
+from indexer.summary import RowIssue, RunSummary
 from search.catalog.records import ProductRecord
 from search.catalog.service import ProductService
-from search.catalog.writer import PreparedWrite, read_local_image
-from search.catalog.writes import ProductDraft
-from search.encoder import Encoder
+from search.catalog.writer import PreparedWrite
 from search.errors import VitrineError
-from search.images import ImageLoader
-from search.manifest import Manifest, ManifestIssue, ManifestRow
 
-__all__ = ["Indexer", "Summary", "ordered_map", "read_local_image"]
-# What a write plan means in the run's summary.
-_KINDS = {"created": "added", "updated": "updated", "metadata": "metadata", "unchanged": "skipped"}
-
-
-@dataclass
-class Summary:
-    total: int = 0
-    added: int = 0
-    updated: int = 0
-    metadata_updated: int = 0
-    skipped: int = 0
-    failed: list[ManifestIssue] = field(default_factory=list)
-    attribute_columns: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    seconds: float = 0.0
-    embedded: int = 0
-
-    @property
-    def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        """The summary for ``--json``: counts, timing, and every failed row."""
-        return {
-            "total": self.total,
-            "added": self.added,
-            "updated": self.updated,
-            "metadata_updated": self.metadata_updated,
-            "skipped": self.skipped,
-            "failed": len(self.failed),
-            "embedded": self.embedded,
-            "seconds": round(self.seconds, 3),
-            "images_per_second": round(self.images_per_second, 3),
-            "interrupted": self.interrupted,
-            "attribute_columns": self.attribute_columns,
-            "failures": [
-                {"line": issue.line, "id": issue.external_id, "error": issue.reason} for issue in self.failed
-            ],
-        }
-
-    def lines(self) -> list[str]:
-        out = [
-            f"{self.total} rows: {self.added} added, {self.updated} re-embedded, "
-            f"{self.metadata_updated} metadata updated, {self.skipped} unchanged, {len(self.failed)} failed",
-            f"{self.embedded} images embedded in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s)",
-        ]
-        if self.attribute_columns:
-            out.append(f"columns kept as attributes: {', '.join(self.attribute_columns)}")
-        if self.interrupted:
-            out.append("INTERRUPTED: finished batches are saved; run the same command again to continue")
-        for issue in self.failed[:50]:
-            out.append(f"  failed {issue}")
-        if len(self.failed) > 50:
-            out.append(f"  ... and {len(self.failed) - 50} more")
-        return out
+__all__ = ["Indexer", "ordered_map"]
 
 
 @dataclass
@@ -91,20 +34,21 @@ class Prepared:
 
     row: ManifestRow
     write: PreparedWrite | None = None
-    kind: str = "skipped"  # added | updated | metadata | skipped | failed
-    issue: ManifestIssue | None = None
+    issue: RowIssue | None = None
 
     @property
     def to_embed(self) -> int:
-        return len(self.write.plan.embed) if self.write is not None else 0
+        return self.write.to_embed if self.write is not None else 0
+
+    @property
+    def kind(self) -> str:
+        return self.write.plan.kind if self.write is not None else "failed"
 
 
 class Indexer:
     def __init__(
         self,
         service: ProductService,
-        encoder: Encoder,
-        images: ImageLoader,
         *,
         batch_size: int = 16,
         workers: int = 4,
@@ -113,19 +57,18 @@ class Indexer:
         progress_every: float = 5.0,
     ) -> None:
         self.service = service
-        self.encoder = encoder
-        self.images = images
+        self.writer = service.writer
         self.batch_size = batch_size
         self.workers = workers
         self.refetch = refetch
         self.progress = progress
         self.progress_every = progress_every
-        self.model = service.model
 
-    def run(self, manifest: Manifest) -> Summary:
-        summary = Summary(total=len(manifest.rows) + len(manifest.issues))
+    def run(self, manifest: Manifest) -> RunSummary:
+        summary = RunSummary("add", total=len(manifest.rows) + len(manifest.issues))
         summary.failed.extend(manifest.issues)
         summary.attribute_columns = manifest.attribute_columns
+        summary.skipped_files = manifest.skipped_files
         started = time.perf_counter()
         stored = self.service.catalog.get_many(row.external_id for row in manifest.rows)
         bar = Progress(len(manifest.rows), enabled=self.progress, every=self.progress_every)
@@ -134,34 +77,20 @@ class Indexer:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="vitrine-prepare") as pool:
                 prepare = lambda row: self._prepare(row, stored.get(row.external_id), manifest.base_dir)  # noqa: E731
                 for item in ordered_map(pool, prepare, manifest.rows, ahead=self.batch_size * 3):
-                    if item.kind in ("skipped", "failed"):
+                    if item.kind in ("unchanged", "failed"):
                         self._count(summary, [item])
                         bar.update(1)
                         continue
                     pending.append(item)
                     if sum(p.to_embed for p in pending) >= self.batch_size or len(pending) >= 256:
-                        interrupts.check()
-                        self._commit(pending, summary)
-                        bar.update(
-                            len(pending),
-                            added=summary.added,
-                            updated=summary.updated,
-                            failed=len(summary.failed),
-                        )
+                        self._commit(pending, summary, bar)
                         pending = []
                 if pending:
-                    interrupts.check()
-                    self._commit(pending, summary)
-                    bar.update(
-                        len(pending),
-                        added=summary.added,
-                        updated=summary.updated,
-                        failed=len(summary.failed),
-                    )
+                    self._commit(pending, summary, bar)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
-            bar.close()
+            bar.close(interrupted=summary.interrupted)
             summary.seconds = time.perf_counter() - started
             self.service.checkpoint()
         return summary
@@ -170,38 +99,30 @@ class Indexer:
 
     def _prepare(self, row: ManifestRow, stored: ProductRecord | None, base_dir: Path) -> Prepared:
         try:
-            draft = ProductDraft(row.external_id, row.title, row.category, row.attributes, row.images)
-            write = self.service.writer.prepare(draft, stored, base_dir=base_dir, refetch=self.refetch)
-            return Prepared(row, write, kind=_KINDS[write.plan.kind])
+            write = self.writer.prepare(row.draft, stored, base_dir=base_dir, refetch=self.refetch)
+            return Prepared(row, write)
         except VitrineError as exc:
-            return Prepared(row, kind="failed", issue=ManifestIssue(row.line, row.external_id, exc.message))
+            return Prepared(row, issue=RowIssue(row.where, row.external_id, exc.message))
         except Exception as exc:  # one bad row never stops the run
-            return Prepared(
-                row,
-                kind="failed",
-                issue=ManifestIssue(row.line, row.external_id, f"{type(exc).__name__}: {exc}"),
-            )
+            return Prepared(row, issue=RowIssue(row.where, row.external_id, f"{type(exc).__name__}: {exc}"))
 
     # Main thread: embed a batch and commit it in one transaction -----------------------------------------
 
-    def _commit(self, items: list[Prepared], summary: Summary) -> None:
-        self.service.writer.commit([item.write for item in items if item.write is not None])
-        summary.embedded += sum(item.to_embed for item in items)  # counted once committed
+    def _commit(self, items: list[Prepared], summary: RunSummary, bar: Progress) -> None:
+        interrupts.check()
+        embedded = sum(item.to_embed for item in items)
+        self.writer.commit([item.write for item in items if item.write is not None])
+        summary.embedded += embedded  # counted once committed
         self._count(summary, items)
+        bar.update(len(items), added=summary.added, updated=summary.updated, failed=len(summary.failed))
 
     @staticmethod
-    def _count(summary: Summary, items: Iterable[Prepared]) -> None:
+    def _count(summary: RunSummary, items: Iterable[Prepared]) -> None:
         for item in items:
-            if item.kind == "added":
-                summary.added += 1
-            elif item.kind == "updated":
-                summary.updated += 1
-            elif item.kind == "metadata":
-                summary.metadata_updated += 1
-            elif item.kind == "skipped":
-                summary.skipped += 1
-            elif item.issue is not None:
+            if item.issue is not None:
                 summary.failed.append(item.issue)
+            else:
+                summary.count(item.kind)
 
 
 def ordered_map(pool: ThreadPoolExecutor, work: Callable, items: Iterable, ahead: int) -> Iterator:

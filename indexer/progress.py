@@ -69,8 +69,9 @@ class Progress:
             + (f" ({counts})" if counts else "")
         )
 
-    def close(self) -> None:
+    def close(self, *, interrupted: bool = False) -> None:
         if self._bar is not None:
             self._bar.close()
         elif self._log_lines and self.done:
-            log.info("%s, finished in %s", self.line(), format_duration(self._clock() - self._started))
+            ended = "interrupted after" if interrupted else "finished in"
+            log.info("%s, %s %s", self.line(), ended, format_duration(self._clock() - self._started))

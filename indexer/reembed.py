@@ -1,51 +1,26 @@
 """python -m indexer reembed: move a catalog into the served model's embedding space, resumably.
 
 Every product is embedded again from its own image (the stored copy, or its URL) and committed batch by
-batch with the new space's label, so an interrupted run keeps its work and the next run continues with
-the products still in the old space. The catalog's recorded space changes once every product is in the
-new one; until then, servers of either model answer catalog routes with 409.
+batch, through the catalog's one writer, with the new space's label, so an interrupted run keeps its
+work and the next run continues with the products still in the old space. The catalog's recorded space
+changes once every product is in the new one; until then, servers of either model answer catalog
+routes with 409.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from indexer import interrupts
 from indexer.progress import Progress
-from search.catalog import ImageRecord, ImageWrite, ProductRecord, ProductWrite
+from indexer.summary import RowIssue, RunSummary
+from search.catalog import ImageRecord
 from search.catalog.service import ProductService
-from search.encoder import Encoder
+from search.catalog.spaces import ids_outside, record_space
 from search.errors import BadInput, VitrineError
-from search.images import ImageLoader, decode_image, is_url
-from search.space import EmbeddingSpace, ids_outside, record_space
-
-
-@dataclass
-class ReembedSummary:
-    total: int = 0
-    reembedded: int = 0
-    failed: list[str] = field(default_factory=list)
-    interrupted: bool = False
-    switched: bool = False
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {**self.__dict__, "seconds": round(self.seconds, 3)}
-
-    def lines(self) -> list[str]:
-        out = [f"{self.reembedded} of {self.total} products re-embedded in {self.seconds:.1f} s"]
-        if self.switched:
-            out.append("the catalog is now in the served model's space")
-        elif self.interrupted:
-            out.append("INTERRUPTED: finished batches are saved; run the same command again to continue")
-        if self.failed:
-            out.append(
-                f"{len(self.failed)} product(s) failed and keep their old vectors; fix or remove them "
-                "(python -m indexer remove ID...), then run reembed again:"
-            )
-            out += [f"  {line}" for line in self.failed[:50]]
-        return out
+from search.images.loader import ImageLoader, decode_image, is_url
+from search.model.encoder import Encoder
+from search.model.space import EmbeddingSpace
 
 
 def reembed(
@@ -56,16 +31,16 @@ def reembed(
     *,
     batch_size: int = 16,
     progress: Progress | None = None,
-) -> ReembedSummary:
+) -> RunSummary:
     started = time.perf_counter()
     pending = ids_outside(service.catalog, space.key)
-    summary = ReembedSummary(total=len(pending))
+    summary = RunSummary("reembed", total=len(pending))
     progress = progress or Progress(len(pending), enabled=False)
     try:
         for start in range(0, len(pending), batch_size):
             interrupts.check()
             records = service.catalog.get_by_ids(pending[start : start + batch_size])
-            writes, pictures = [], []
+            batch, pictures = [], []
             for record in records.values():
                 try:
                     decoded = [
@@ -73,22 +48,24 @@ def reembed(
                         for image in record.images
                     ]
                 except VitrineError as exc:
-                    summary.failed.append(f"{record.external_id}: {exc.message}")
+                    summary.failed.append(RowIssue("product", record.external_id, exc.message))
                     continue
-                writes.append(_write(record, space.key))
-                pictures += decoded
-            if writes:
-                vectors = iter(encoder.embed_images(pictures))
-                for write in writes:
-                    for image in write.images or ():
-                        image.embedding = next(vectors)
-                service.catalog.upsert(writes)
-                summary.reembedded += len(writes)
-            progress.update(len(records), reembedded=summary.reembedded, failed=len(summary.failed))
+                batch.append(record)
+                pictures.append(decoded)
+            if batch:
+                vectors = iter(encoder.embed_images([picture for decoded in pictures for picture in decoded]))
+                writes = [
+                    service.writer.reembedded(record, [next(vectors) for _ in record.images], space.key)
+                    for record in batch
+                ]
+                service.writer.commit(writes)
+                summary.updated += len(writes)
+                summary.embedded += sum(len(record.images) for record in batch)
+            progress.update(len(records), reembedded=summary.updated, failed=len(summary.failed))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        progress.close()
+        progress.close(interrupted=summary.interrupted)
     if not summary.interrupted and not ids_outside(service.catalog, space.key):
         record_space(service.catalog, space)
         summary.switched = True
@@ -106,19 +83,3 @@ def _image_bytes(service: ProductService, images: ImageLoader, image: ImageRecor
     if is_url(image.image_ref):
         return images.fetcher.fetch(image.image_ref)
     raise BadInput(f"no stored copy of {image.image_ref!r} and it is not a URL")
-
-
-def _write(record: ProductRecord, key: str) -> ProductWrite:
-    """Every image of the product keeps its id (its vector id) and gets a vector of space ``key``."""
-    return ProductWrite(
-        external_id=record.external_id,
-        title=record.title,
-        category=record.category,
-        attributes=record.attributes,
-        images=[
-            ImageWrite(
-                image.image_ref, image.image_sha256, image.image_file, embedding_model=key, keep_id=image.id
-            )
-            for image in record.images
-        ],
-    )

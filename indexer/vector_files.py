@@ -22,57 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexer import interrupts
-from search.catalog import Catalog, vector_to_bytes
+from indexer.summary import RowIssue, RunSummary
+from search.catalog import Catalog
+from search.catalog.plan import RESERVED_FIELDS, ProductDraft, check_external_id
 from search.catalog.service import ProductService
-from search.catalog.writes import (
-    RESERVED_FIELDS,
-    ImageSource,
-    ProductDraft,
-    parse_product_fields,
-    plan_write,
-    validate_external_id,
-)
 from search.errors import BadInput, VitrineError
-from search.vectors import normalise_rows
+from search.model.vectors import normalise_rows
 
 EMBEDDING_COLUMN = "embedding"
-
-
-@dataclass
-class RowIssue:
-    row: int  # 1-based position in the file
-    external_id: str | None
-    message: str
-
-    def __str__(self) -> str:
-        return (
-            f"row {self.row}" + (f" ({self.external_id})" if self.external_id else "") + f": {self.message}"
-        )
-
-
-@dataclass
-class ImportSummary:
-    total: int = 0
-    added: int = 0
-    updated: int = 0
-    metadata_updated: int = 0
-    skipped: int = 0
-    failed: list[RowIssue] = field(default_factory=list)
-    interrupted: bool = False
-    seconds: float = 0.0
-
-    def lines(self) -> list[str]:
-        out = [
-            f"{self.total} rows: {self.added} added, {self.updated} new vectors, "
-            f"{self.metadata_updated} metadata updated, {self.skipped} unchanged, {len(self.failed)} failed "
-            f"({self.seconds:.1f} s)"
-        ]
-        if self.interrupted:
-            out.append("INTERRUPTED: finished batches are saved; run the same command again to continue")
-        out += [f"  failed {issue}" for issue in self.failed[:50]]
-        if len(self.failed) > 50:
-            out.append(f"  ... and {len(self.failed) - 50} more")
-        return out
 
 
 def read_batches(path: Path, batch_size: int, ids: Path | None = None) -> Iterator[pa.RecordBatch]:
@@ -173,24 +130,26 @@ def _embedding_matrix(column: pa.Array, dim: int) -> tuple[np.ndarray, list[str 
 
 
 class VectorImporter:
+    """Imported rows become drafts with their vectors, written through the catalog's one writer."""
+
     def __init__(
         self,
         service: ProductService,
         dim: int,
         *,
         batch_size: int = 1000,
-        on_batch: Callable[[ImportSummary], None] | None = None,
+        on_batch: Callable[[RunSummary], None] | None = None,
     ) -> None:
         self.service = service
+        self.writer = service.writer
         self.catalog: Catalog = service.catalog
-        self.model = service.model
         self.dim = dim
         self.batch_size = batch_size
         self.on_batch = on_batch  # progress after each committed batch
         self._last_id: str | None = None  # the previous good row's id: a repeat adds an image
 
-    def run(self, path: Path, ids: Path | None = None) -> ImportSummary:
-        summary = ImportSummary()
+    def run(self, path: Path, ids: Path | None = None) -> RunSummary:
+        summary = RunSummary("import")
         started = time.perf_counter()
         seen: set[str] = set()
         carried: _Candidate | None = None
@@ -222,7 +181,7 @@ class VectorImporter:
         batch: pa.RecordBatch,
         first_row: int,
         seen: set[str],
-        summary: ImportSummary,
+        summary: RunSummary,
         carried: _Candidate | None,
         next_id: object,
     ) -> _Candidate | None:
@@ -231,12 +190,13 @@ class VectorImporter:
         unit, bad_values = normalise_rows(vectors)
         records = batch.drop_columns([EMBEDDING_COLUMN]).to_pylist()
         candidates: list[_Candidate] = [carried] if carried is not None else []
+        limits = self.writer.limits
         for offset, record in enumerate(records):
             row = first_row + offset + 1
             external_id = record.get("id")
             previous, self._last_id = self._last_id, None  # only the row right before continues
             try:
-                external_id = validate_external_id(external_id)
+                external_id = check_external_id(external_id, limits)
                 if external_id in seen and external_id != previous:
                     raise BadInput(f"id {external_id!r} appeared in an earlier row (duplicate id)")
                 reason = reasons[offset] or bad_values[offset]
@@ -245,17 +205,19 @@ class VectorImporter:
                 image = record.get("image")
                 if image is not None and not isinstance(image, str):
                     raise BadInput("image must be a string (a URL) or empty")
-                fields = parse_product_fields(
-                    {key: value for key, value in record.items() if value is not None}
-                )
+                fields = {key: value for key, value in record.items() if value is not None and key != "image"}
+                draft = ProductDraft.from_fields(
+                    external_id, fields, limits
+                )  # the writer's limits, as for PUT
             except VitrineError as exc:
                 shown = external_id if isinstance(external_id, str) else None
-                summary.failed.append(RowIssue(row, shown, exc.message))
+                summary.failed.append(RowIssue(f"row {row}", shown, exc.message))
                 continue
             if external_id == previous and candidates and candidates[-1].draft.external_id == external_id:
                 candidates[-1].add(image or "", unit[offset])
             else:
-                candidates.append(_Candidate(ProductDraft(external_id, images=[], **fields)))
+                draft.images = []
+                candidates.append(_Candidate(draft))
                 candidates[-1].add(image or "", unit[offset])
             seen.add(external_id)
             self._last_id = external_id
@@ -265,45 +227,21 @@ class VectorImporter:
         self._commit(candidates, summary)
         return carry
 
-    def _commit(self, candidates: list[_Candidate], summary: ImportSummary) -> None:
+    def _commit(self, candidates: list[_Candidate], summary: RunSummary) -> None:
         """One transaction; unchanged rows are skipped and metadata-only changes keep the vectors."""
         if not candidates:
             return
         stored = self.catalog.get_many(candidate.draft.external_id for candidate in candidates)
-        blobs = self.catalog.vector_bytes([record.id for record in stored.values()])
-        writes = []
+        prepared = []
         for candidate in candidates:
-            existing = stored.get(candidate.draft.external_id)
-            # An imported vector equal (bit for bit) to a stored image's keeps that image.
-            unused = {
-                image.id: image
-                for image in (existing.images if existing else ())
-                if image.embedding_model == self.model
-            }
-            sources = []
-            for ref, vector in zip(candidate.draft.images or [], candidate.vectors, strict=True):
-                match = next(
-                    (image for image in unused.values() if blobs.get(image.id) == vector_to_bytes(vector)),
-                    None,
-                )
-                if match is not None:
-                    unused.pop(match.id, None)
-                sources.append(ImageSource(ref, trusted=match))
-            plan = plan_write(candidate.draft, existing, sources, self.model)
-            if plan.kind == "unchanged":
-                summary.skipped += 1
-                continue
-            for position in plan.embed:
-                plan.write.images[position].embedding = candidate.vectors[position]
-            if plan.kind == "created":
-                summary.added += 1
-            elif plan.kind == "updated":
-                summary.updated += 1
-            else:
-                summary.metadata_updated += 1
-            writes.append(plan.write)
-        if writes:
-            self.catalog.upsert(writes)
+            write = self.writer.plan_with_vectors(
+                candidate.draft, stored.get(candidate.draft.external_id), candidate.vectors
+            )
+            summary.count(write.plan.kind)
+            if write.plan.kind != "unchanged":
+                prepared.append(write)
+        if prepared:
+            self.writer.commit(prepared)
 
 
 @dataclass

@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the caller's config (search.db.migrate or alembic.ini)."""
+"""Alembic environment: the URL comes from the caller's config (search.catalog.db.migrate or alembic.ini)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import pool
 
-from search.db import create_db_engine
-from search.schema import Base, is_model_table
+from search.catalog.db import create_db_engine
+from search.catalog.schema import Base, is_model_table
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,48 +1,54 @@
-"""The one error type of vitrine. The API turns it into ``{"error": message}`` with its status."""
+"""The errors of vitrine's core: what went wrong, in the domain's terms, with a message a caller can act
+on. They carry no HTTP status: the API maps each kind to one in a single table (``api/errors.py``), the
+indexer prints the message on one line, handler.py raises it as it is.
+"""
 
 from __future__ import annotations
 
+import copy
+
 
 class VitrineError(Exception):
-    """An error the caller can act on; ``status`` is the HTTP status it maps to."""
+    """An error the caller can act on; ``message`` says what and what to do."""
 
-    status: int = 400
-
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
+
+    def with_message(self, message: str) -> VitrineError:
+        """The same error (same kind, same details) with another message, e.g. prefixed by a field."""
+        renamed = copy.copy(self)
+        renamed.message = message
+        renamed.args = (message,)
+        return renamed
 
 
 class BadInput(VitrineError):
-    status = 400
+    """The request or row is malformed or breaks a rule."""
 
 
 class TooLarge(VitrineError):
-    status = 413
-
-
-class Unauthorized(VitrineError):
-    status = 401
+    """Too much of something: bytes, pixels, inputs, examples."""
 
 
 class NotFound(VitrineError):
-    status = 404
+    """No such product, image or decision."""
+
+
+class Conflict(VitrineError):
+    """The catalog's state forbids it now: another model's vectors, a write that raced another."""
 
 
 class Overloaded(VitrineError):
-    status = 429
+    """Too much work in flight; retry shortly."""
 
 
 class Cancelled(VitrineError):
-    """The caller went away before its work was done (nginx's 499: client closed request)."""
-
-    status = 499
+    """The caller went away before its work was done."""
 
 
 class NotReady(VitrineError):
-    status = 503
+    """The model or catalog is still loading (or failed to)."""
 
 
 class ModelLoadError(Exception):

@@ -1,4 +1,6 @@
-"""The one place that reads the environment: every knob of vitrine, typed, prefixed ``VITRINE_``."""
+"""The core's settings, read from the environment (``VITRINE_`` prefix) in this one place: the model, storage,
+input limits, the index and search. The HTTP server's own settings (address, tokens, request limits)
+extend these in ``api/settings.py``; ``search/wiring.py`` turns settings into components."""
 
 from __future__ import annotations
 
@@ -8,14 +10,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from search.index_spec import IndexSpec
-
 DEFAULT_MODEL = "google/siglip2-base-patch16-512"
 
 MiB = 1024 * 1024
 
 
-def _split_csv(value: object) -> object:
+def split_csv(value: object) -> object:
     # Comma-separated in the environment ("a,b"), a list when built in code.
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -52,20 +52,6 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir.")
 
-    # HTTP server
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    max_request_bytes: int = Field(64 * MiB, ge=1024)
-    max_pending_requests: int = Field(64, ge=1, description="Requests in flight before 429.")
-    request_body_timeout: float = Field(30.0, gt=0, description="Seconds to receive a request body (408).")
-    malloc_arenas: int = Field(
-        2,
-        ge=0,
-        description="glibc heap arenas for the server (0: glibc's default of 8 per core). Few arenas "
-        "let memory freed after a burst go back to the system.",
-    )
-
     # Inputs
     max_image_bytes: int = Field(20 * MiB, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
@@ -79,6 +65,17 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(256, ge=1, description="Texts or candidate labels per request.")
     max_text_chars: int = Field(
         4096, ge=256, description="Characters of a text, label or template read; the rest is cut off."
+    )
+    max_product_examples: int = Field(
+        32,
+        ge=1,
+        description="Product and vector examples of one composed query (its texts and images "
+        "count against max_texts_per_request and max_images_per_request).",
+    )
+    max_json_values: int = Field(
+        200_000,
+        ge=1000,
+        description="Values in one JSON document (a request body, a manifest line), counted before parsing.",
     )
 
     # Product writes (PUT /products/{id} and manifests)
@@ -126,10 +123,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("api_tokens", "url_allow_hosts", mode="before")
+    @field_validator("url_allow_hosts", mode="before")
     @classmethod
     def _parse_csv(cls, value: object) -> object:
-        return _split_csv(value)
+        return split_csv(value)
 
     @property
     def resolved_database_url(self) -> str:
@@ -149,17 +146,3 @@ class Settings(BaseSettings):
     @property
     def index_path(self) -> Path:
         return self.data_dir / "index" / "products.faiss"
-
-    @property
-    def index_spec(self) -> IndexSpec:
-        return IndexSpec(
-            kind=self.index_type,
-            hnsw_m=self.hnsw_m,
-            hnsw_ef_construction=self.hnsw_ef_construction,
-            hnsw_ef_search=self.hnsw_ef_search,
-            exact_limit=self.index_exact_limit,
-            recall_target=self.recall_target,
-            ivf_nlist=self.ivf_nlist,
-            ivf_nprobe=self.ivf_nprobe,
-            device=self.index_device,
-        )

@@ -32,11 +32,12 @@ from api.server import server_config
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from search.encoder import BatchSettings, Encoder
-from search.inference import InferenceService
-from search.random_model import write_random_model
-from search.runtime import InferenceRuntime, quiet_transformers
+from api.settings import ServerSettings
+from devtools.random_model import write_random_model
+from search.endpoint import InferenceService
+from search.model.encoder import BatchSettings, Encoder
 from search.settings import Settings
+from search.wiring import Components, quiet_transformers
 
 # Property-based fuzz (tests/test_fuzz.py): a quick default, a long profile by command
 # (pytest tests/test_fuzz.py --hypothesis-profile=fuzz-long). Cases talk to a live server: no deadline.
@@ -115,7 +116,7 @@ def count_image_embeddings(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) ->
     return calls
 
 
-def settings_for(model_dir: Path, data_dir: Path, **overrides: object) -> Settings:
+def settings_for(model_dir: Path, data_dir: Path, **overrides: object) -> ServerSettings:
     """Test settings: the tiny model on CPU in float32, the given data folder, loopback images allowed."""
     values: dict[str, object] = {
         "model": str(model_dir),
@@ -125,14 +126,14 @@ def settings_for(model_dir: Path, data_dir: Path, **overrides: object) -> Settin
         "dtype": "float32",
     }
     values.update(overrides)
-    return Settings(**values)
+    return ServerSettings(**values)
 
 
 @pytest.fixture
-def make_settings(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., ServerSettings]:
     """Settings for a test: the tiny model, a fresh data folder, loopback images allowed."""
 
-    def make(**overrides: object) -> Settings:
+    def make(**overrides: object) -> ServerSettings:
         return settings_for(tiny_model_dir, tmp_path / "data", **overrides)
 
     return make
@@ -141,8 +142,8 @@ def make_settings(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Setting
 @pytest.fixture
 def inference(encoder: Encoder, make_settings: Callable[..., Settings]) -> Iterator[InferenceService]:
     """The endpoint logic without the web server, on the shared tiny encoder."""
-    runtime = InferenceRuntime.start(make_settings(), encoder)
-    yield runtime.inference
+    runtime = Components.start(make_settings(), encoder)
+    yield runtime.endpoint
     runtime.close()
 
 

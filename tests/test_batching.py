@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from search.batching import BatchPolicy, CancelScope, TowerQueue, cancel_scope
+from api.errors import status_of
 from search.errors import Cancelled, Overloaded
+from search.model.batching import BatchPolicy, CancelScope, TowerQueue, cancel_scope
 
 
 class GatedForward:
@@ -113,7 +114,7 @@ def test_a_full_queue_rejects_with_overloaded_and_admits_again_once_drained():
         wait_until(lambda: queue.queued_rows == 3)
         with pytest.raises(Overloaded, match="VITRINE_X=4") as error:
             queue.run(rows(10, 2))
-        assert error.value.status == 429
+        assert status_of(error.value) == 429
         forward.gate.set()
         waiting.result(10)
     blocker.join()
@@ -146,7 +147,7 @@ def test_a_cancelled_request_is_dropped_before_compute_and_does_not_block_others
     scope.cancel()
     caller.join(10)
     assert not caller.is_alive(), "a cancelled caller stops waiting at once, even while the model is busy"
-    assert outcome["error"].status == 499
+    assert status_of(outcome["error"]) == 499
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(queue.run, rows(900, 2))
         forward.gate.set()

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from search.encoder import BatchSettings, Encoder
+from search.model.encoder import BatchSettings, Encoder
 from tests.conftest import (
     IndexedCatalog,
     LiveServer,
@@ -124,7 +124,7 @@ class GatedRuntime:
 
 
 def gated_encoder(encoder: Encoder, batching: BatchSettings) -> tuple[Encoder, GatedRuntime]:
-    runtime = GatedRuntime(encoder.runtime)
+    runtime = GatedRuntime(encoder.backend)
     return Encoder(runtime, encoder.processor, encoder.config, model_id="tiny", batching=batching), runtime
 
 

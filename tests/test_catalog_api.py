@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from search.catalog.compose import compose, normalise
-from search.encoder import Encoder
+from search.model.encoder import Encoder
 from tests.conftest import LiveServer, assert_error, b64, encode_png, patterned_image
 
 StartServer = Callable[..., LiveServer]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from search.catalog import Catalog, ChangesPruned, ImageWrite, ProductWrite
-from search.db import migrate
+from search.catalog.db import migrate
 
 MODEL = "test-model"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from search.catalog import Catalog
-from search.encoder import Encoder
+from search.model.encoder import Encoder
 from tests.conftest import (
     SAMPLE_PRODUCTS,
     ImageServer,

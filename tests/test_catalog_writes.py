@@ -54,7 +54,9 @@ def similar_ids(server: LiveServer, product_id: str) -> list[str]:
 
 
 def index_size(server: LiveServer) -> int:
-    """The server's index after catching up with the database (as every search does first)."""
+    """The server's index after catching up with the database: a search does that first (GET /info
+    only reads)."""
+    assert server.client.post("/search", json={"text": "tile", "mode": "vector", "k": 1}).status_code == 200
     return server.client.get("/info").json()["catalog"]["index_vectors"]
 
 

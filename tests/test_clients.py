@@ -61,11 +61,20 @@ def test_openai_client_image_embeddings_from_data_uris_and_urls_equal_post_root(
 
 def test_openai_client_errors_are_its_own_exceptions(start_shared_server):
     server = start_shared_server(api_tokens=["s3cret"])
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError) as unauthenticated:
         openai_client(server, "wrong").embeddings.create(model="m", input="x")
+    assert unauthenticated.value.body == {
+        "message": "invalid token",
+        "type": "authentication_error",
+        "param": None,
+        "code": None,
+    }
     with pytest.raises(openai.BadRequestError) as refused:
         openai_client(server, "s3cret").embeddings.create(model="m", input="x", dimensions=8)
-    assert "cannot be shortened" in refused.value.body  # the {"error": ...} message, as everywhere
+    # OpenAI's error shape on /v1/*, so the client shows the message itself, not only "Error code: 400".
+    assert refused.value.body["type"] == "invalid_request_error"
+    assert "cannot be shortened" in refused.value.body["message"]
+    assert "cannot be shortened" in str(refused.value)
     assert len(openai_client(server, "s3cret").embeddings.create(model="m", input="x").data) == 1
 
 

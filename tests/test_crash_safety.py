@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devtools.sample_catalog import write_sample_catalog
 from search.index import IndexFileError, VectorIndex
-from search.runtime import open_products
-from search.sample_catalog import write_sample_catalog
-from search.space import space_of
+from search.model.space import space_of
+from search.wiring import open_products
 from tests.conftest import (
     SAMPLE_PRODUCTS,
     IndexedCatalog,

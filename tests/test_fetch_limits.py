@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from search.addresses import address_kind
 from search.errors import BadInput
-from search.fetch import AddressPolicy, FetchLimits, UrlFetcher
+from search.images.addresses import address_kind
+from search.images.fetch import AddressPolicy, FetchLimits, UrlFetcher
 from tests.conftest import assert_error, encode_png, patterned_image
 
 PNG = encode_png(patterned_image(21))
@@ -190,7 +190,7 @@ def test_refusal_happens_before_any_socket_connects():
 def test_refusals_tell_the_caller_nothing_about_addresses_or_errors(start_shared_server, caplog):
     server = start_shared_server(url_allow_hosts=[])
     messages = []
-    with caplog.at_level(logging.INFO, logger="search.fetch"):
+    with caplog.at_level(logging.INFO, logger="search.images.fetch"):
         for url in ("http://10.1.2.3/a.png", "http://192.0.0.8/a.png", "http://no-such-host.invalid/a.png"):
             body = {"inputs": url, "parameters": {"mode": "image_embedding"}}
             messages.append(assert_error(server.client.post("/", json=body), 400))

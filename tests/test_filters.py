@@ -17,12 +17,13 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from search.catalog import Catalog, ImageWrite, ProductWrite
+from search.catalog.db import migrate
 from search.catalog.filters import Filters
 from search.catalog.query import Example, SearchQuery
 from search.catalog.service import ProductService
-from search.db import migrate
 from search.errors import BadInput
-from search.image_store import ImageStore
+from search.images.store import ImageStore
+from search.wiring import build_products
 from tests.conftest import postgres_database_lock
 
 POSTGRES_URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
@@ -100,7 +101,7 @@ def service(
                 for i, row in enumerate(ROWS)
             ]
         )
-        service = ProductService(
+        service = build_products(
             catalog, model=MODEL, index_path=root / "index.faiss", image_store=ImageStore(root / "images")
         )
         yield service
@@ -108,7 +109,7 @@ def service(
 
 
 def listed(service: ProductService, filters: object) -> list[str]:
-    answer = service.list(Filters.parse(filters), limit=1000)
+    answer = service.list(Filters.parse(filters, 100), limit=1000)
     assert answer.total == len(answer.records)
     return [record.external_id for record in answer.records]
 
@@ -161,11 +162,11 @@ def test_the_per_row_form_of_a_filter_passes_exactly_the_listed_products(
 ) -> None:
     """The form that checks given products (a broad filter on a search's hits) means the same."""
     filters, test = CASES[case]
-    parsed = Filters.parse(filters)
+    parsed = Filters.parse(filters, 100)
     every_image = service.catalog.image_ids(Filters().clause())
-    passing = service.catalog.images_passing(every_image, parsed.clause(per_row=True))
-    assert passing == set(service.catalog.image_ids(parsed.clause()).tolist())
-    owners = service.catalog.image_owners(sorted(passing))
+    owners = service.catalog.owners(every_image, parsed.clause(per_row=True))
+    assert set(owners) == set(service.catalog.image_ids(parsed.clause()).tolist())
+    assert owners == {i: p for i, p in service.catalog.owners(every_image).items() if i in owners}
     records = service.catalog.get_by_ids(sorted(set(owners.values())))
     assert sorted(record.external_id for record in records.values()) == expected(test)
 
@@ -174,14 +175,16 @@ def test_the_per_row_form_of_a_filter_passes_exactly_the_listed_products(
 def test_vector_search_honours_the_same_filters(service: ProductService, case: str) -> None:
     filters, test = CASES[case]
     answer = service.search(
-        SearchQuery([Example(vector=tuple(unit(3)))], filters=Filters.parse(filters), k=100)
+        SearchQuery([Example(vector=tuple(unit(3)))], filters=Filters.parse(filters, 100), k=100)
     )
     assert sorted(hit.record.external_id for hit in answer.hits) == expected(test)
 
 
 def test_similar_honours_filters_and_excludes_the_product(service: ProductService) -> None:
     filters, test = CASES["several keys are AND"]
-    answer = service.search(SearchQuery([Example(product_id="p03")], filters=Filters.parse(filters), k=100))
+    answer = service.search(
+        SearchQuery([Example(product_id="p03")], filters=Filters.parse(filters, 100), k=100)
+    )
     assert sorted(hit.record.external_id for hit in answer.hits) == [i for i in expected(test) if i != "p03"]
 
 
@@ -206,13 +209,15 @@ def test_an_attribute_no_product_has_is_an_empty_result(service: ProductService)
 )
 def test_a_malformed_filter_is_bad_input_naming_the_key(filters: object, message: str) -> None:
     with pytest.raises(BadInput) as raised:
-        Filters.parse(filters)
+        Filters.parse(filters, 100)
     assert message in raised.value.message
 
 
 def test_facets_equal_counts_computed_here(service: ProductService) -> None:
     filters, test = CASES["gte and lt"]
-    answer = service.list(Filters.parse(filters), limit=5, facets=["color", "finish", "category", "none"])
+    answer = service.list(
+        Filters.parse(filters, 100), limit=5, facets=["color", "finish", "category", "none"]
+    )
     matching = [row for row in ROWS if test(row["attributes"], row["category"])]
     for field in ("color", "finish"):
         counts: dict[str, int] = {}
@@ -253,7 +258,10 @@ def test_lexical_ranking_finds_a_sku_code_and_words(service: ProductService) -> 
     )
     filtered = service.search(
         SearchQuery(
-            [Example(text="ceramic tile")], mode="lexical", k=100, filters=Filters.parse({"color": "red"})
+            [Example(text="ceramic tile")],
+            mode="lexical",
+            k=100,
+            filters=Filters.parse({"color": "red"}, 100),
         )
     )
     assert {hit.record.external_id for hit in filtered.hits} <= set(

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from search.inference import MODES
+from search.endpoint import MODES
 from tests.conftest import LiveServer, b64, encode_png, image_bytes, patterned_image
 
 

@@ -22,7 +22,7 @@ def handler(tiny_model_dir, tmp_path_factory):
         env.setenv("VITRINE_DATA_DIR", str(tmp_path_factory.mktemp("handler-data")))
         instance = EndpointHandler(str(tiny_model_dir))
     yield instance
-    instance.runtime.close()
+    instance.components.close()
 
 
 @pytest.fixture(scope="module")
@@ -135,4 +135,4 @@ def test_handler_without_weights_in_its_path_loads_vitrine_model(tiny_model_dir,
         result = instance({"inputs": ["ceramic tile"], "parameters": {"mode": "text_embedding"}})
         assert len(result[0]["embedding"]) == 32
     finally:
-        instance.runtime.close()
+        instance.components.close()

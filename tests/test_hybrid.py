@@ -1,5 +1,5 @@
 """Hybrid ranking: lexical (full-text) and vector rankings fused by weighted reciprocal rank fusion, on a
-generated catalog whose titles carry the truth (see search/sample_hybrid.py for what is simulated)."""
+generated catalog whose titles carry the truth (see devtools/sample_hybrid.py for what is simulated)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from devtools.sample_hybrid import LOOKS, HybridCatalog, build_hybrid_catalog
 from search.catalog import Catalog
+from search.catalog.db import migrate
 from search.catalog.fusion import reciprocal_rank_fusion
 from search.catalog.query import Example, SearchQuery
 from search.catalog.service import ProductService
-from search.db import migrate
-from search.encoder import Encoder
-from search.image_store import ImageStore
-from search.sample_hybrid import LOOKS, HybridCatalog, build_hybrid_catalog
+from search.images.store import ImageStore
+from search.model.encoder import Encoder
+from search.wiring import build_products
 
 
 def test_fusion_matches_a_hand_computed_example() -> None:
@@ -46,7 +47,7 @@ def hybrid(
     directions = encoder.embed_texts(list(LOOKS))
     sample = build_hybrid_catalog(120, directions, noise=0.005, model=encoder.info.model_id)
     catalog.upsert(sample.writes)
-    service = ProductService(
+    service = build_products(
         catalog,
         model=encoder.info.model_id,
         index_path=root / "index.faiss",

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from search.errors import BadInput
-from search.images import ImageLimits, decode_image
+from search.images.loader import ImageLimits, decode_image
 from tests.conftest import b64, encode_png, image_bytes, patterned_image
 
 LIMITS = ImageLimits(max_bytes=10_000_000, max_pixels=10_000_000)

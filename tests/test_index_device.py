@@ -22,6 +22,7 @@ from search.index.exact import ExactStore
 from search.index.gpu import SCRATCH_BYTES, GiB, GpuFlat, choose_device
 from search.index.ivf import IvfStore
 from search.settings import Settings
+from search.wiring import index_spec
 from tests.conftest import LiveServer, assert_error, indexer_settings, run_indexer_in_process
 
 DIM = 16
@@ -119,9 +120,9 @@ def test_cuda_with_faiss_cpu_fails_when_the_index_is_created_or_loaded(tmp_path:
 
 def test_vitrine_index_device_is_a_typed_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VITRINE_INDEX_DEVICE", raising=False)
-    assert Settings().index_spec.device == "auto"
+    assert index_spec(Settings()).device == "auto"
     monkeypatch.setenv("VITRINE_INDEX_DEVICE", "cuda")
-    assert Settings().index_spec.device == "cuda"
+    assert index_spec(Settings()).device == "cuda"
     monkeypatch.setenv("VITRINE_INDEX_DEVICE", "gpu")
     with pytest.raises(ValidationError, match="index_device"):
         Settings()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.encoder import Encoder
+from search.model.encoder import Encoder
 from tests.conftest import (
     SAMPLE_PRODUCTS,
     IndexedCatalog,

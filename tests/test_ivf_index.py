@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from search.catalog import Catalog, ImageWrite, ProductWrite
+from search.catalog.db import migrate
 from search.catalog.filters import Filters
 from search.catalog.query import Example, SearchQuery
 from search.catalog.service import ProductService
-from search.db import migrate
-from search.image_store import ImageStore
+from search.images.store import ImageStore
 from search.index import IndexFileError, IndexSpec, VectorIndex
 from search.index.tuning import exact_top_k, recall_at_k
+from search.wiring import build_products
 
 DIM = 48
 IVF = IndexSpec(kind="ivf", recall_target=0.95)
@@ -157,7 +158,7 @@ def test_a_damaged_ivf_part_is_detected_before_faiss_reads_it(catalog_vectors, t
 
 def nearest(service: ProductService, vector: np.ndarray, k: int, filters: dict | None = None) -> list[str]:
     """Product ids of a vector search through the service, as the API runs it."""
-    query = SearchQuery([Example(vector=tuple(vector))], filters=Filters.parse(filters), k=k)
+    query = SearchQuery([Example(vector=tuple(vector))], filters=Filters.parse(filters, 100), k=k)
     return [hit.record.external_id for hit in service.search(query).hits]
 
 
@@ -178,7 +179,7 @@ def service_with_catalog(tmp_path: Path, vectors: np.ndarray, **spec: object) ->
                 for i, vector in zip(ids, chunk, strict=True)
             ]
         )
-    return ProductService(
+    return build_products(
         catalog,
         model="m",
         index_path=tmp_path / "index" / "products.faiss",
@@ -287,7 +288,8 @@ import sys, time
 from pathlib import Path
 from search.catalog import Catalog
 from search.catalog.service import ProductService
-from search.image_store import ImageStore
+from search.wiring import build_products
+from search.images.store import ImageStore
 from search.index import IndexSpec
 from search.index import ivf
 
@@ -312,7 +314,7 @@ else:  # "tuning": the new parts complete on disk, the index file not yet rename
         stop_here()
     ivf.IvfStore.tune = slow_tune
 
-service = ProductService(
+service = build_products(
     Catalog.open(f"sqlite:///{root / 'vitrine.db'}"),
     model="m",
     index_path=root / "index" / "products.faiss",
@@ -350,7 +352,7 @@ def test_a_rebuild_killed_mid_build_leaves_the_previous_index_serving(catalog_ve
     assert left, "the crash should have left the new build's files behind"
     assert path.read_bytes() == saved
 
-    reopened = ProductService(
+    reopened = build_products(
         Catalog.open(f"sqlite:///{tmp_path / 'vitrine.db'}"),
         model="m",
         index_path=path,

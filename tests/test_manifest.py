@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from indexer.pipeline import read_local_image
+from indexer.manifest import read_manifest
+from search.catalog.writer import read_local_image
 from search.errors import BadInput
-from search.manifest import read_manifest
 from tests.conftest import encode_png, patterned_image
 
 
@@ -28,9 +28,9 @@ def test_csv_rows_keep_unknown_columns_as_attributes(tmp_path: Path) -> None:
     read = read_manifest(manifest)
     assert read.issues == []
     assert read.attribute_columns == ["color", "size"]
-    assert [(row.line, row.external_id, row.image, row.title, row.category) for row in read.rows] == [
-        (2, "a", "a.png", "Tile A", "tile"),
-        (3, "b", "b.png", None, None),
+    assert [(row.where, row.external_id, row.image, row.title, row.category) for row in read.rows] == [
+        ("line 2", "a", "a.png", "Tile A", "tile"),
+        ("line 3", "b", "b.png", None, None),
     ]
     assert read.rows[0].attributes == {"color": "red", "size": "30"}
 
@@ -44,13 +44,15 @@ def test_csv_without_a_required_column_is_one_issue(tmp_path: Path) -> None:
 def test_csv_row_with_extra_cells_is_an_issue(tmp_path: Path) -> None:
     read = read_manifest(write(tmp_path / "m.csv", "id,image\na,a.png\nb,b.png,surplus\nc,c.png\n"))
     assert [row.external_id for row in read.rows] == ["a", "c"]
-    assert [(issue.line, issue.reason) for issue in read.issues] == [(3, "more cells than header columns")]
+    assert [(issue.where, issue.reason) for issue in read.issues] == [
+        ("line 3", "more cells than header columns")
+    ]
 
 
 def test_csv_missing_ids_and_images_are_issues(tmp_path: Path) -> None:
     read = read_manifest(write(tmp_path / "m.csv", "id,image\na,a.png\n,b.png\nd,\n"))
     assert [row.external_id for row in read.rows] == ["a"]
-    assert [(issue.line, issue.external_id) for issue in read.issues] == [(3, None), (4, "d")]
+    assert [(issue.where, issue.external_id) for issue in read.issues] == [("line 3", None), ("line 4", "d")]
     assert read.issues[1].reason == "missing image"
 
 
@@ -66,7 +68,7 @@ def test_rows_sharing_an_id_add_images_to_the_first(tmp_path: Path) -> None:
         ("a", ["a1.png", "a2.png", "a3.png"], "Tile A"),
         ("b", ["b.png"], "Tile B"),
     ]
-    assert [(issue.line, issue.external_id) for issue in read.issues] == [(5, "a")]
+    assert [(issue.where, issue.external_id) for issue in read.issues] == [("line 5", "a")]
     assert "duplicate id (first at line 2) with another title" in read.issues[0].reason
 
 
@@ -81,9 +83,9 @@ def test_jsonl_image_may_be_a_list(tmp_path: Path) -> None:
     assert [(row.external_id, row.images) for row in read.rows] == [
         ("a", ["a1.png", "https://img.example/a2.jpg"])
     ]
-    assert [(issue.line, issue.reason) for issue in read.issues] == [
-        (2, "missing image"),
-        (3, "images[1] must be a non-empty string (URL, path, base64 or data URI)"),
+    assert [(issue.where, issue.reason) for issue in read.issues] == [
+        ("line 2", "missing image"),
+        ("line 3", "images[1] must be a non-empty string (URL, path, base64 or data URI)"),
     ]
 
 
@@ -93,9 +95,9 @@ def test_jsonl_numbers_ids_and_keeps_typed_attributes(tmp_path: Path) -> None:
         '{"id": 7, "image": "a.png", "size": 30, "outdoor": true, "tags": ["x"]}\n\nnot json\n',
     )
     read = read_manifest(manifest)
-    assert [(row.line, row.external_id) for row in read.rows] == [(1, "7")]
+    assert [(row.where, row.external_id) for row in read.rows] == [("line 1", "7")]
     assert read.rows[0].attributes == {"size": 30, "outdoor": True, "tags": ["x"]}
-    assert [issue.line for issue in read.issues] == [3]
+    assert [issue.where for issue in read.issues] == ["line 3"]
 
 
 def test_title_that_is_not_a_string_is_an_issue(tmp_path: Path) -> None:
@@ -110,9 +112,16 @@ def test_folder_of_images_uses_file_names_as_ids(tmp_path: Path) -> None:
     for name in ("b.png", "a.jpg", "a.png"):
         (folder / name).write_bytes(encode_png(patterned_image(1)))
     (folder / "notes.txt").write_text("not an image")
+    (folder / "more").mkdir()
+    (folder / "more" / "c.png").write_bytes(encode_png(patterned_image(2)))
     read = read_manifest(folder)
-    assert [(row.external_id, row.image) for row in read.rows] == [("a", "a.jpg"), ("b", "b.png")]
-    assert len(read.issues) == 1 and "a.png has the same id as a.jpg" in read.issues[0].reason
+    assert [(row.external_id, row.image) for row in read.rows] == [
+        ("a", "a.jpg"),
+        ("b", "b.png"),
+        ("c", "more/c.png"),
+    ]
+    assert [str(issue) for issue in read.issues] == ["a.png (id a): the same id as a.jpg; skipped"]
+    assert read.skipped_files == ["notes.txt"]
 
 
 def test_unknown_manifest_type_or_missing_file_is_refused(tmp_path: Path) -> None:

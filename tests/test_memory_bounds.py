@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.hostile_images import plain_jpeg, png_declaring
 from tests.conftest import REPO_ROOT, b64
-from tests.hostile_images import plain_jpeg, png_declaring
 
 MiB = 1024 * 1024
 GROWTH_BOUND = 700 * MiB

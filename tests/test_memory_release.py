@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from api.memory import glibc_malloc_trim, release_memory_when_idle
+from api.settings import ServerSettings
 from api.state import ServiceState
-from search.settings import Settings
 
 
 def test_glibc_trim_is_found_and_callable_here() -> None:
@@ -18,7 +18,7 @@ def test_glibc_trim_is_found_and_callable_here() -> None:
 
 
 def test_trims_after_traffic_only_when_nothing_is_in_flight() -> None:
-    state = ServiceState(Settings())
+    state = ServiceState(ServerSettings())
     calls: list[int] = []
 
     async def scenario() -> None:

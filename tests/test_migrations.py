@@ -12,14 +12,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from search.catalog import Catalog
+from search.catalog.db import migrate
 from search.catalog.filters import Filters
 from search.catalog.query import Example, SearchQuery
-from search.catalog.service import ProductService
-from search.db import migrate
-from search.encoder import Encoder
-from search.image_store import ImageStore
+from search.catalog.schema import Base, is_model_table
+from search.images.store import ImageStore
 from search.index import VectorIndex
-from search.schema import Base, is_model_table
+from search.model.encoder import Encoder
+from search.wiring import build_products
 from tests.conftest import patterned_image
 
 
@@ -149,7 +149,7 @@ def test_upgrade_to_several_images_keeps_every_vector_and_embeds_nothing(
     calls: list[int] = []
     original = encoder.embed_pixels
     monkeypatch.setattr(encoder, "embed_pixels", lambda pixels: calls.append(len(pixels)) or original(pixels))
-    service = ProductService(
+    service = build_products(
         Catalog.open(url),
         model=encoder.info.model_id,
         index_path=index_path,
@@ -170,7 +170,9 @@ def test_upgrade_to_several_images_keeps_every_vector_and_embeds_nothing(
         assert service.catalog.embeddings("old-12")[0][1].tobytes() == vectors[1].astype("<f4").tobytes()
         # Still searchable by vector, by the typed attributes and by its words.
         answer = service.search(
-            SearchQuery([Example(vector=tuple(vectors[1]))], filters=Filters.parse({"price": {"gt": 20}}))
+            SearchQuery(
+                [Example(vector=tuple(vectors[1]))], filters=Filters.parse({"price": {"gt": 20}}, 100)
+            )
         )
         assert [hit.record.external_id for hit in answer.hits] == ["old-12", "old-13"]
         assert answer.hits[0].matched_image.id == 2
@@ -200,7 +202,7 @@ def test_attribute_indexes_cover_the_product_id(tmp_path: Path) -> None:
     assert columns()["ix_product_attributes_key_number"] == ["key", "number", "product_id"]
     from alembic import command
 
-    from search.db import alembic_config
+    from search.catalog.db import alembic_config
 
     command.downgrade(alembic_config(url), "0006")
     assert columns()["ix_product_attributes_key_value"] == ["key", "value"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.inference import detect_mode
+from search.endpoint import detect_mode
 from tests.conftest import b64, encode_png, patterned_image
 
 IMAGE = "https://catalog.example.com/products/tile-001.jpg"

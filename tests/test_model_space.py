@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
-from search.random_model import write_random_model
+from devtools.random_model import write_random_model
+from search.model.weights import Checkpoint
 from search.settings import Settings
-from search.weights import Checkpoint
 from tests.conftest import LiveServer, assert_error, indexer_settings, run_indexer_in_process, settings_for
 
 
@@ -25,7 +25,7 @@ def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_hub_id_and_a_local_copy_of_the_same_weights_are_one_space(tiny_model_dir, tmp_path):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
     # The hub cache's layout: snapshots/<rev>/model.safetensors -> blobs/<sha256 of the content>.
-    from search.weights import file_sha256
+    from search.model.weights import file_sha256
 
     blobs, snapshot = tmp_path / "hub" / "blobs", tmp_path / "hub" / "snapshots" / "abc"
     blobs.mkdir(parents=True)
@@ -90,7 +90,7 @@ def test_a_server_of_another_model_answers_409_on_catalog_routes_until_reembed(
     summary = json.loads(reembedded.stdout)
     assert (
         reembedded.returncode == 0
-        and summary["reembedded"] == len(catalog_copy.rows)
+        and summary["updated"] == len(catalog_copy.rows)
         and summary["switched"] is True
     )
 
@@ -113,9 +113,9 @@ def test_reembed_keeps_finished_work_and_switches_once_every_product_is_done(cat
             break
     run = run_indexer(*args, "reembed", "--json", "--no-progress")
     first = json.loads(run.stdout)
-    assert run.returncode == 2 and len(first["failed"]) >= 1 and first["switched"] is False
-    assert first["reembedded"] == len(catalog_copy.rows) - len(first["failed"])
-    failed_ids = [line.split(":")[0] for line in first["failed"]]
+    assert run.returncode == 2 and first["failed"] >= 1 and first["switched"] is False
+    assert first["updated"] == len(catalog_copy.rows) - first["failed"]
+    failed_ids = [failure["id"] for failure in first["failures"]]
     assert run_indexer(*args, "remove", *failed_ids).returncode == 0
     rerun = run_indexer(*args, "reembed", "--json", "--no-progress")
     second = json.loads(rerun.stdout)

@@ -1,6 +1,6 @@
 """Golden numerics: every mode equals a plain transformers computation on the tiny model, to 1e-5.
 
-The reference computation is written out here on purpose, independent of search/encoder.py: lower-cased
+The reference computation is written out here on purpose, independent of search/model/encoder.py: lower-cased
 text, padding="max_length" to 64, input_ids only, pooler_output, L2-normalise, then
 logits = cos * logit_scale.exp() + logit_bias.
 """
@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from search.encoder import BatchSettings, Encoder
+from search.model.encoder import BatchSettings, Encoder
 from tests.conftest import b64, encode_png, patterned_image
 
 TOL = 1e-5

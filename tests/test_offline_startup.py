@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from search.errors import ModelLoadError
-from search.weights import hub_reachable, locate_weights
+from search.model.weights import hub_reachable, locate_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,12 +19,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from search.catalog import Catalog, ImageWrite, ProductWrite
+from search.catalog.db import migrate
 from search.catalog.filters import Filters
 from search.catalog.query import Example, SearchQuery
-from search.catalog.service import ProductService
-from search.db import migrate
-from search.image_store import ImageStore
-from search.schema import Base, is_model_table
+from search.catalog.schema import Base, is_model_table
+from search.images.store import ImageStore
+from search.wiring import build_products
 from tests.conftest import assert_error, b64, encode_png, patterned_image, postgres_database_lock
 
 URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
@@ -84,17 +84,17 @@ def test_catalog_round_trip_filters_and_changes_on_postgres(catalog: Catalog, tm
     assert revision == 1 and [r.external_id for r in records] == [f"p{i}" for i in range(6)]
     assert sorted(catalog.get_by_ids([r.id for r in records])) == sorted(r.id for r in records)
     by_external = {r.external_id: r.id for r in records}
-    tile_60 = Filters.parse({"category": "tile", "size": 60}).clause()
+    tile_60 = Filters.parse({"category": "tile", "size": 60}, 100).clause()
     assert catalog.product_ids(tile_60) == [by_external["p1"]]
-    size_60 = Filters.parse({"size": "60"}).clause()
+    size_60 = Filters.parse({"size": "60"}, 100).clause()
     assert sorted(catalog.product_ids(size_60)) == sorted(by_external[f"p{i}"] for i in range(3))
 
-    service = ProductService(
+    service = build_products(
         catalog, model="m", index_path=tmp_path / "i.faiss", image_store=ImageStore(tmp_path / "images")
     )
 
     def search(vector: np.ndarray, k: int, filters: dict | None = None) -> list:
-        query = SearchQuery([Example(vector=tuple(vector))], filters=Filters.parse(filters), k=k)
+        query = SearchQuery([Example(vector=tuple(vector))], filters=Filters.parse(filters, 100), k=k)
         return service.search(query).hits
 
     found = search(unit(41), 3, {"category": "wood"})

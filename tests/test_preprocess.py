@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from transformers import SiglipImageProcessor
 
-from search.encoder import Encoder
-from search.images import ImageLimits, decode_image
-from search.preprocess import ImagePreprocessor
+from search.images.loader import ImageLimits, decode_image
+from search.model.encoder import Encoder
+from search.model.preprocess import ImagePreprocessor
 from tests.conftest import patterned_image
 
 LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000)

@@ -23,7 +23,7 @@ def ready_until(server, status: int, seconds: float = 10.0):
 def test_ready_is_503_while_the_database_is_unreachable_and_recovers(start_server, tmp_path):
     server = start_server()
     assert server.client.get("/ready").status_code == 200
-    catalog = server.server.config.app.state.vitrine.runtime.products.catalog
+    catalog = server.server.config.app.state.vitrine.components.products.catalog
     data_dir, moved = tmp_path / "data", tmp_path / "moved"
     data_dir.rename(moved)
     catalog.engine.dispose()  # pooled connections would keep the moved file open
@@ -76,7 +76,7 @@ def test_ready_answers_at_once_while_the_index_is_being_updated(start_server):
     index's update lock held (a long catch-up after another process wrote to the catalog), a probe that
     refreshed the index itself would hang until its deadline and answer 503."""
     server = start_server()
-    products = server.server.config.app.state.vitrine.runtime.products
+    products = server.server.config.app.state.vitrine.components.products
     before = server.client.get("/ready").json()
     with products.catalog.engine.begin() as connection:  # a write by another process (the indexer)
         connection.exec_driver_sql("UPDATE catalog_state SET revision = revision + 1 WHERE id = 1")
@@ -108,7 +108,7 @@ def test_ready_answers_while_every_request_thread_is_busy(start_server):
         ).status_code
         == 201
     )
-    products = state.runtime.products
+    products = state.components.products
     with products.catalog.engine.begin() as connection:  # another process wrote: searches catch up first
         connection.exec_driver_sql("UPDATE catalog_state SET revision = revision + 1 WHERE id = 1")
     stuck = 48  # more than the thread pool's 40 workers

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.encoder import Encoder
-from search.random_model import write_random_model
-from search.runtimes import candidates, load_runtime
-from search.runtimes.accuracy import probe_inputs
-from search.runtimes.base import RuntimeChoice, RuntimeUnavailable, min_cosine
-from search.runtimes.onnx_runtime import OnnxRuntime
-from search.runtimes.torch_runtime import TorchRuntime
-from search.weights import Checkpoint
+from devtools.random_model import write_random_model
+from search.model.backends import candidates, load_backend
+from search.model.backends.accuracy import probe_inputs
+from search.model.backends.base import BackendUnavailable, RuntimeChoice, min_cosine
+from search.model.backends.onnx_backend import OnnxBackend
+from search.model.backends.torch_backend import TorchBackend
+from search.model.encoder import Encoder
+from search.model.weights import Checkpoint
 from tests.conftest import patterned_image
 
 pytest.importorskip("onnxruntime")
@@ -38,7 +38,7 @@ def inputs(encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir: Path, inputs) -> tuple[np.ndarray, np.ndarray]:
-    runtime = TorchRuntime.load(str(tiny_model_dir), RuntimeChoice("torch", "float32"))
+    runtime = TorchBackend.load(str(tiny_model_dir), RuntimeChoice("torch", "float32"))
     return runtime.image_features(inputs[0]), runtime.text_features(inputs[1])
 
 
@@ -62,23 +62,23 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_runtime_adapter_matches_the_float32_torch_reference(
     tiny_model_dir, cache_dir, inputs, reference, runtime, precision, min_cos
 ):
-    adapter = load_runtime(str(tiny_model_dir), runtime=runtime, dtype=precision, cache_dir=cache_dir)
+    adapter = load_backend(str(tiny_model_dir), runtime=runtime, dtype=precision, cache_dir=cache_dir)
     assert adapter.choice == RuntimeChoice(runtime, precision)
     assert min_cosine(adapter.image_features(inputs[0]), reference[0]) >= min_cos
     assert min_cosine(adapter.text_features(inputs[1]), reference[1]) >= min_cos
-    torch_reference = TorchRuntime.load(str(tiny_model_dir), RuntimeChoice("torch", "float32"))
+    torch_reference = TorchBackend.load(str(tiny_model_dir), RuntimeChoice("torch", "float32"))
     assert adapter.logit_scale == pytest.approx(torch_reference.logit_scale, rel=1e-3)
     assert adapter.logit_bias == pytest.approx(torch_reference.logit_bias, abs=1e-3)
 
 
 def test_onnx_batch_size_is_not_frozen_by_the_export(tiny_model_dir, cache_dir, inputs, reference):
-    adapter = load_runtime(str(tiny_model_dir), runtime="onnx", dtype="float32", cache_dir=cache_dir)
+    adapter = load_backend(str(tiny_model_dir), runtime="onnx", dtype="float32", cache_dir=cache_dir)
     for count in (1, 3, 6):
         assert min_cosine(adapter.image_features(inputs[0][:count]), reference[0][:count]) >= 0.99999
 
 
 def test_an_export_records_its_accuracy_check_in_a_checksummed_manifest(tiny_model_dir, cache_dir):
-    adapter = OnnxRuntime.load(str(tiny_model_dir), RuntimeChoice("onnx", "int8"), cache_dir)
+    adapter = OnnxBackend.load(str(tiny_model_dir), RuntimeChoice("onnx", "int8"), cache_dir)
     manifest = adapter.export.manifest
     assert manifest["checkpoint"] == Checkpoint(str(tiny_model_dir)).export_key
     assert manifest["accepted"] is True and min(manifest["cosine"].values()) >= 0.999
@@ -98,13 +98,13 @@ def build_stamp(export_folder: Path) -> float:
 
 def test_a_truncated_export_is_detected_and_rebuilt_never_served(own_checkpoint, tmp_path, inputs, reference):
     cache = tmp_path / "cache"
-    first = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    first = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
     folder, stamp = first.export.folder, build_stamp(first.export.folder)
-    again = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    again = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
     assert build_stamp(again.export.folder) == stamp  # a verified export is reused, not rebuilt
     vision = folder / "vision.onnx"
     vision.write_bytes(vision.read_bytes()[: vision.stat().st_size // 2])
-    rebuilt = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    rebuilt = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
     assert build_stamp(rebuilt.export.folder) != stamp
     assert vision.stat().st_size == rebuilt.export.manifest["files"]["vision.onnx"]["size"]
     assert min_cosine(rebuilt.image_features(inputs[0]), reference[0]) >= 0.99999
@@ -112,45 +112,45 @@ def test_a_truncated_export_is_detected_and_rebuilt_never_served(own_checkpoint,
 
 def test_an_altered_or_partial_export_is_rebuilt(own_checkpoint, tmp_path):
     cache = tmp_path / "cache"
-    first = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    first = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
     text = first.export.folder / "text.onnx"
     data = bytearray(text.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
     text.write_bytes(bytes(data))
     stamp = build_stamp(first.export.folder)
-    assert build_stamp(OnnxRuntime.load(str(own_checkpoint), first.choice, cache).export.folder) != stamp
+    assert build_stamp(OnnxBackend.load(str(own_checkpoint), first.choice, cache).export.folder) != stamp
     (first.export.folder / "manifest.json").unlink()  # as a crash between files and manifest would leave
-    again = OnnxRuntime.load(str(own_checkpoint), first.choice, cache)
+    again = OnnxBackend.load(str(own_checkpoint), first.choice, cache)
     assert (again.export.folder / "manifest.json").is_file()
     assert not [p for p in again.export.folder.parent.iterdir() if p.name.startswith(".")]  # no temp left
 
 
 def test_a_changed_checkpoint_gets_a_new_export(own_checkpoint, tmp_path, inputs):
     cache = tmp_path / "cache"
-    before = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    before = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
     write_random_model("tiny", own_checkpoint, seed=1)  # new weights in the same folder
-    after = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
+    after = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "float32"), cache)
     assert after.export.folder != before.export.folder
     assert after.export.manifest["checkpoint"] == Checkpoint(str(own_checkpoint)).export_key
-    new_reference = TorchRuntime.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
+    new_reference = TorchBackend.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
     assert min_cosine(after.image_features(inputs[0]), new_reference.image_features(inputs[0])) >= 0.99999
 
 
 def test_an_export_that_failed_its_accuracy_check_is_refused_and_auto_falls_back(own_checkpoint, tmp_path):
     cache = tmp_path / "cache"
-    export = OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "int8"), cache).export
+    export = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "int8"), cache).export
     manifest = json.loads((export.folder / "manifest.json").read_text())
     manifest.update(accepted=False, cosine={"image": 0.98, "text": 0.99})  # as a model that quantises badly
     (export.folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(RuntimeUnavailable, match="refused"):
-        OnnxRuntime.load(str(own_checkpoint), RuntimeChoice("onnx", "int8"), cache)
-    chosen = load_runtime(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=cache)
+    with pytest.raises(BackendUnavailable, match="refused"):
+        OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "int8"), cache)
+    chosen = load_backend(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=cache)
     assert chosen.choice != RuntimeChoice("onnx", "int8")
     assert chosen.choice in candidates("auto", "auto", "cpu")
 
 
 def test_auto_on_cpu_serves_the_fastest_choice_that_passes_its_check(own_checkpoint, tmp_path):
-    chosen = load_runtime(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=tmp_path / "c")
+    chosen = load_backend(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=tmp_path / "c")
     assert chosen.choice == candidates("auto", "auto", "cpu")[0]
     assert chosen.export.accepted
 
@@ -167,7 +167,7 @@ def test_choices_follow_the_settings():
     assert candidates("openvino", "float32", "cpu") == [RuntimeChoice("openvino", "float32")]
     assert RuntimeChoice("torch", "float32") not in candidates("auto", "auto", "cpu")  # the last resort
     assert candidates("auto", "float16", "cuda") == [RuntimeChoice("torch", "float16", "cuda")]
-    with pytest.raises(RuntimeUnavailable):
+    with pytest.raises(BackendUnavailable):
         candidates("onnx", "auto", "cuda")
 
 
@@ -197,25 +197,25 @@ def test_indexer_export_model_builds_the_chosen_export(own_checkpoint, tmp_path,
 
 def test_a_server_start_reads_each_checkpoint_file_once(own_checkpoint, tmp_path, monkeypatch):
     """The export cache's key and the catalog's embedding space come from one hashing of the files."""
-    import search.weights
-    from search.runtime import InferenceRuntime
+    import search.model.weights
+    from search.wiring import Components
     from tests.conftest import settings_for
 
     hashed: list[Path] = []
-    real_sha256 = search.weights.sha256_file
+    real_sha256 = search.model.weights.sha256_file
 
     def counting_sha256(path: Path) -> str:
         hashed.append(Path(path).resolve())
         return real_sha256(path)
 
-    monkeypatch.setattr(search.weights, "sha256_file", counting_sha256)
+    monkeypatch.setattr(search.model.weights, "sha256_file", counting_sha256)
     settings = settings_for(own_checkpoint, tmp_path / "data", runtime="onnx", dtype="float32")
-    runtime = InferenceRuntime.start(settings, with_catalog=True)
+    runtime = Components.start(settings, with_catalog=True)
     from_checkpoint = [path for path in hashed if path.parent == own_checkpoint.resolve()]
     try:
         assert runtime.served_space is not None
         assert runtime.served_space.key == Checkpoint(own_checkpoint).fingerprint
-        assert runtime.encoder.runtime.export.manifest["checkpoint"] == Checkpoint(own_checkpoint).export_key
+        assert runtime.encoder.backend.export.manifest["checkpoint"] == Checkpoint(own_checkpoint).export_key
     finally:
         runtime.close()
     assert sorted(set(from_checkpoint)) == sorted(from_checkpoint)  # none twice
@@ -227,9 +227,9 @@ def test_a_server_start_reads_each_checkpoint_file_once(own_checkpoint, tmp_path
 def test_openvino_int8_stores_int8_weights_and_quantises_activations_at_run_time(tiny_model_dir, cache_dir):
     import openvino as ov
 
-    from search.runtimes.openvino_runtime import DYNAMIC_QUANTIZATION_GROUP, compile_config
+    from search.model.backends.openvino_backend import DYNAMIC_QUANTIZATION_GROUP, compile_config
 
-    adapter = load_runtime(str(tiny_model_dir), runtime="openvino", dtype="int8", cache_dir=cache_dir)
+    adapter = load_backend(str(tiny_model_dir), runtime="openvino", dtype="int8", cache_dir=cache_dir)
     for tower in ("vision.xml", "text.xml"):
         ir = ov.Core().read_model(str(adapter.export.path(tower)))
         constants = [op for op in ir.get_ops() if op.get_type_name() == "Constant"]
@@ -248,10 +248,10 @@ def test_openvino_int8_is_compressed_from_the_float_conversion_auto_falls_back_t
 ):
     """The checkpoint is converted once: int8 compresses the float conversion and keeps it, so a refused
     int8 falls back without converting again (minutes on base-512), and a rebuilt int8 reuses it."""
-    import search.runtimes.openvino_runtime as openvino_runtime
+    import search.model.backends.openvino_backend as openvino_runtime
 
     cache = tmp_path / "cache"
-    int8 = load_runtime(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
+    int8 = load_backend(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
     fallback = openvino_runtime.float_fallback()
     assert sorted(p.name for p in int8.export.folder.parent.iterdir()) == sorted(
         ["openvino-int8", f"openvino-{fallback}"]
@@ -263,10 +263,10 @@ def test_openvino_int8_is_compressed_from_the_float_conversion_auto_falls_back_t
 
     monkeypatch.setattr(openvino_runtime, "export_towers", no_export)
     shutil.rmtree(int8.export.folder)
-    rebuilt = load_runtime(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
-    reference = TorchRuntime.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
+    rebuilt = load_backend(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
+    reference = TorchBackend.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
     assert min_cosine(rebuilt.image_features(inputs[0]), reference.image_features(inputs[0])) >= 0.999
-    floats = load_runtime(str(own_checkpoint), runtime="openvino", dtype=fallback, cache_dir=cache)
+    floats = load_backend(str(own_checkpoint), runtime="openvino", dtype=fallback, cache_dir=cache)
     assert min_cosine(floats.image_features(inputs[0]), reference.image_features(inputs[0])) >= 0.999
 
 
@@ -286,9 +286,9 @@ def test_a_batch_of_concurrent_requests_on_each_runtime_matches_float32_alone(
     gives it alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from search.encoder import BatchSettings
+    from search.model.encoder import BatchSettings
 
-    adapter = load_runtime(str(tiny_model_dir), runtime=runtime, dtype=precision, cache_dir=cache_dir)
+    adapter = load_backend(str(tiny_model_dir), runtime=runtime, dtype=precision, cache_dir=cache_dir)
     batched = Encoder(
         adapter,
         encoder.processor,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from search.settings import DEFAULT_MODEL, Settings
+from api.settings import ServerSettings
+from search.settings import DEFAULT_MODEL
 
 MiB = 1024 * 1024
 
@@ -22,31 +23,31 @@ def clean_environment(monkeypatch):
 
 def test_api_tokens_are_comma_separated_in_the_environment(monkeypatch):
     monkeypatch.setenv("VITRINE_API_TOKENS", "a, b")
-    assert Settings().api_tokens == ["a", "b"]
+    assert ServerSettings().api_tokens == ["a", "b"]
 
 
 def test_a_single_api_token(monkeypatch):
     monkeypatch.setenv("VITRINE_API_TOKENS", "hf_only")
-    assert Settings().api_tokens == ["hf_only"]
+    assert ServerSettings().api_tokens == ["hf_only"]
 
 
 def test_empty_entries_in_a_list_are_dropped(monkeypatch):
     monkeypatch.setenv("VITRINE_API_TOKENS", " ,a,, b ,")
-    assert Settings().api_tokens == ["a", "b"]
+    assert ServerSettings().api_tokens == ["a", "b"]
 
 
 def test_empty_api_tokens_means_no_tokens(monkeypatch):
     monkeypatch.setenv("VITRINE_API_TOKENS", "")
-    assert Settings().api_tokens == []
+    assert ServerSettings().api_tokens == []
 
 
 def test_url_allow_hosts_are_comma_separated_hostnames_and_cidrs(monkeypatch):
     monkeypatch.setenv("VITRINE_URL_ALLOW_HOSTS", "images.internal, 10.0.0.0/8,127.0.0.1")
-    assert Settings().url_allow_hosts == ["images.internal", "10.0.0.0/8", "127.0.0.1"]
+    assert ServerSettings().url_allow_hosts == ["images.internal", "10.0.0.0/8", "127.0.0.1"]
 
 
 def test_lists_can_be_given_as_lists_in_code():
-    settings = Settings(api_tokens=["x"], url_allow_hosts=["localhost"])
+    settings = ServerSettings(api_tokens=["x"], url_allow_hosts=["localhost"])
     assert settings.api_tokens == ["x"]
     assert settings.url_allow_hosts == ["localhost"]
 
@@ -56,7 +57,7 @@ def test_numbers_and_paths_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("VITRINE_MAX_IMAGE_BYTES", "1234")
     monkeypatch.setenv("VITRINE_FETCH_READ_TIMEOUT", "2.5")
     monkeypatch.setenv("VITRINE_DATA_DIR", "/srv/vitrine")
-    settings = Settings()
+    settings = ServerSettings()
     assert settings.model == "/models/siglip2-base-patch16-512"
     assert settings.max_image_bytes == 1234
     assert settings.fetch_read_timeout == 2.5
@@ -66,11 +67,11 @@ def test_numbers_and_paths_are_read_from_the_environment(monkeypatch):
 def test_invalid_values_are_refused(monkeypatch):
     monkeypatch.setenv("VITRINE_DEVICE", "tpu")
     with pytest.raises(ValidationError):
-        Settings()
+        ServerSettings()
 
 
 def test_defaults_are_the_documented_ones():
-    settings = Settings()
+    settings = ServerSettings()
     assert settings.model == DEFAULT_MODEL == "google/siglip2-base-patch16-512"
     assert settings.device == "auto"
     assert settings.dtype == "auto"

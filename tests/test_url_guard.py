@@ -8,8 +8,8 @@ import socket
 
 import pytest
 
-from search.addresses import address_kind
-from search.fetch import AddressPolicy, AddressRefused
+from search.images.addresses import address_kind
+from search.images.fetch import AddressPolicy, AddressRefused
 from tests.conftest import assert_error, encode_png, patterned_image
 
 PNG = encode_png(patterned_image(11))

@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from indexer.__main__ import main as indexer_main
-from indexer.vector_files import ImportSummary, VectorImporter
-from search.catalog.service import open_products
+from indexer.summary import RunSummary
+from indexer.vector_files import VectorImporter
+from search.model.vectors import normalise_rows
 from search.settings import Settings
-from search.vectors import normalise_rows
+from search.wiring import open_products
 from tests.conftest import assert_error
 
 DIM = 32  # the tiny test model's embedding dimension
@@ -95,10 +96,10 @@ def test_bad_rows_are_reported_by_row_and_skipped(cli, tmp_path, capsys, make_se
     assert cli("import", path, "--no-progress", "--dim", DIM) == 2
     out = capsys.readouterr().out
     assert "7 rows: 2 added" in out and "5 failed" in out
-    assert "row 2 (b): embedding has 33 values; the model's dimension is 32" in out
-    assert "row 3 (a): id 'a' appeared in an earlier row (duplicate id)" in out
-    assert "row 4 (c): embedding has a non-finite value" in out
-    assert "row 5 (d): embedding is the zero vector" in out
+    assert "row 2 (id b): embedding has 33 values; the model's dimension is 32" in out
+    assert "row 3 (id a): id 'a' appeared in an earlier row (duplicate id)" in out
+    assert "row 4 (id c): embedding has a non-finite value" in out
+    assert "row 5 (id d): embedding is the zero vector" in out
     assert "row 6: product id must be a non-empty string" in out
     catalog = open_products(make_settings()).catalog
     assert [catalog.get(name) is not None for name in "abcde"] == [True, False, False, False, True]
@@ -130,8 +131,8 @@ def test_a_npy_matrix_with_an_ids_file_imports_like_parquet(cli, tmp_path, capsy
     assert code == 2  # some rows failed
     out = capsys.readouterr().out
     assert "7 rows: 5 added" in out and "2 failed" in out
-    assert "row 4 (n-3): embedding has a non-finite value" in out
-    assert "row 6 (n-1): id 'n-1' appeared in an earlier row (duplicate id)" in out
+    assert "row 4 (id n-3): embedding has a non-finite value" in out
+    assert "row 6 (id n-1): id 'n-1' appeared in an earlier row (duplicate id)" in out
     exported = tmp_path / "out.parquet"
     assert cli("export", exported) == 0
     table = pq.read_table(exported)
@@ -146,7 +147,7 @@ def test_interrupted_import_resumes_where_it_stopped(cli, tmp_path, capsys, make
     cli("migrate")
     service = open_products(settings)
 
-    def stop_after_first_batch(summary: ImportSummary) -> None:
+    def stop_after_first_batch(summary: RunSummary) -> None:
         raise KeyboardInterrupt  # Ctrl-C once the first batch is committed
 
     first = VectorImporter(service, DIM, batch_size=8, on_batch=stop_after_first_batch).run(source)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from search.image_store import ImageStore
-from search.write_locks import IdLocks
+from search.catalog.locks import IdLocks
+from search.images.store import ImageStore
 from tests.conftest import LiveServer, assert_error, b64, encode_png, patterned_image
 
 IMAGE = b64(encode_png(patterned_image(301)))

@@ -11,8 +11,16 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 
 from api.body import read_request_json
 from api.cancel import run_cancellable
-from api.deps import get_state
-from api.schemas import ProductBody, SearchBody, parse_filters_param, parse_search, product_fields
+from api.deps import admitted
+from api.schemas import (
+    ProductBody,
+    SearchBody,
+    facet_list,
+    parse_filters_param,
+    parse_search,
+    product_draft,
+    product_patch,
+)
 from api.state import ServiceState
 from api.views import product_view, search_view
 from search.catalog.filters import Filters
@@ -20,7 +28,8 @@ from search.catalog.query import Example, SearchQuery
 from search.catalog.records import ImageRecord
 from search.catalog.service import ProductService
 from search.errors import NotFound
-from search.images import is_url
+from search.images.loader import is_url
+from search.wiring import json_limits
 
 router = APIRouter()
 
@@ -30,34 +39,29 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _facet_list(value: str | None) -> list[str]:
-    return [name.strip() for name in (value or "").split(",") if name.strip()]
-
-
 @router.post(
     "/search",
     summary="Search products by text, image, product id, vector, or a composed query",
     openapi_extra=_json_body(SearchBody.model_json_schema()),
 )
-async def search(request: Request, state: ServiceState = Depends(get_state)) -> Any:
+async def search(request: Request, state: ServiceState = Depends(admitted)) -> Any:
     products = state.require_products()
-    with state.admit():
-        query = parse_search(await read_request_json(request, state))
-        answer = await run_cancellable(request, products.search, query)
+    query = parse_search(await read_request_json(request, state), state.limits)
+    answer = await run_cancellable(request, products.search, query)
     return search_view(answer, query.offset)
 
 
 @router.get("/products", summary="List products with filters and paging")
 async def list_products(
-    limit: int = Query(100, ge=1),
-    offset: int = Query(0, ge=0),
+    limit: int = Query(100),
+    offset: int = Query(0),
     filters: str | None = Query(None, description='JSON, e.g. {"color": {"in": ["red", "blue"]}}'),
     facets: str | None = Query(None, description="comma-separated fields to count, e.g. category,color"),
-    state: ServiceState = Depends(get_state),
+    state: ServiceState = Depends(admitted),
 ) -> dict[str, Any]:
     products = state.require_products()
-    parsed = parse_filters_param(filters)
-    answer = await run_in_threadpool(products.list, parsed, offset, limit, _facet_list(facets))
+    parsed = parse_filters_param(filters, state.limits, json_limits(state.settings))
+    answer = await run_in_threadpool(products.list, parsed, offset, limit, facet_list(facets))
     out: dict[str, Any] = {
         "results": [product_view(record) for record in answer.records],
         "count": len(answer.records),
@@ -71,7 +75,7 @@ async def list_products(
 
 
 @router.get("/products/{product_id}", summary="One product")
-async def get_product(product_id: str, state: ServiceState = Depends(get_state)) -> dict[str, Any]:
+async def get_product(product_id: str, state: ServiceState = Depends(admitted)) -> dict[str, Any]:
     products = state.require_products()
     return product_view(await run_in_threadpool(products.get, product_id))
 
@@ -79,28 +83,27 @@ async def get_product(product_id: str, state: ServiceState = Depends(get_state))
 @router.get("/products/{product_id}/similar", summary="Visually similar products (never the product itself)")
 async def similar(
     product_id: str,
-    k: int = Query(10, ge=1),
-    offset: int = Query(0, ge=0),
+    k: int = Query(10),
+    offset: int = Query(0),
     min_score: float | None = Query(None, allow_inf_nan=False),
     category: str | None = Query(None),
     filters: str | None = Query(None, description="JSON filters, as on POST /search"),
     facets: str | None = Query(None, description="comma-separated fields to count"),
-    state: ServiceState = Depends(get_state),
+    state: ServiceState = Depends(admitted),
 ) -> Any:
     products = state.require_products()
-    parsed = parse_filters_param(filters)
+    parsed = parse_filters_param(filters, state.limits, json_limits(state.settings))
     if category is not None:
-        parsed = Filters((*parsed.conditions, *Filters.parse({"category": category}).conditions))
+        parsed = parsed.and_(Filters.parse({"category": category}, state.limits.max_filter_keys))
     query = SearchQuery(
         positive=[Example(product_id=product_id)],
         filters=parsed,
-        facets=_facet_list(facets),
+        facets=facet_list(facets),
         k=k,
         offset=offset,
         min_score=min_score,
     )
-    with state.admit():
-        answer = await run_in_threadpool(products.search, query)
+    answer = await run_in_threadpool(products.search, query)
     return search_view(answer, offset)
 
 
@@ -129,7 +132,7 @@ def _image_response(
 
 
 @router.get("/products/{product_id}/image", summary="The product's first image (stored file or redirect)")
-async def product_image(product_id: str, state: ServiceState = Depends(get_state)) -> Response:
+async def product_image(product_id: str, state: ServiceState = Depends(admitted)) -> Response:
     products = state.require_products()
     record = await run_in_threadpool(products.get, product_id)
     first = record.images[0] if record.images else None
@@ -138,7 +141,7 @@ async def product_image(product_id: str, state: ServiceState = Depends(get_state
 
 @router.get("/products/{product_id}/images/{position}", summary="One of the product's images, by position")
 async def product_image_at(
-    product_id: str, position: int, state: ServiceState = Depends(get_state)
+    product_id: str, position: int, state: ServiceState = Depends(admitted)
 ) -> Response:
     products = state.require_products()
     record = await run_in_threadpool(products.get, product_id)
@@ -163,12 +166,11 @@ def _write_answer(result: Any) -> JSONResponse:
     openapi_extra=_json_body(_PRODUCT_BODY),
 )
 async def put_product(
-    product_id: str, request: Request, state: ServiceState = Depends(get_state)
+    product_id: str, request: Request, state: ServiceState = Depends(admitted)
 ) -> JSONResponse:
     products = state.require_products()
-    with state.admit():
-        body = product_fields(await read_request_json(request, state))
-        result = await run_cancellable(request, products.put, product_id, body)
+    draft = product_draft(product_id, await read_request_json(request, state), products.writer.limits)
+    result = await run_cancellable(request, products.put, draft)
     return _write_answer(result)
 
 
@@ -178,17 +180,16 @@ async def put_product(
     openapi_extra=_json_body(_PRODUCT_BODY),
 )
 async def patch_product(
-    product_id: str, request: Request, state: ServiceState = Depends(get_state)
+    product_id: str, request: Request, state: ServiceState = Depends(admitted)
 ) -> JSONResponse:
     products = state.require_products()
-    with state.admit():
-        body = product_fields(await read_request_json(request, state), patch=True)
-        result = await run_cancellable(request, products.patch, product_id, body)
+    patch = product_patch(product_id, await read_request_json(request, state), products.writer.limits)
+    result = await run_cancellable(request, products.patch, patch)
     return _write_answer(result)
 
 
 @router.delete("/products/{product_id}", summary="Remove one product and all its images")
-async def delete_product(product_id: str, state: ServiceState = Depends(get_state)) -> dict[str, str]:
+async def delete_product(product_id: str, state: ServiceState = Depends(admitted)) -> dict[str, str]:
     products = state.require_products()
     removed = await run_in_threadpool(products.remove, [product_id])
     if not removed:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from api.body import read_request_json
 from api.cancel import run_cancellable
-from api.deps import get_state
+from api.deps import admitted
 from api.state import ServiceState
 from search.errors import BadInput
 
@@ -68,28 +68,25 @@ def _json_body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any
         {"model": "google/siglip2-base-patch16-512", "input": ["beige matte ceramic floor tile"]},
     ),
 )
-async def openai_embeddings(request: Request, state: ServiceState = Depends(get_state)) -> dict[str, Any]:
-    runtime = state.require_runtime()
-    with state.admit():  # before the body is read: a busy server answers 429 at once
-        body = _parse(EmbeddingsRequest, await read_request_json(request, state), "embeddings")
-        inputs = [body.input] if isinstance(body.input, str) else body.input
-        dim = runtime.encoder.info.embedding_dim
-        if body.dimensions is not None and body.dimensions != dim:
-            raise BadInput(
-                f"dimensions: this model's embeddings have {dim} dimensions and cannot be shortened"
-            )
-        mode = "image_embedding" if body.modality == "image" else "text_embedding"
-        rows = await run_cancellable(
-            request, runtime.inference, {"inputs": inputs, "parameters": {"mode": mode}}
-        )
-        tokens = 0 if body.modality == "image" else await run_in_threadpool(_count_tokens, runtime, inputs)
+async def openai_embeddings(request: Request, state: ServiceState = Depends(admitted)) -> dict[str, Any]:
+    components = state.require_components()
+    body = _parse(EmbeddingsRequest, await read_request_json(request, state), "embeddings")
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    dim = components.encoder.info.embedding_dim
+    if body.dimensions is not None and body.dimensions != dim:
+        raise BadInput(f"dimensions: this model's embeddings have {dim} dimensions and cannot be shortened")
+    mode = "image_embedding" if body.modality == "image" else "text_embedding"
+    rows = await run_cancellable(
+        request, components.endpoint, {"inputs": inputs, "parameters": {"mode": mode}}
+    )
+    tokens = 0 if body.modality == "image" else await run_in_threadpool(_count_tokens, components, inputs)
     return {
         "object": "list",
         "data": [
             {"object": "embedding", "index": i, "embedding": _encode(row["embedding"], body.encoding_format)}
             for i, row in enumerate(rows)
         ],
-        "model": runtime.encoder.info.model_id,
+        "model": components.encoder.info.model_id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
@@ -99,15 +96,14 @@ async def openai_embeddings(request: Request, state: ServiceState = Depends(get_
     summary="Text embeddings in text-embeddings-inference's shape (for InferenceClient.feature_extraction)",
     openapi_extra=_json_body(TeiEmbedRequest.model_json_schema(), {"inputs": ["oak flooring"]}),
 )
-async def tei_embed(request: Request, state: ServiceState = Depends(get_state)) -> list[list[float]]:
-    runtime = state.require_runtime()
-    with state.admit():  # before the body is read: a busy server answers 429 at once
-        body = _parse(TeiEmbedRequest, await read_request_json(request, state), "embed")
-        if not body.normalize:
-            raise BadInput("normalize: vitrine's embeddings are always L2-normalised")
-        rows = await run_cancellable(
-            request, runtime.inference, {"inputs": body.inputs, "parameters": {"mode": "text_embedding"}}
-        )
+async def tei_embed(request: Request, state: ServiceState = Depends(admitted)) -> list[list[float]]:
+    components = state.require_components()
+    body = _parse(TeiEmbedRequest, await read_request_json(request, state), "embed")
+    if not body.normalize:
+        raise BadInput("normalize: vitrine's embeddings are always L2-normalised")
+    rows = await run_cancellable(
+        request, components.endpoint, {"inputs": body.inputs, "parameters": {"mode": "text_embedding"}}
+    )
     return [row["embedding"] for row in rows]
 
 
@@ -118,8 +114,8 @@ def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
     return vector
 
 
-def _count_tokens(runtime: Any, texts: list[str]) -> int:
-    encoder = runtime.encoder
+def _count_tokens(components: Any, texts: list[str]) -> int:
+    encoder = components.encoder
     ids = encoder.tokenizer(
         [text.lower() for text in texts], truncation=True, max_length=encoder.max_text_length
     )

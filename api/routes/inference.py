@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from api.body import read_request_json
 from api.cancel import run_cancellable
-from api.deps import get_state
+from api.deps import admitted
 from api.state import ServiceState
 
 router = APIRouter()
@@ -79,15 +79,13 @@ _REQUEST_BODY = {
     openapi_extra=_REQUEST_BODY,
 )
 @router.post("/predict", include_in_schema=False)  # the Hugging Face toolkit serves this alias too
-async def predict(request: Request, state: ServiceState = Depends(get_state)) -> Any:
-    runtime = state.require_runtime()
-    # Admission first: a busy server answers 429 without reading (or parsing) a large body.
-    with state.admit():
-        payload = await read_request_json(request, state)
-        if isinstance(payload, dict) and "parameters" not in payload and request.query_params:
-            # As the Hugging Face toolkit does: query parameters stand in for a missing "parameters".
-            payload["parameters"] = {key: _query_value(value) for key, value in request.query_params.items()}
-        return await run_cancellable(request, runtime.inference, payload)
+async def predict(request: Request, state: ServiceState = Depends(admitted)) -> Any:
+    components = state.require_components()  # admitted first: a busy server reads no body
+    payload = await read_request_json(request, state)
+    if isinstance(payload, dict) and "parameters" not in payload and request.query_params:
+        # As the Hugging Face toolkit does: query parameters stand in for a missing "parameters".
+        payload["parameters"] = {key: _query_value(value) for key, value in request.query_params.items()}
+    return await run_cancellable(request, components.endpoint, payload)
 
 
 @router.get("/", summary="Liveness, as the Hugging Face toolkit answers GET /")

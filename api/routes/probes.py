@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from api.deps import get_state
+from api.deps import admitted, get_state
 from api.errors import error_response
 from api.state import ServiceState
 
@@ -40,9 +40,8 @@ async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
 
 
 @router.get("/info", summary="The model, runtime, device and dtype being served")
-async def info(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
-    runtime = state.require_runtime()
-    encoder = runtime.encoder.info
+async def info(state: ServiceState = Depends(admitted)) -> dict[str, Any]:
+    encoder = state.require_components().encoder.info
     return {
         "model": encoder.model_id,
         "model_type": encoder.model_type,

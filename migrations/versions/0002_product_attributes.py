@@ -12,7 +12,7 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-from search.schema import attribute_text
+from search.catalog.schema import attribute_text
 
 revision = "0002"
 down_revision = "0001"

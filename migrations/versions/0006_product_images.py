@@ -20,7 +20,7 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-from search.schema import SEARCH_INDEX, SEARCH_TABLE, attribute_rows, search_document
+from search.catalog.schema import SEARCH_INDEX, SEARCH_TABLE, attribute_rows, search_document
 
 revision = "0006"
 down_revision = "0007"

@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # One row, written by the first process that embeds into the catalog (search/space.py).
+    # One row, written by the first process that embeds into the catalog (search/model/space.py).
     op.create_table(
         "catalog_space",
         sa.Column("id", sa.Integer(), primary_key=True),

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, and_, false, not_, select, true
 
+from search.catalog.schema import Product, ProductAttribute, attribute_text
 from search.errors import BadInput
-from search.schema import Product, ProductAttribute, attribute_text
 
 RANGE_OPERATORS = {"gte": "__ge__", "gt": "__gt__", "lte": "__le__", "lt": "__lt__"}
 OPERATORS = ("in", "not", "exists", *RANGE_OPERATORS)
 EXAMPLE = '{"category": "tile", "color": {"in": ["red", "blue"]}, "price": {"gte": 10, "lt": 50}}'
 CATEGORY = "category"
-MAX_KEYS = 100
 
 
 @dataclass(frozen=True)
@@ -44,16 +43,20 @@ class Filters:
         return bool(self.conditions)
 
     @classmethod
-    def parse(cls, value: object) -> Filters:
-        """Filters from a request's ``filters`` object (None: no filter)."""
+    def parse(cls, value: object, max_keys: int) -> Filters:
+        """Filters from a request's ``filters`` object (None: no filter). ``max_keys``:
+        VITRINE_MAX_ATTRIBUTES (each key is one more condition in one SQL statement)."""
         if value is None:
             return cls()
         if not isinstance(value, dict):
             raise BadInput(f"filters must be an object like {EXAMPLE}")
-        if len(value) > MAX_KEYS:
-            # Each key is one more condition in one SQL statement: bounded like a product's attributes.
-            raise BadInput(f"filters has {len(value)} keys; the limit is {MAX_KEYS} (VITRINE_MAX_ATTRIBUTES)")
+        if len(value) > max_keys:
+            raise BadInput(f"filters has {len(value)} keys; the limit is {max_keys} (VITRINE_MAX_ATTRIBUTES)")
         return cls(tuple(_condition(str(key), item) for key, item in value.items()))
+
+    def and_(self, other: Filters) -> Filters:
+        """Both filters' conditions (every one must hold)."""
+        return Filters((*self.conditions, *other.conditions))
 
     def clause(self, *, per_row: bool = False) -> ColumnElement[bool]:
         """A WHERE clause over ``products`` (indexed lookups in product_attributes).

@@ -62,6 +62,9 @@ class ProductWrite:
     category: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     images: list[ImageWrite] | None = None
+    # A change of a stored product (PATCH, reembed): if it is gone by the time the transaction runs, the
+    # write fails with ProductGone instead of creating it again.
+    must_exist: bool = False
 
 
 @dataclass

@@ -1,34 +1,28 @@
-"""``ProductService``: what the API and the indexer's commands call, wired from the catalog's parts:
-the store, index synchronisation, search composition, the write path and verification."""
+"""``ProductService``: what the API and the indexer's commands call, wired (in ``search.wiring``) from the
+catalog's parts: the store, index synchronisation, search, the one writer and verification."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from search.catalog.filters import Filters
-from search.catalog.query import CatalogSearch, Mode, SearchAnswer, SearchQuery
+from search.catalog.plan import ProductDraft, ProductPatch
+from search.catalog.query import ListAnswer, SearchAnswer, SearchLimits, SearchQuery
 from search.catalog.records import ProductRecord
-from search.catalog.store import Catalog, MissingEmbedding
+from search.catalog.search import CatalogSearch
+from search.catalog.store import Catalog, ConcurrentChange, MissingEmbedding
 from search.catalog.sync import IndexSync
 from search.catalog.verify import VerifyReport, verify_catalog
 from search.catalog.writer import CatalogWriter, ImagesRead
-from search.catalog.writes import ProductDraft, ProductLimits, validate_external_id
 from search.errors import BadInput, NotFound
-from search.image_store import ImageStore
-from search.images import ImageLoader
-from search.index import IndexSpec, VectorIndex
-from search.settings import Settings
-from search.write_locks import IdLocks
-
-if TYPE_CHECKING:  # the maintenance commands never load torch
-    from search.encoder import Encoder
-
-MAX_LIST_LIMIT = 1000
+from search.images.store import ImageStore
+from search.index.spec import IndexSpec
+from search.index.vector_index import VectorIndex
 
 
 @dataclass
@@ -38,58 +32,31 @@ class WriteResult:
     changes: dict[str, Any]
 
 
-@dataclass
-class ListAnswer:
-    records: list[ProductRecord]
-    total: int
-    facets: dict[str, dict[str, int]] | None
-
-
 class ProductService:
     def __init__(
         self,
         catalog: Catalog,
         *,
-        model: str,
-        index_path: Path,
+        sync: IndexSync,
+        finder: CatalogSearch,
+        writer: CatalogWriter,
         image_store: ImageStore,
-        encoder: Encoder | None = None,
-        images: ImageLoader | None = None,
-        dim: int | None = None,
-        max_k: int = 1000,
-        load_index: bool = True,
-        index_spec: IndexSpec | None = None,
-        default_mode: Mode = "hybrid",
-        lexical_weight: float = 0.5,
-        rebuild_in_background: bool = False,
-        limits: ProductLimits | None = None,
+        limits: SearchLimits,
     ) -> None:
         self.catalog = catalog
-        self.model = model
+        self.sync = sync
+        self.finder = finder
+        self.writer = writer
         self.image_store = image_store
-        self.index_spec = index_spec or IndexSpec()
-        dim = dim or (encoder.info.embedding_dim if encoder else None)
-        self.sync = IndexSync(
-            catalog,
-            model=model,
-            index_path=index_path,
-            dim=dim,
-            spec=self.index_spec,
-            load=load_index,
-            rebuild_in_background=rebuild_in_background,
-        )
-        self.finder = CatalogSearch(
-            catalog,
-            self.sync,
-            encoder=encoder,
-            images=images,
-            max_k=max_k,
-            default_mode=default_mode,
-            lexical_weight=lexical_weight,
-        )
-        self.writer = CatalogWriter(catalog, image_store, model, images, encoder)
-        self.limits = limits or ProductLimits()
-        self._id_locks = IdLocks()
+        self.limits = limits
+
+    @property
+    def model(self) -> str:
+        return self.sync.model
+
+    @property
+    def index_spec(self) -> IndexSpec:
+        return self.sync.spec
 
     # Index ------------------------------------------------------------------------------------------
 
@@ -141,10 +108,8 @@ class ProductService:
         self, filters: Filters, offset: int = 0, limit: int = 100, facets: list[str] | None = None
     ) -> ListAnswer:
         """Products passing ``filters`` in id order, one page of them, with the total and facets."""
-        if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise BadInput(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
-        if offset < 0:
-            raise BadInput("offset must be an integer of 0 or more")
+        self.limits.check_page(offset, limit)
+        self.limits.check_facets(facets or [])
         where = filters.clause()
         ids = self.catalog.list_ids(where, offset, limit)
         records = self.catalog.get_by_ids(ids)
@@ -154,48 +119,51 @@ class ProductService:
             self.catalog.facet_counts(where if filters else None, facets) if facets else None,
         )
 
-    # Writes: one path for PUT, PATCH and the indexer -------------------------------------------------
+    # Writes: through the one writer, one id at a time in this process -------------------------------
 
-    def put(self, external_id: str, body: dict[str, Any]) -> WriteResult:
+    def put(self, draft: ProductDraft) -> WriteResult:
         """Create or replace a product (fields left out are cleared; images left out are kept)."""
-        external_id = validate_external_id(external_id, self.limits.max_id_chars)
-        if "id" in body and str(body["id"]) != external_id:
-            raise BadInput(f"body id {str(body['id'])[:80]!r} differs from the path's {external_id!r}")
-        draft = ProductDraft.from_row(external_id, body, self.limits)  # every field checked first
-        # Read before taking the product's lock: a slow origin must not hold up other writes of its stripe.
+        # Read before taking the product's lock: a slow origin must not hold up other writes of its
+        # stripe. An API write re-reads a URL it is given (refetch): the caller may have changed it.
         read = self.writer.read_images(draft.images, None, refetch=True)
-        with self._id_locks.hold([external_id]):
-            return self._write(draft, self.catalog.get(external_id), read)
+        with self.writer.locks.hold([draft.external_id]):
+            return self._write(draft, read, patch=None)
 
-    def patch(self, external_id: str, body: dict[str, Any]) -> WriteResult:
-        """Change only the given fields (an attribute set to null is removed)."""
-        if "id" in body and str(body["id"]) != external_id:
-            raise BadInput(f"body id {str(body['id'])[:80]!r} differs from the path's {external_id!r}")
-        changes = {k: v for k, v in body.items() if k != "id"}
-        # Checked (404, 400) and read before the lock, as for PUT; planned again on what the lock sees.
-        draft = ProductDraft(external_id).patched(self.get(external_id), changes, self.limits)
-        read = self.writer.read_images(draft.images, None, refetch=True)
-        with self._id_locks.hold([external_id]):
-            stored = self.get(external_id)
-            draft = ProductDraft(external_id).patched(stored, changes, self.limits)
-            return self._write(draft, stored, read)
+    def patch(self, patch: ProductPatch) -> WriteResult:
+        """Change only the given fields (an attribute set to null is removed); never creates."""
+        self.get(patch.external_id)  # 404 before any image is fetched
+        read = self.writer.read_images(patch.images, None, refetch=True)
+        with self.writer.locks.hold([patch.external_id]):
+            return self._write(None, read, patch=patch)
 
-    def _write(self, draft: ProductDraft, stored: ProductRecord | None, read: ImagesRead) -> WriteResult:
-        # An API write re-reads a URL it is given (refetch): the caller may have changed what it serves.
-        prepared = self.writer.plan(draft, stored, read)
-        plan = prepared.plan
-        if plan.kind == "unchanged":
-            return WriteResult("unchanged", stored, {})  # type: ignore[arg-type]
-        try:
-            records, created = self.writer.commit_reporting([prepared])
-        except MissingEmbedding:
-            # Removed by another process since it was read: without an image there is nothing to embed.
-            raise BadInput("image is required for a new product (it was removed meanwhile)") from None
-        self.refresh()
-        return WriteResult("created" if created[0] else "updated", records[0], plan.changes)
+    def _write(self, draft: ProductDraft | None, read: ImagesRead, patch: ProductPatch | None) -> WriteResult:
+        """Plan against what is stored now and commit. If another process changed the product between
+        the two (removed it, or replaced an image the plan kept), plan once more on what it left."""
+        for attempt in (1, 2):
+            stored = self.catalog.get(patch.external_id if patch else draft.external_id)  # type: ignore[union-attr]
+            if patch is not None:
+                if stored is None:
+                    raise NotFound(f"no product with id {patch.external_id!r}")
+                draft = patch.apply(stored, self.writer.limits)
+            prepared = self.writer.plan(draft, stored, read)  # type: ignore[arg-type]
+            if prepared.plan.kind == "unchanged":
+                return WriteResult("unchanged", stored, {})  # type: ignore[arg-type]
+            prepared.plan.write.must_exist = patch is not None  # type: ignore[union-attr]
+            try:
+                committed = self.writer.commit([prepared])
+            except (MissingEmbedding, ConcurrentChange):
+                if attempt == 2:
+                    raise BadInput("the product changed while it was being written; retry") from None
+                continue
+            self.refresh()  # the writer's process searches its own write at once
+            return WriteResult(
+                "created" if committed.created[0] else "updated", committed.records[0], prepared.plan.changes
+            )
+        raise AssertionError("unreachable")
 
     def remove(self, external_ids: list[str]) -> list[str]:
-        _, removed = self.catalog.remove(external_ids)
+        with self.writer.locks.hold(external_ids):
+            removed = self.writer.remove(external_ids)
         self.refresh()
         return removed
 
@@ -220,32 +188,3 @@ class ProductService:
             "index_revision": self.index.revision,
             "index_file": str(self.index_path),
         }
-
-
-def open_products(
-    settings: Settings,
-    encoder: Encoder | None = None,
-    images: ImageLoader | None = None,
-    *,
-    load_index: bool = True,
-    rebuild_in_background: bool = False,
-    model: str | None = None,
-) -> ProductService:
-    """The catalog and its index (migrations must have run). Without an encoder: maintenance only.
-
-    ``model`` is the label of the vectors to serve (the embedding space's key); default VITRINE_MODEL."""
-    return ProductService(
-        Catalog.open(settings.resolved_database_url),
-        model=model or settings.model,
-        index_path=settings.index_path,
-        image_store=ImageStore(settings.images_dir),
-        encoder=encoder,
-        images=images,
-        max_k=settings.search_max_k,
-        load_index=load_index,
-        index_spec=settings.index_spec,
-        default_mode=settings.search_mode,
-        lexical_weight=settings.hybrid_lexical_weight,
-        rebuild_in_background=rebuild_in_background,
-        limits=ProductLimits.from_settings(settings),
-    )

@@ -20,12 +20,15 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     select,
     union_all,
     update,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from search.catalog.db import WRITE_OPTION, create_db_engine
+from search.catalog.lexical import LexicalResult, exact_match_statement, query_words, ranking_statement
 from search.catalog.records import (
     Changes,
     ChangesPruned,
@@ -35,9 +38,8 @@ from search.catalog.records import (
     bytes_to_vector,
     vector_to_bytes,
 )
-from search.db import WRITE_OPTION, create_db_engine
-from search.errors import VitrineError
-from search.schema import (
+from search.catalog.schema import (
+    CatalogSpace,
     CatalogState,
     Product,
     ProductAttribute,
@@ -47,6 +49,7 @@ from search.schema import (
     search_document,
     utcnow,
 )
+from search.errors import Conflict, NotFound
 
 _PRODUCT_COLUMNS = (
     Product.id,
@@ -79,15 +82,26 @@ _IMAGES_OF_PRODUCTS = (
     .where(ProductImage.product_id.in_(bindparam("ids", expanding=True)))
     .order_by(ProductImage.product_id, ProductImage.position)
 )
+# One round trip for a page of hits: each product's columns, then (LEFT JOIN) one row per image.
+_PRODUCTS_WITH_IMAGES = (
+    select(*_PRODUCT_COLUMNS, ProductImage.product_id, *_IMAGE_COLUMNS[1:])
+    .outerjoin(ProductImage, ProductImage.product_id == Product.id)
+    .where(Product.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Product.id, ProductImage.position)
+)
 _CHUNK = 500  # ids per IN (...) list: under every backend's parameter limit
 
 
-class ConcurrentChange(VitrineError):
-    status = 409
+class ConcurrentChange(Conflict):
+    """The write was planned against images another writer has since replaced."""
 
 
 class MissingEmbedding(ValueError):
     """A write without vectors for a product that does not exist (any more)."""
+
+
+class ProductGone(NotFound):
+    """A change of a stored product (PATCH, reembed) whose product was removed meanwhile."""
 
 
 class Catalog:
@@ -151,12 +165,19 @@ class Catalog:
         return found
 
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, ProductRecord]:
-        """Products by row id: plain rows (no ORM objects, no embedding blobs) on the hot path."""
+        """Products by row id with their images, in one statement: plain rows (no ORM objects, no
+        embedding blobs) on the hot path."""
         if not len(ids):
             return {}
         with self.engine.connect() as connection:
-            rows = connection.execute(_PRODUCTS_BY_ID, {"ids": [int(i) for i in ids]}).all()
-            return self._records_of(rows, connection)
+            rows = connection.execute(_PRODUCTS_WITH_IMAGES, {"ids": [int(i) for i in ids]}).all()
+        images: dict[int, list[ImageRecord]] = {}
+        products: dict[int, Any] = {}
+        for row in rows:
+            products.setdefault(row[0], row)
+            if row[8] is not None:  # the LEFT JOIN's image columns
+                images.setdefault(row[0], []).append(ImageRecord(*row[9:]))
+        return {pid: _record(row, images.get(pid, ())) for pid, row in products.items()}
 
     def _records(
         self, where: ColumnElement[bool], connection: Connection | None = None
@@ -174,20 +195,7 @@ class Catalog:
         query_ids = {"ids": [row[0] for row in rows]}
         for product_id, *image in connection.execute(_IMAGES_OF_PRODUCTS, query_ids):
             images.setdefault(product_id, []).append(ImageRecord(*image))
-        return {
-            row[0]: ProductRecord(
-                id=row[0],
-                external_id=row[1],
-                title=row[2],
-                category=row[3],
-                attributes=dict(row[4] or {}),
-                images=tuple(images.get(row[0], ())),
-                revision=row[5],
-                created_at=row[6],
-                updated_at=row[7],
-            )
-            for row in rows
-        }
+        return {row[0]: _record(row, images.get(row[0], ())) for row in rows}
 
     def list_ids(self, where: ColumnElement[bool], offset: int, limit: int) -> list[int]:
         """Row ids of matching products in external-id order (a stable order for paging)."""
@@ -195,30 +203,23 @@ class Catalog:
         with self.engine.connect() as connection:
             return list(connection.scalars(query))
 
-    def image_owners(self, image_ids: Sequence[int]) -> dict[int, int]:
-        """Image id -> product row id, for the images that still exist."""
+    def owners(self, image_ids: Sequence[int], where: ColumnElement[bool] | None = None) -> dict[int, int]:
+        """Image id -> product row id, for the images that still exist and, with ``where`` (a filter's
+        per-row clause), whose product passes it: a filter checked on a search's candidates in the same
+        statement that names their products, instead of listing every product the filter allows."""
         if not len(image_ids):
             return {}
-        with self.engine.connect() as connection:
-            rows = connection.execute(_OWNERS_QUERY, {"ids": [int(i) for i in image_ids]})
-            return {int(i): int(p) for i, p in rows}
-
-    def images_passing(self, image_ids: Sequence[int], where: ColumnElement[bool]) -> set[int]:
-        """Which of ``image_ids`` belong to a product matching ``where`` (a filter's per-row clause):
-        a filter checked on a search's candidates instead of listing every product it allows."""
-        if not len(image_ids):
-            return set()
-        # EXISTS per image, not a join: a join lets SQLite start from an indexed filter column (all
-        # 10,000 products of a category) instead of the few images given.
-        owner_passes = select(Product.id).where(Product.id == ProductImage.product_id, where).exists()
-        query = select(ProductImage.id).where(
-            ProductImage.id.in_(bindparam("ids", expanding=True)), owner_passes
-        )
-        found: set[int] = set()
+        query = _OWNERS_QUERY
+        if where is not None:
+            # EXISTS per image, not a join: a join lets SQLite start from an indexed filter column (all
+            # 10,000 products of a category) instead of the few images given.
+            owner_passes = select(Product.id).where(Product.id == ProductImage.product_id, where).exists()
+            query = query.where(owner_passes)
+        found: dict[int, int] = {}
         with self.engine.connect() as connection:
             for start in range(0, len(image_ids), _CHUNK):
                 chunk = [int(i) for i in image_ids[start : start + _CHUNK]]
-                found.update(connection.scalars(query, {"ids": chunk}))
+                found.update((int(i), int(p)) for i, p in connection.execute(query, {"ids": chunk}))
         return found
 
     def image_ids(self, where: ColumnElement[bool]) -> np.ndarray:
@@ -231,23 +232,53 @@ class Catalog:
         with self.engine.connect() as connection:
             return list(connection.scalars(select(Product.id).where(where)))
 
-    def exact_matches(self, text: str, where: ColumnElement[bool]) -> list[int]:
-        """Products whose id or ``sku`` attribute is exactly ``text`` (as typed, upper- or lower-case)."""
-        value = text.strip()
-        if not value or len(value) > 256:
-            return []
-        variants = list(dict.fromkeys([value, value.upper(), value.lower()]))
-        by_sku = select(ProductAttribute.product_id).where(
-            ProductAttribute.key == "sku", ProductAttribute.value.in_(variants)
-        )
-        query = (
-            select(Product.id)
-            .where((Product.external_id.in_(variants)) | Product.id.in_(by_sku), where)
-            .order_by(Product.external_id)
-            .limit(10)
-        )
+    def lexical(
+        self, query: str, where: ColumnElement[bool] | None, limit: int, *, exact: bool = False
+    ) -> LexicalResult:
+        """The full-text ranking of ``query`` over the products matching ``where`` (at most ``limit``,
+        best first), and with ``exact`` the products whose id or ``sku`` attribute is exactly the query
+        (in id order): both in one statement."""
+        words = query_words(query)
+        parts = []
+        if words and limit > 0:
+            ranked = ranking_statement(self.dialect, words, where, limit).subquery()
+            parts.append(select(ranked.c.id, ranked.c.score, null().label("external_id")))
+        exact_query = exact_match_statement(query, where) if exact else None
+        if exact_query is not None:
+            matched = exact_query.subquery()
+            parts.append(select(matched.c.id, null().label("score"), matched.c.external_id))
+        if not parts:
+            return LexicalResult([], [])
+        ranking: list[tuple[int, float]] = []
+        exact_ids: list[tuple[str, int]] = []
         with self.engine.connect() as connection:
-            return list(connection.scalars(query))
+            for pid, score, external_id in connection.execute(union_all(*parts)):
+                if external_id is None:
+                    ranking.append((int(pid), float(score)))
+                else:
+                    exact_ids.append((external_id, int(pid)))
+        ranking.sort(key=lambda item: (-item[1], item[0]))  # a UNION keeps no order: restore it
+        return LexicalResult(ranking, [pid for _, pid in sorted(exact_ids)])
+
+    def embeddings_of(self, external_ids: Sequence[str]) -> dict[str, list[tuple[int, np.ndarray]]]:
+        """(image id, vector) of every image of each product that exists, in position order: one
+        statement for a composed query's product examples."""
+        ids = list(dict.fromkeys(external_ids))
+        if not ids:
+            return {}
+        query = (
+            select(Product.external_id, ProductImage.id, ProductImage.embedding)
+            .join(ProductImage, ProductImage.product_id == Product.id, isouter=True)
+            .where(Product.external_id.in_(ids))
+            .order_by(Product.external_id, ProductImage.position)
+        )
+        found: dict[str, list[tuple[int, np.ndarray]]] = {}
+        with self.engine.connect() as connection:
+            for external_id, image_id, blob in connection.execute(query):
+                images = found.setdefault(external_id, [])
+                if image_id is not None:
+                    images.append((int(image_id), bytes_to_vector(blob)))
+        return found
 
     def embeddings(self, external_id: str) -> list[tuple[int, np.ndarray]] | None:
         """(image id, vector) of every image of a product, in order; None if there is no such product."""
@@ -401,6 +432,37 @@ class Catalog:
             last = rows[-1][0]
             yield _stack(rows)
 
+    # The embedding space ------------------------------------------------------------------------------
+
+    def recorded_space(self) -> tuple[str, str, int] | None:
+        """(fingerprint, name, dimension) of the catalog's recorded embedding space."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(CatalogSpace.key, CatalogSpace.name, CatalogSpace.dim)).first()
+        return (row.key, row.name, row.dim) if row else None
+
+    def record_space(self, key: str, name: str, dim: int) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(CatalogSpace.__table__.delete())
+            connection.execute(CatalogSpace.__table__.insert().values(id=1, key=key, name=name, dim=dim))
+
+    def relabel_model(self, old: str, new: str) -> None:
+        """Images labelled ``old`` are labelled ``new`` (the same weights, named by their fingerprint)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(ProductImage).where(ProductImage.embedding_model == old).values(embedding_model=new)
+            )
+
+    def product_ids_outside(self, model: str) -> list[int]:
+        """Row ids of the products with an image not embedded by ``model``, in order."""
+        query = (
+            select(ProductImage.product_id)
+            .where(ProductImage.embedding_model != model)
+            .distinct()
+            .order_by(ProductImage.product_id)
+        )
+        with self.engine.connect() as connection:
+            return [int(row_id) for row_id in connection.execute(query).scalars()]
+
     # Writes -------------------------------------------------------------------------------------------
 
     def upsert(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord]]:
@@ -419,6 +481,8 @@ class Catalog:
             for write in writes:
                 row = session.scalar(select(Product).where(Product.external_id == write.external_id))
                 created.append(row is None)
+                if row is None and write.must_exist:
+                    raise ProductGone(f"no product with id {write.external_id!r} (it was removed meanwhile)")
                 if row is None:
                     if not write.images or any(image.keep_id is not None for image in write.images):
                         raise MissingEmbedding(f"new product {write.external_id!r} needs its images embedded")
@@ -473,6 +537,21 @@ class Catalog:
                 session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
                 session.execute(delete(Product).where(Product.id.in_(row_ids)))
             return revision, [ext for _, ext in rows]
+
+
+def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:
+    """A record of a ``_PRODUCT_COLUMNS`` row and its images."""
+    return ProductRecord(
+        id=row[0],
+        external_id=row[1],
+        title=row[2],
+        category=row[3],
+        attributes=dict(row[4] or {}),
+        images=tuple(images),
+        revision=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+    )
 
 
 def _next_revision(session: Session) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search.catalog.sync import IndexSync
-from search.image_store import ImageStore
+from search.images.store import ImageStore
 from search.index import IndexFileError, VectorIndex
 
 

@@ -14,7 +14,7 @@ flat and ivf can serve searches from a GPU copy, the CPU index staying the sourc
 """
 
 from search.index.errors import IndexFileError
+from search.index.spec import IndexSpec
 from search.index.vector_index import SearchHit, VectorIndex
-from search.index_spec import IndexSpec
 
 __all__ = ["IndexFileError", "IndexSpec", "SearchHit", "VectorIndex"]

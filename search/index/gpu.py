@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 
 from search.errors import IndexDeviceError
-from search.index_spec import IndexDevice
+from search.index.spec import IndexDevice
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from search.index.errors import IndexFileError
 from search.index.selectors import bitmap_selector
-from search.index_spec import IndexSpec
+from search.index.spec import IndexSpec
 
 # Below this many allowed vectors a filtered search is exact (a dot product over just those vectors):
 # cheaper than walking a graph for a few, and no recall lost to a selective filter.

@@ -32,7 +32,7 @@ from search.index.exact import ExactStore
 from search.index.file_format import check_part, write_part
 from search.index.gpu import DeviceCopy, GpuIvf, copy_to_gpu, drop_gpu_copy
 from search.index.selectors import bitmap_selector, packed_selector
-from search.index_spec import IndexSpec
+from search.index.spec import IndexSpec
 
 # Filtered search by how many vectors the filter allows:
 # - up to EXACT_FILTER_LIMIT: score exactly those float32 rows (scattered reads from the file);

@@ -25,7 +25,7 @@ from search.index.file_format import read_state, write_state
 from search.index.gpu import DEVICE, GPU_KINDS, Placement, choose_device, free_gpu_bytes, gpu_count
 from search.index.hnsw import HnswStore
 from search.index.ivf import BaseFiles, IvfStore
-from search.index_spec import IndexSpec
+from search.index.spec import IndexSpec
 
 log = logging.getLogger(__name__)
 

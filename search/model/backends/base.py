@@ -25,11 +25,11 @@ class RuntimeChoice:
         return f"{self.runtime}-{self.precision}-{self.device}"
 
 
-class RuntimeUnavailable(Exception):
+class BackendUnavailable(Exception):
     """This choice cannot serve here (package missing, export refused by its accuracy check, ...)."""
 
 
-class ModelRuntime(Protocol):
+class ModelBackend(Protocol):
     choice: RuntimeChoice
     logit_scale: float  # exp(logit_scale) of the checkpoint
     logit_bias: float

@@ -3,7 +3,7 @@
 The export (``build``) runs once per checkpoint and precision and is cached (``export_cache``); it
 measures the exported towers against the float32 transformers model on probe inputs and records whether
 they reach ``MIN_COSINE``. An export that misses it is kept (so it is not rebuilt at every start) but
-refused: ``load`` raises ``RuntimeUnavailable`` and ``auto`` falls back to the next choice.
+refused: ``load`` raises ``BackendUnavailable`` and ``auto`` falls back to the next choice.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.runtimes.accuracy import Reference
-from search.runtimes.base import RuntimeChoice, RuntimeUnavailable
-from search.runtimes.export_cache import MIN_COSINE, Export, load_or_build
-from search.weights import Checkpoint
+from search.model.backends.accuracy import Reference
+from search.model.backends.base import BackendUnavailable, RuntimeChoice
+from search.model.backends.export_cache import MIN_COSINE, Export, load_or_build
+from search.model.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ def _import_ort() -> object:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise RuntimeUnavailable(
+        raise BackendUnavailable(
             "onnxruntime is not installed (pip install 'vitrine[cpu]' or onnx onnxruntime)"
         ) from exc
     return onnxruntime
 
 
-class OnnxRuntime:
+class OnnxBackend:
     def __init__(self, export: Export, choice: RuntimeChoice, threads: int | None = None) -> None:
         ort = _import_ort()
         options = ort.SessionOptions()
@@ -58,20 +58,20 @@ class OnnxRuntime:
         *,
         threads: int | None = None,
         checkpoint: Checkpoint | None = None,
-    ) -> OnnxRuntime:
+    ) -> OnnxBackend:
         """The cached export for this checkpoint (built first where missing or broken), if it passed
         its accuracy check."""
         if choice.precision not in PRECISIONS:
-            raise RuntimeUnavailable(f"onnx runs float32 or int8, not {choice.precision}")
+            raise BackendUnavailable(f"onnx runs float32 or int8, not {choice.precision}")
         if choice.device != "cpu":
-            raise RuntimeUnavailable("the onnx runtime adapter runs on CPU; use torch on CUDA")
+            raise BackendUnavailable("the onnx runtime adapter runs on CPU; use torch on CUDA")
         _import_ort()
         key = (checkpoint or Checkpoint(model_id)).export_key
         export = load_or_build(
             cache_dir, key, f"onnx-{choice.precision}", lambda folder: build(model_id, choice, folder)
         )
         if not export.accepted:
-            raise RuntimeUnavailable(
+            raise BackendUnavailable(
                 f"onnx {choice.precision} export of {model_id} is refused: cosine to float32 "
                 f"{export.manifest.get('cosine')} < {MIN_COSINE}"
             )

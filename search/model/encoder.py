@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from search.batching import BatchPolicy, TowerQueue
 from search.errors import ModelLoadError
-from search.preprocess import ImagePreprocessor
-from search.runtimes import ModelRuntime, load_runtime
-from search.runtimes.base import normalise
-from search.weights import Checkpoint, locate_weights, ways_forward
+from search.model.backends import ModelBackend, load_backend
+from search.model.backends.base import normalise
+from search.model.batching import BatchPolicy, TowerQueue
+from search.model.preprocess import ImagePreprocessor
+from search.model.weights import Checkpoint, locate_weights, ways_forward
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _load_failure_message(model_id: str, exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """How the scheduler batches each tower (see search/batching.py); None: chosen for the device."""
+    """How the scheduler batches each tower (see search/model/batching.py); None: chosen for the device."""
 
     image_batch: int | None = None
     text_batch: int | None = None
@@ -111,7 +111,7 @@ class Encoder:
 
     def __init__(
         self,
-        runtime: ModelRuntime,
+        backend: ModelBackend,
         processor: object,
         config: object,
         *,
@@ -120,7 +120,7 @@ class Encoder:
         text_cache_size: int = 4096,
         checkpoint: Checkpoint | None = None,
     ) -> None:
-        self.runtime = runtime
+        self.backend = backend
         # The files the weights came from, hashed at most once (export key, embedding space).
         self.checkpoint = checkpoint
         self.processor = processor
@@ -130,7 +130,7 @@ class Encoder:
         self.tokenizer = processor.tokenizer
         # Right padding: the text tower pools the last position, as in training.
         self.tokenizer.padding_side = "right"
-        choice = runtime.choice
+        choice = backend.choice
         self.device = choice.device
         self.max_text_chars = DEFAULT_MAX_TEXT_CHARS
         self.max_text_length = int(config.text_config.max_position_embeddings)
@@ -145,18 +145,18 @@ class Encoder:
             random_weights=bool(getattr(config, RANDOM_WEIGHTS_KEY, False)),
             runtime=choice.runtime,
         )
-        self.logit_scale = float(runtime.logit_scale)
-        self.logit_bias = float(runtime.logit_bias)
+        self.logit_scale = float(backend.logit_scale)
+        self.logit_bias = float(backend.logit_bias)
         batching = batching or BatchSettings()
         self.images_queue = TowerQueue(
             "images",
-            lambda pixels: normalise(runtime.image_features(pixels)),
+            lambda pixels: normalise(backend.image_features(pixels)),
             batching.image_policy(choice.device),
             setting="VITRINE_IMAGE_QUEUE_MAX",
         )
         self.texts_queue = TowerQueue(
             "texts",
-            lambda ids: normalise(runtime.text_features(ids)),
+            lambda ids: normalise(backend.text_features(ids)),
             batching.text_policy(choice.device),
             setting="VITRINE_TEXT_QUEUE_MAX",
         )
@@ -186,7 +186,7 @@ class Encoder:
             _check_model_type(config.model_type)
             folder = _checkpoint_folder(model_id, local_only)
             checkpoint = Checkpoint(folder)
-            adapter = load_runtime(
+            adapter = load_backend(
                 folder,
                 runtime=runtime,
                 dtype=dtype,
@@ -205,7 +205,7 @@ class Encoder:
     def with_batching(self, batching: BatchSettings) -> Encoder:
         """The same loaded model behind its own scheduler queues (another server's batching settings)."""
         return Encoder(
-            self.runtime,
+            self.backend,
             self.processor,
             self.config,
             model_id=self.info.model_id,

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from search.encoder import Encoder, cosine, sigmoid, softmax
 from search.errors import BadInput, TooLarge
-from search.images import ImageLoader, unsupported_type_message
+from search.images.loader import ImageLoader, unsupported_type_message
+from search.model.encoder import Encoder, cosine, sigmoid, softmax
 
 MODES = ("zero_shot", "image_embedding", "text_embedding", "similarity")
 DEFAULT_HYPOTHESIS_TEMPLATE = "This is a photo of {}."

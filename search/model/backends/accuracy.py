@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.runtimes.base import RuntimeChoice, min_cosine
-from search.runtimes.export_cache import MIN_COSINE
+from search.model.backends.base import RuntimeChoice, min_cosine
+from search.model.backends.export_cache import MIN_COSINE
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,14 @@ def probe_inputs(config: object, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     """Fixed probe inputs, and token ids. Pictures: product-like drawings (flat colours, stripes,
     checks, dots: where int8 was measured to fall below 0.999 on siglip2-base although noise-like
     probes passed) and blocks with noise, scaled to [-1, 1] as SigLIP's processors do."""
-    from search.sample_catalog import COLORS, _draw
+    from search.model.backends.probe_pictures import COLORS, draw_pattern
 
     rng = np.random.default_rng(seed)
     size = int(config.vision_config.image_size)
     pixels = np.empty((PROBES, 3, size, size), np.float32)
     drawings = [("checks", "beige"), ("stripes", "oak"), ("dots", "slate"), ("diagonal", "terracotta")]
     for i, (pattern, color) in enumerate(drawings):
-        picture = _draw(pattern, COLORS[color], size, random.Random(seed + i))
+        picture = draw_pattern(pattern, COLORS[color], size, random.Random(seed + i))
         pixels[i] = np.asarray(picture, np.float32).transpose(2, 0, 1) / 127.5 - 1
     for i in range(len(drawings), PROBES):
         cells = 2 + 2 * i  # coarse to fine blocks

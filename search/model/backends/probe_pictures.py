@@ -1,26 +1,17 @@
-"""A synthetic product catalog for demos, tests and benchmarks (real product photos are not available).
+"""Product-like drawings: flat colours, stripes, checks, dots, diagonals and gradients.
 
-Every product gets a distinct combination of category, colour and pattern, drawn as a picture that a
-model (even a random one) can tell apart, plus a manifest row with title, category and attributes.
+The runtimes' accuracy check probes every conversion with such pictures (int8 was measured to fall
+below 0.999 on them while noise-like probes passed), and the sample catalog draws its products with
+the same function. Changing a drawing changes the probes: bump ``export_cache.CHECK_VERSION`` then.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import random
-from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-CATEGORIES = (
-    "ceramic tile",
-    "porcelain tile",
-    "natural stone",
-    "mosaic tile",
-    "wood flooring",
-    "vinyl flooring",
-)
 COLORS = {
     "beige": (222, 204, 170),
     "white": (245, 245, 240),
@@ -34,10 +25,9 @@ COLORS = {
     "rose": (215, 150, 160),
 }
 PATTERNS = ("solid", "stripes", "checks", "dots", "diagonal", "gradient")
-FINISHES = ("matte", "glossy", "textured")
 
 
-def _draw(pattern: str, color: tuple[int, int, int], size: int, rng: random.Random) -> Image.Image:
+def draw_pattern(pattern: str, color: tuple[int, int, int], size: int, rng: random.Random) -> Image.Image:
     accent = tuple(255 - c for c in color)
     image = Image.new("RGB", (size, size), color)
     draw = ImageDraw.Draw(image)
@@ -71,26 +61,3 @@ def _draw(pattern: str, color: tuple[int, int, int], size: int, rng: random.Rand
         x, y = rng.randrange(size), rng.randrange(size)
         draw.point((x, y), fill=tuple(rng.randrange(256) for _ in range(3)))
     return image
-
-
-def write_sample_catalog(out_dir: Path, count: int, *, seed: int = 0, size: int = 256) -> Path:
-    """Write ``count`` images and ``manifest.csv`` into ``out_dir``; returns the manifest path."""
-    rng = random.Random(seed)
-    combos = list(itertools.product(CATEGORIES, COLORS, PATTERNS))
-    rng.shuffle(combos)
-    images_dir = out_dir / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out_dir / "manifest.csv"
-    with manifest.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "image", "title", "category", "color", "pattern", "finish"])
-        for number in range(count):
-            category, color, pattern = combos[number % len(combos)]
-            finish = FINISHES[number % len(FINISHES)]
-            product_id = f"sku-{number:05d}"
-            fmt, extension = ("PNG", "png") if number % 5 == 0 else ("JPEG", "jpg")
-            relative = f"images/{product_id}.{extension}"
-            _draw(pattern, COLORS[color], size, rng).save(out_dir / relative, fmt)
-            title = f"{color.capitalize()} {finish} {pattern} {category}"
-            writer.writerow([product_id, relative, title, category, color, pattern, finish])
-    return manifest

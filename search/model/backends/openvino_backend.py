@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from search.runtimes.accuracy import Reference
-from search.runtimes.base import RuntimeChoice, RuntimeUnavailable
-from search.runtimes.export_cache import MIN_COSINE, Export, load_or_build
-from search.runtimes.onnx_runtime import TEXT, VISION, export_towers
-from search.runtimes.torch_runtime import cpu_has_native_bf16
-from search.weights import Checkpoint
+from search.model.backends.accuracy import Reference
+from search.model.backends.base import BackendUnavailable, RuntimeChoice
+from search.model.backends.export_cache import MIN_COSINE, Export, load_or_build
+from search.model.backends.onnx_backend import TEXT, VISION, export_towers
+from search.model.backends.torch_backend import cpu_has_native_bf16
+from search.model.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _import_openvino() -> object:
     try:
         import openvino
     except ImportError as exc:
-        raise RuntimeUnavailable("openvino is not installed (pip install openvino)") from exc
+        raise BackendUnavailable("openvino is not installed (pip install openvino)") from exc
     return openvino
 
 
@@ -51,7 +51,7 @@ def _import_nncf() -> object:
     try:
         import nncf
     except ImportError as exc:
-        raise RuntimeUnavailable("nncf is not installed (pip install 'vitrine[cpu]' or nncf)") from exc
+        raise BackendUnavailable("nncf is not installed (pip install 'vitrine[cpu]' or nncf)") from exc
     return nncf
 
 
@@ -74,7 +74,7 @@ def _compile(ov: object, path: Path, precision: str, threads: int | None) -> obj
     return ov.Core().compile_model(str(path), "CPU", compile_config(precision, threads))
 
 
-class OpenVinoRuntime:
+class OpenVinoBackend:
     def __init__(self, export: Export, choice: RuntimeChoice, threads: int | None = None) -> None:
         ov = _import_openvino()
         self.vision = _compile(ov, export.path(IR[VISION]), choice.precision, threads)
@@ -93,11 +93,11 @@ class OpenVinoRuntime:
         *,
         threads: int | None = None,
         checkpoint: Checkpoint | None = None,
-    ) -> OpenVinoRuntime:
+    ) -> OpenVinoBackend:
         if choice.precision not in PRECISIONS:
-            raise RuntimeUnavailable(f"openvino runs float32, bfloat16 or int8, not {choice.precision}")
+            raise BackendUnavailable(f"openvino runs float32, bfloat16 or int8, not {choice.precision}")
         if choice.device != "cpu":
-            raise RuntimeUnavailable("the openvino runtime adapter runs on CPU; use torch on CUDA")
+            raise BackendUnavailable("the openvino runtime adapter runs on CPU; use torch on CUDA")
         _import_openvino()
         if choice.precision == "int8":
             _import_nncf()
@@ -119,7 +119,7 @@ class OpenVinoRuntime:
 
         export = load_or_build(cache_dir, key, f"openvino-{choice.precision}", build_export)
         if not export.accepted:
-            raise RuntimeUnavailable(
+            raise BackendUnavailable(
                 f"openvino {choice.precision} of {model_id} is refused: cosine to float32 "
                 f"{export.manifest.get('cosine')} < {MIN_COSINE}"
             )

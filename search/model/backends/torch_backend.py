@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from search.runtimes.base import RuntimeChoice, RuntimeUnavailable
+from search.model.backends.base import BackendUnavailable, RuntimeChoice
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -19,7 +19,7 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-class TorchRuntime:
+class TorchBackend:
     def __init__(self, model: torch.nn.Module, choice: RuntimeChoice) -> None:
         # The logit scale and bias are read while the weights are still float32: in bfloat16,
         # exp(logit_scale) of 10 would become 9.94.
@@ -32,11 +32,11 @@ class TorchRuntime:
         self.model = model.to(choice.device, self.dtype).eval()
 
     @classmethod
-    def load(cls, model_id: str, choice: RuntimeChoice) -> TorchRuntime:
+    def load(cls, model_id: str, choice: RuntimeChoice) -> TorchBackend:
         from transformers import SiglipModel
 
         if choice.precision not in DTYPES:
-            raise RuntimeUnavailable(f"torch runs float32, bfloat16 or float16, not {choice.precision}")
+            raise BackendUnavailable(f"torch runs float32, bfloat16 or float16, not {choice.precision}")
         return cls(SiglipModel.from_pretrained(model_id, dtype=torch.float32), choice)
 
     def _to_device(self, array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -130,7 +130,7 @@ class CatalogState(Base):
 
 
 class CatalogSpace(Base):
-    """One row: the embedding space of the catalog's vectors (search/space.py), recorded by the first
+    """One row: the embedding space of the catalog's vectors (search/model/space.py), recorded by the first
     process that embeds into it and changed only by `python -m indexer reembed`."""
 
     __tablename__ = "catalog_space"

@@ -23,8 +23,8 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import httpcore
 
-from search.addresses import IPAddress, address_kind, embedded_ipv4
 from search.errors import BadInput, TooLarge
+from search.images.addresses import IPAddress, address_kind, embedded_ipv4
 
 log = logging.getLogger(__name__)
 

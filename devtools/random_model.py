@@ -1,7 +1,7 @@
 """Write a randomly initialised SigLIP checkpoint (model + processor + tokenizer) for offline work.
 
-    python -m search.random_model tiny ./models/tiny          # seconds; what the tests use
-    python -m search.random_model base-512 ./models/base-512  # exact siglip2-base-patch16-512 shapes
+    python -m devtools.random_model tiny ./models/tiny          # seconds; what the tests use
+    python -m devtools.random_model base-512 ./models/base-512  # exact siglip2-base-patch16-512 shapes
 
 The weights are random: embeddings mean nothing, but every code path (tokenizer, processor, both
 towers, logit scale and bias) is the real transformers one. The config carries a marker, so the
@@ -15,7 +15,7 @@ import math
 import string
 from pathlib import Path
 
-from search.encoder import RANDOM_WEIGHTS_KEY
+from search.model.encoder import RANDOM_WEIGHTS_KEY
 
 SIZES = {
     "tiny": {

@@ -1,6 +1,6 @@
-"""Runtimes: one adapter per way of running the model, all behind ``ModelRuntime``.
+"""Runtimes: one adapter per way of running the model, all behind ``ModelBackend``.
 
-``load_runtime`` turns the settings (runtime, dtype, device) into a loaded adapter. ``auto`` tries the
+``load_backend`` turns the settings (runtime, dtype, device) into a loaded adapter. ``auto`` tries the
 choices for the hardware fastest first and takes the first that loads and passes its accuracy check
 (cosine >= 0.999 to float32 on probe inputs, measured when an export is built).
 """
@@ -12,20 +12,20 @@ from pathlib import Path
 
 import torch
 
-from search.runtimes.base import ModelRuntime, RuntimeChoice, RuntimeUnavailable
-from search.runtimes.torch_runtime import TorchRuntime, cpu_has_native_bf16
-from search.weights import Checkpoint
+from search.model.backends.base import BackendUnavailable, ModelBackend, RuntimeChoice
+from search.model.backends.torch_backend import TorchBackend, cpu_has_native_bf16
+from search.model.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelRuntime", "RuntimeChoice", "RuntimeUnavailable", "candidates", "load_runtime"]
+__all__ = ["BackendUnavailable", "ModelBackend", "RuntimeChoice", "candidates", "load_backend"]
 
 
 def candidates(runtime: str, dtype: str, device: str) -> list[RuntimeChoice]:
     """The choices to try, fastest first, for the settings on this hardware (measured: bench/RESULTS.md)."""
     if device == "cuda":
         if runtime not in ("auto", "torch"):
-            raise RuntimeUnavailable(
+            raise BackendUnavailable(
                 f"VITRINE_RUNTIME={runtime} runs on CPU only; use torch (or auto) on CUDA"
             )
         if dtype == "auto":
@@ -66,7 +66,7 @@ def candidates(runtime: str, dtype: str, device: str) -> list[RuntimeChoice]:
     ]
 
 
-def load_runtime(
+def load_backend(
     model_id: str,
     *,
     runtime: str = "torch",
@@ -75,7 +75,7 @@ def load_runtime(
     cache_dir: Path | None = None,
     threads: int | None = None,
     checkpoint: Checkpoint | None = None,
-) -> ModelRuntime:
+) -> ModelBackend:
     """The first of ``candidates`` that loads; the reasons for skipped ones are logged.
 
     ``checkpoint``: the folder's digests when the caller has them already (hashing 1.5 GB takes seconds).
@@ -85,13 +85,13 @@ def load_runtime(
     for choice in candidates(runtime, dtype, device):
         try:
             return _load(model_id, choice, cache_dir, threads, checkpoint)
-        except RuntimeUnavailable as exc:
+        except BackendUnavailable as exc:
             log.warning("runtime %s unavailable: %s", choice, exc)
             reasons.append(f"{choice}: {exc}")
     if runtime == "auto":
         # The reference always works.
         return _load(model_id, RuntimeChoice("torch", "float32", device), cache_dir, threads, checkpoint)
-    raise RuntimeUnavailable("; ".join(reasons))
+    raise BackendUnavailable("; ".join(reasons))
 
 
 def _load(
@@ -100,19 +100,19 @@ def _load(
     cache_dir: Path | None,
     threads: int | None,
     checkpoint: Checkpoint,
-) -> ModelRuntime:
+) -> ModelBackend:
     if choice.runtime == "torch":
-        return TorchRuntime.load(model_id, choice)
+        return TorchBackend.load(model_id, choice)
     if choice.runtime == "onnx":
-        from search.runtimes.onnx_runtime import OnnxRuntime
+        from search.model.backends.onnx_backend import OnnxBackend
 
         if cache_dir is None:
-            raise RuntimeUnavailable("the onnx runtime needs a cache folder for its exports")
-        return OnnxRuntime.load(model_id, choice, cache_dir, threads=threads, checkpoint=checkpoint)
+            raise BackendUnavailable("the onnx runtime needs a cache folder for its exports")
+        return OnnxBackend.load(model_id, choice, cache_dir, threads=threads, checkpoint=checkpoint)
     if choice.runtime == "openvino":
-        from search.runtimes.openvino_runtime import OpenVinoRuntime
+        from search.model.backends.openvino_backend import OpenVinoBackend
 
         if cache_dir is None:
-            raise RuntimeUnavailable("the openvino runtime needs a cache folder for its conversions")
-        return OpenVinoRuntime.load(model_id, choice, cache_dir, threads=threads, checkpoint=checkpoint)
-    raise RuntimeUnavailable(f"unknown runtime {choice.runtime!r}")
+            raise BackendUnavailable("the openvino runtime needs a cache folder for its conversions")
+        return OpenVinoBackend.load(model_id, choice, cache_dir, threads=threads, checkpoint=checkpoint)
+    raise BackendUnavailable(f"unknown runtime {choice.runtime!r}")

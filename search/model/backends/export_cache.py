@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.weights import sha256_file
+from search.model.weights import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 # Execution option that makes a SQLite transaction take the write lock at BEGIN (BEGIN IMMEDIATE):
 # a deferred transaction that reads first and writes later can fail with "database is locked"

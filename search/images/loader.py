@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from search.decode_budget import DecodeBudget, RequestDecodeBudget, decoded_bytes
 from search.errors import BadInput, TooLarge, VitrineError
-from search.fetch import UrlFetcher
+from search.images.budget import DecodeBudget, RequestDecodeBudget, decoded_bytes
+from search.images.fetch import UrlFetcher
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
 _DATA_URI = re.compile(
@@ -249,5 +249,5 @@ def _named(work: Callable[[object], object], value: object, name: str) -> object
     except VitrineError as exc:
         if exc.message.startswith("Unsupported image input type"):
             # Keep the reference's wording first, so clients matching on it still match.
-            raise type(exc)(f"{exc.message} ({name})", exc.status) from None
-        raise type(exc)(f"{name}: {exc.message}", exc.status) from None
+            raise exc.with_message(f"{exc.message} ({name})") from None
+        raise exc.with_message(f"{name}: {exc.message}") from None

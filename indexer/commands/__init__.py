@@ -1,0 +1,12 @@
+"""The indexer's commands, one module per group; ``COMMANDS`` is the table ``python -m indexer`` reads."""
+
+from __future__ import annotations
+
+from indexer.cli import Command
+from indexer.commands import catalog, maintenance, model, sample, vectors
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for group in (catalog, vectors, maintenance, model, sample)
+    for command in group.COMMANDS
+}

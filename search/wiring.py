@@ -1,0 +1,334 @@
+"""Wiring: settings in, components out. The one place where settings become objects; the API, the
+indexer's commands and handler.py all build what they need here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from search.catalog.db import migrate
+from search.catalog.plan import ProductLimits
+from search.catalog.query import Mode, SearchLimits
+from search.catalog.retrieval import IndexRetrieval
+from search.catalog.search import CatalogSearch
+from search.catalog.service import ProductService
+from search.catalog.spaces import settle_space
+from search.catalog.store import Catalog
+from search.catalog.sync import IndexSync
+from search.catalog.writer import CatalogWriter
+from search.images.budget import DecodeBudget
+from search.images.fetch import AddressPolicy, FetchLimits, UrlFetcher
+from search.images.loader import ImageLimits, ImageLoader
+from search.images.store import ImageStore
+from search.index.spec import IndexSpec
+from search.model.space import EmbeddingSpace, SpaceMismatch, space_of
+from search.settings import Settings
+from search.strict_json import JsonLimits
+
+if TYPE_CHECKING:  # the maintenance commands never load torch: the model's modules load when used
+    from search.endpoint import InferenceService, RequestLimits
+    from search.model.encoder import BatchSettings, Encoder
+
+log = logging.getLogger(__name__)
+
+
+# Values from settings -----------------------------------------------------------------------------------
+
+
+def index_spec(settings: Settings) -> IndexSpec:
+    return IndexSpec(
+        kind=settings.index_type,
+        hnsw_m=settings.hnsw_m,
+        hnsw_ef_construction=settings.hnsw_ef_construction,
+        hnsw_ef_search=settings.hnsw_ef_search,
+        exact_limit=settings.index_exact_limit,
+        recall_target=settings.recall_target,
+        ivf_nlist=settings.ivf_nlist,
+        ivf_nprobe=settings.ivf_nprobe,
+        device=settings.index_device,
+    )
+
+
+def product_limits(settings: Settings) -> ProductLimits:
+    return ProductLimits(
+        max_id_chars=settings.max_id_chars,
+        max_title_chars=settings.max_title_chars,
+        max_attributes=settings.max_attributes,
+        max_attribute_chars=settings.max_attribute_chars,
+    )
+
+
+def search_limits(settings: Settings) -> SearchLimits:
+    return SearchLimits(
+        max_k=settings.search_max_k,
+        max_texts=settings.max_texts_per_request,
+        max_images=settings.max_images_per_request,
+        max_product_examples=settings.max_product_examples,
+        max_filter_keys=settings.max_attributes,
+    )
+
+
+def json_limits(settings: Settings) -> JsonLimits:
+    return JsonLimits(max_values=settings.max_json_values)
+
+
+def request_limits(settings: Settings) -> RequestLimits:
+    from search.endpoint import RequestLimits
+
+    return RequestLimits(
+        max_images=settings.max_images_per_request,
+        max_texts=settings.max_texts_per_request,
+        max_text_chars=settings.max_text_chars,
+    )
+
+
+def batch_settings(settings: Settings) -> BatchSettings:
+    from search.model.encoder import BatchSettings
+
+    return BatchSettings(
+        image_batch=settings.image_batch_size,
+        text_batch=settings.text_batch_size,
+        max_wait_ms=settings.batch_wait_ms,
+        image_queue_max=settings.image_queue_max,
+        text_queue_max=settings.text_queue_max,
+    )
+
+
+# Components ---------------------------------------------------------------------------------------------
+
+
+def quiet_transformers() -> None:
+    """Advisory warnings and loading bars of transformers are noise in a service log; weight downloads
+    (minutes for 1.5 GB) keep their progress bars."""
+    import huggingface_hub
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # also turns off the hub's bars...
+    huggingface_hub.utils.enable_progress_bars()  # ...which downloads need
+
+
+def load_encoder(settings: Settings) -> Encoder:
+    import torch
+
+    from search.model.encoder import Encoder
+
+    quiet_transformers()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    encoder = Encoder.load(
+        settings.model,
+        runtime=settings.runtime,
+        device=settings.device,
+        dtype=settings.dtype,
+        cache_dir=settings.exports_dir,
+        threads=settings.torch_threads,
+        batching=batch_settings(settings),
+    )
+    encoder.max_text_chars = settings.max_text_chars
+    info = encoder.info
+    log.info(
+        "model %s loaded: %s, %d-d embeddings, %dpx, runtime %s, device %s, dtype %s",
+        info.model_id,
+        info.model_type,
+        info.embedding_dim,
+        info.image_size,
+        info.runtime,
+        info.device,
+        info.dtype,
+    )
+    if info.random_weights:
+        log.warning(
+            "!!! %s has RANDOM WEIGHTS: embeddings and scores are meaningless (test/benchmark model) !!!",
+            info.model_id,
+        )
+    return encoder
+
+
+def build_image_loader(settings: Settings, model_side: int | None = None) -> ImageLoader:
+    """The one image loader of a process; ``model_side`` (the model's input size) enables reduced decoding."""
+    fetcher = UrlFetcher(
+        policy=AddressPolicy.from_entries(settings.url_allow_hosts),
+        limits=FetchLimits(
+            max_bytes=settings.max_image_bytes,
+            connect_timeout=settings.fetch_connect_timeout,
+            read_timeout=settings.fetch_read_timeout,
+            total_timeout=settings.fetch_total_timeout,
+            max_redirects=settings.fetch_max_redirects,
+        ),
+    )
+    limits = ImageLimits(
+        max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels, model_side=model_side
+    )
+    return ImageLoader(
+        fetcher,
+        limits,
+        concurrency=settings.fetch_concurrency,
+        per_request=settings.fetch_concurrency_per_request,
+        decode_budget=DecodeBudget(settings.max_decode_bytes),
+        request_decode_bytes=settings.max_decode_bytes_per_request,
+    )
+
+
+def build_products(
+    catalog: Catalog,
+    *,
+    model: str,
+    index_path: Path,
+    image_store: ImageStore,
+    encoder: Encoder | None = None,
+    images: ImageLoader | None = None,
+    dim: int | None = None,
+    index_spec: IndexSpec | None = None,
+    product_limits: ProductLimits | None = None,
+    search_limits: SearchLimits | None = None,
+    default_mode: Mode = "hybrid",
+    lexical_weight: float = 0.5,
+    load_index: bool = True,
+    rebuild_in_background: bool = False,
+) -> ProductService:
+    """The product service over ``catalog``: its index (kept at the catalog's revision), search and writer.
+
+    ``model`` is the label of the vectors to serve (the embedding space's key). Without an encoder it
+    serves maintenance and vector queries only."""
+    sync = IndexSync(
+        catalog,
+        model=model,
+        index_path=index_path,
+        dim=dim or (encoder.info.embedding_dim if encoder else None),
+        spec=index_spec or IndexSpec(),
+        load=load_index,
+        rebuild_in_background=rebuild_in_background,
+    )
+    limits = search_limits or SearchLimits()
+    finder = CatalogSearch(
+        catalog,
+        IndexRetrieval(catalog, sync),
+        limits=limits,
+        query_log=sync.query_log,
+        encoder=encoder,
+        images=images,
+        default_mode=default_mode,
+        lexical_weight=lexical_weight,
+    )
+    writer = CatalogWriter(catalog, image_store, model, product_limits or ProductLimits(), images, encoder)
+    return ProductService(
+        catalog, sync=sync, finder=finder, writer=writer, image_store=image_store, limits=limits
+    )
+
+
+def open_products(
+    settings: Settings,
+    encoder: Encoder | None = None,
+    images: ImageLoader | None = None,
+    *,
+    load_index: bool = True,
+    rebuild_in_background: bool = False,
+    model: str | None = None,
+) -> ProductService:
+    """The catalog of ``settings`` and its index (migrations must have run). Without an encoder:
+    maintenance only. ``model``: the embedding space's key to serve; default VITRINE_MODEL."""
+    return build_products(
+        Catalog.open(settings.resolved_database_url),
+        model=model or settings.model,
+        index_path=settings.index_path,
+        image_store=ImageStore(settings.images_dir),
+        encoder=encoder,
+        images=images,
+        index_spec=index_spec(settings),
+        product_limits=product_limits(settings),
+        search_limits=search_limits(settings),
+        default_mode=settings.search_mode,
+        lexical_weight=settings.hybrid_lexical_weight,
+        load_index=load_index,
+        rebuild_in_background=rebuild_in_background,
+    )
+
+
+def settled_space(settings: Settings, served: EmbeddingSpace) -> EmbeddingSpace:
+    """The catalog's embedding space (recording ``served`` for a new catalog)."""
+    catalog = Catalog.open(settings.resolved_database_url)
+    try:
+        return settle_space(catalog, served)
+    finally:
+        catalog.close()
+
+
+@dataclass
+class Components:
+    """Everything a server holds once started: the encoder, the image loader, the endpoint's modes and,
+    unless started without it (handler.py), the product catalog."""
+
+    settings: Settings
+    encoder: Encoder
+    images: ImageLoader
+    endpoint: InferenceService
+    products: ProductService | None = None
+    owns_encoder: bool = False  # loaded here (not handed in): closed with the components
+    # The catalog's embedding space and the served model's; catalog routes need them equal.
+    catalog_space: EmbeddingSpace | None = None
+    served_space: EmbeddingSpace | None = None
+
+    @classmethod
+    def start(
+        cls, settings: Settings, encoder: Encoder | None = None, *, with_catalog: bool = False
+    ) -> Components:
+        from search.endpoint import InferenceService
+
+        owns_encoder = encoder is None
+        encoder = encoder or load_encoder(settings)
+        images = build_image_loader(settings, encoder.info.image_size)
+        products = catalog_space = served_space = None
+        if with_catalog:
+            migrate(settings.resolved_database_url)
+            served_space = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
+            catalog_space = settled_space(settings, served_space)
+            same = catalog_space.key == served_space.key
+            if not same:
+                log.warning("%s", SpaceMismatch(catalog_space, served_space).message)
+            # On a mismatch the catalog stays readable for /ready, but nothing can embed into it.
+            products = open_products(
+                settings,
+                encoder if same else None,
+                images,
+                model=catalog_space.key,
+                rebuild_in_background=True,
+            )
+            log.info(
+                "catalog: %d products, index of %d vectors at revision %d (%s), searching on %s (%s)",
+                products.catalog.count(),
+                len(products.index),
+                products.index.revision,
+                settings.index_path,
+                *products.index.search_device,
+            )
+        return cls(
+            settings,
+            encoder,
+            images,
+            InferenceService(encoder, images, request_limits(settings)),
+            products,
+            owns_encoder,
+            catalog_space,
+            served_space,
+        )
+
+    def space_mismatch(self) -> SpaceMismatch | None:
+        if self.catalog_space is None or self.served_space is None:
+            return None
+        if self.catalog_space.key == self.served_space.key:
+            return None
+        return SpaceMismatch(self.catalog_space, self.served_space)
+
+    def close(self) -> None:
+        if self.products is not None:
+            try:
+                self.products.refresh()
+                self.products.save_index()
+            finally:
+                self.products.catalog.close()
+        self.images.close()
+        if self.owns_encoder:
+            self.encoder.close()
