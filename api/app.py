@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.auth import BearerAuth
 from api.errors import install_error_handlers
+from api.headers import SecurityHeaders
 from api.memory import glibc_malloc_trim, release_memory_when_idle
 from api.metrics import MetricsMiddleware
 from api.openapi import install_openapi
@@ -80,6 +81,7 @@ def create_app(
     install_openapi(app)
     install_error_handlers(app)
     app.add_middleware(BearerAuth, tokens=settings.api_tokens)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: 401s are counted too
     app.include_router(probes.router)
     app.include_router(inference.router)

@@ -278,3 +278,46 @@ def test_swagger_ui_renders_offline_with_an_authorize_button(start_server, page,
     page.get_by_role("button", name="Authorize").first.wait_for()
     assert page.locator(".opblock").count() >= 5
     screenshot(page, tmp_path, "09-swagger")
+
+
+CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI);
+});
+"""
+
+
+def test_the_pages_run_under_their_content_security_policy_without_a_violation(catalog_copy, start_server, page):
+    server = start_server(api_tokens=[TOKEN])
+    page.add_init_script(CSP_VIOLATIONS)
+    for path in ("/ui/", "/docs"):
+        response = page.goto(f"{server.base_url}{path}")
+        policy = response.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert "frame-ancestors 'none'" in policy and response.headers["x-content-type-options"] == "nosniff"
+    # Swagger UI renders and authorizes from its script file alone (no inline start-up script).
+    page.get_by_role("button", name="Authorize").first.click()
+    page.locator(".auth-container input").first.fill(TOKEN)
+    page.locator(".auth-btn-wrapper button.authorize").first.click()
+    page.locator(".auth-btn-wrapper button.btn-done").first.click()
+    assert page.locator(".opblock").count() >= 5
+    assert page.evaluate("window.__cspViolations") == []
+    # The /ui page works under it: the token form, a search, results with pictures.
+    page.goto(f"{server.base_url}/ui/")
+    page.locator("#token").fill(TOKEN)
+    page.locator("#token-form button").click()
+    page.get_by_placeholder("Describe a product").fill("tile")
+    page.keyboard.press("Enter")
+    page.locator("#results .card img").first.wait_for()
+    assert page.evaluate("window.__cspViolations") == []
+
+
+def test_swagger_does_not_keep_the_token_in_local_storage(start_server, page):
+    server = start_server(api_tokens=[TOKEN])
+    page.goto(f"{server.base_url}/docs")
+    page.get_by_role("button", name="Authorize").first.click()
+    page.locator(".auth-container input").first.fill(TOKEN)
+    page.locator(".auth-btn-wrapper button.authorize").first.click()
+    stored = page.evaluate("JSON.stringify(Object.assign({}, window.localStorage))")
+    assert TOKEN not in stored  # persistAuthorization would write it there, readable by any script, forever
