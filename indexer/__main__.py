@@ -20,8 +20,20 @@ Each command lives in ``indexer/commands/`` (one module per group); ``COMMANDS``
 
 from __future__ import annotations
 
-import argparse
+import os
+import signal
 import sys
+
+if __name__ == "__main__":
+    # Ctrl-C before the job has started (while Python imports what it needs) ends the process at once
+    # with one line, never an import traceback; run() then takes over with interrupts.handled().
+    def _interrupted_early(signum: int, frame: object) -> None:
+        print("interrupted", file=sys.stderr)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, _interrupted_early)
+
+import argparse
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
