@@ -94,3 +94,32 @@ def test_an_exact_id_comes_first_in_every_mode(hybrid: tuple[ProductService, Hyb
     service, _ = hybrid
     for mode in ("vector", "lexical", "hybrid"):
         assert ids(service, "hp-000042", mode)[:1] == ["hp-000042"], mode
+
+
+def test_a_hybrid_search_with_a_filter_and_facets_is_one_transaction_of_few_statements(hybrid) -> None:
+    """The steps share one connection (one BEGIN), and each step is one statement: the index's revision,
+    the vector hits' owners (checked against the filter), the lexical ranking with the exact-id match,
+    the page's products with their images, the facets. The previous search ran 13-16 statements on 7-8
+    connections for the same query."""
+    from sqlalchemy import event
+
+    from search.catalog.filters import Filters
+
+    service, _ = hybrid
+    query = SearchQuery(
+        [Example(text="acme red striped")],
+        mode="hybrid",
+        filters=Filters.parse({"category": "floor"}, 100),
+        facets=["category"],
+        k=10,
+    )
+    service.search(query)
+    statements: list[str] = []
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    event.listen(service.catalog.engine, "before_cursor_execute", listener)
+    try:
+        service.search(query)
+    finally:
+        event.remove(service.catalog.engine, "before_cursor_execute", listener)
+    assert [s for s in statements if s.strip().upper().startswith("BEGIN")] == ["BEGIN"], statements
+    assert len(statements) <= 7, statements

@@ -59,11 +59,25 @@ class CatalogSearch:
         started = time.perf_counter()
         self.limits.check(query)
         mode = self.mode_of(query)
-        want = query.offset + query.k
         vector, excluded = (
             (None, []) if mode == "lexical" else self.query_vector(query.positive, query.negative)
         )
         encoded = time.perf_counter()
+        with self.catalog.reading():  # the steps' statements share one connection and transaction
+            hits, facets = self.ranked_page(query, mode, vector, excluded)
+        return SearchAnswer(
+            hits,
+            mode,
+            facets,
+            took_ms=round((time.perf_counter() - started) * 1000, 3),
+            encode_ms=round((encoded - started) * 1000, 3),
+        )
+
+    def ranked_page(
+        self, query: SearchQuery, mode: Mode, vector: np.ndarray | None, excluded: list[int]
+    ) -> tuple[list[ProductHit], dict[str, dict[str, int]] | None]:
+        """candidates -> fuse -> cut -> boost -> page -> hydrate, and the facets."""
+        want = query.offset + query.k
         where = query.filters.clause() if query.filters else None
         window = want if mode == "vector" else max(FUSION_WINDOW, want)
         # The vector list is cut by min_score in the index only when it is the ranking itself.
@@ -79,15 +93,7 @@ class CatalogSearch:
         if query.min_score is not None and mode != "vector":
             ranked = [c for c in ranked if c.score >= query.min_score]
         ranked = self.boost(ranked, lexical.exact)
-        hits = self.hydrate(ranked[query.offset : want])
-        facets = self.facets(where, query.facets)
-        return SearchAnswer(
-            hits,
-            mode,
-            facets,
-            took_ms=round((time.perf_counter() - started) * 1000, 3),
-            encode_ms=round((encoded - started) * 1000, 3),
-        )
+        return self.hydrate(ranked[query.offset : want]), self.facets(where, query.facets)
 
     # Steps -------------------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ attribute rows (filters) and the full-text row (lexical search) are written in t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -110,10 +112,30 @@ class Catalog:
         self.dialect = engine.dialect.name
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        self._local = threading.local()  # a connection pinned by reading()
 
     @classmethod
     def open(cls, url: str) -> Catalog:
         return cls(create_db_engine(url))
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Every read of this thread inside the block shares one connection and one transaction: a
+        search's statements are one BEGIN ... ROLLBACK (one snapshot on SQLite) instead of a
+        connection checkout, BEGIN and reset each. Reads nest; writes never use it."""
+        if getattr(self._local, "connection", None) is not None:
+            yield
+            return
+        with self.engine.connect() as connection:
+            self._local.connection = connection
+            try:
+                yield
+            finally:
+                self._local.connection = None
+
+    def _connect(self) -> AbstractContextManager[Connection]:
+        pinned = getattr(self._local, "connection", None)
+        return nullcontext(pinned) if pinned is not None else self.engine.connect()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -122,7 +144,7 @@ class Catalog:
 
     def revision(self) -> int:
         # Asked before every search: a Core query on a pooled connection, without ORM bookkeeping.
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return int(connection.scalar(_REVISION_QUERY) or 0)
 
     def count(self, where: ColumnElement[bool] | None = None) -> int:
@@ -130,26 +152,26 @@ class Catalog:
         query = select(func.count()).select_from(Product)
         if where is not None:
             query = query.where(where)
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return int(connection.scalar(query) or 0)
 
     def count_images(self, model: str | None = None) -> int:
         query = select(func.count()).select_from(ProductImage)
         if model is not None:
             query = query.where(ProductImage.embedding_model == model)
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return int(connection.scalar(query) or 0)
 
     def changed_images(self, revision: int) -> int:
         """Images written after ``revision`` (to choose between catching up and rebuilding)."""
         query = select(func.count()).select_from(ProductImage).where(ProductImage.revision > revision)
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return int(connection.scalar(query) or 0)
 
     def count_by_model(self) -> dict[str, int]:
         """Images by the model that embedded them."""
         query = select(ProductImage.embedding_model, func.count()).group_by(ProductImage.embedding_model)
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return {model: int(n) for model, n in connection.execute(query)}
 
     def get(self, external_id: str) -> ProductRecord | None:
@@ -169,7 +191,7 @@ class Catalog:
         embedding blobs) on the hot path."""
         if not len(ids):
             return {}
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             rows = connection.execute(_PRODUCTS_WITH_IMAGES, {"ids": [int(i) for i in ids]}).all()
         images: dict[int, list[ImageRecord]] = {}
         products: dict[int, Any] = {}
@@ -183,7 +205,7 @@ class Catalog:
         self, where: ColumnElement[bool], connection: Connection | None = None
     ) -> dict[int, ProductRecord]:
         if connection is None:
-            with self.engine.connect() as own:
+            with self._connect() as own:
                 return self._records(where, own)
         return self._records_of(connection.execute(select(*_PRODUCT_COLUMNS).where(where)).all(), connection)
 
@@ -200,7 +222,7 @@ class Catalog:
     def list_ids(self, where: ColumnElement[bool], offset: int, limit: int) -> list[int]:
         """Row ids of matching products in external-id order (a stable order for paging)."""
         query = select(Product.id).where(where).order_by(Product.external_id).offset(offset).limit(limit)
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return list(connection.scalars(query))
 
     def owners(self, image_ids: Sequence[int], where: ColumnElement[bool] | None = None) -> dict[int, int]:
@@ -216,7 +238,7 @@ class Catalog:
             owner_passes = select(Product.id).where(Product.id == ProductImage.product_id, where).exists()
             query = query.where(owner_passes)
         found: dict[int, int] = {}
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             for start in range(0, len(image_ids), _CHUNK):
                 chunk = [int(i) for i in image_ids[start : start + _CHUNK]]
                 found.update((int(i), int(p)) for i, p in connection.execute(query, {"ids": chunk}))
@@ -225,11 +247,11 @@ class Catalog:
     def image_ids(self, where: ColumnElement[bool]) -> np.ndarray:
         """Vector ids of the images of the products matching ``where`` (a filter's allow-list)."""
         query = select(ProductImage.id).where(ProductImage.product_id.in_(select(Product.id).where(where)))
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return np.fromiter(connection.scalars(query), dtype=np.int64)
 
     def product_ids(self, where: ColumnElement[bool]) -> list[int]:
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return list(connection.scalars(select(Product.id).where(where)))
 
     def lexical(
@@ -251,7 +273,7 @@ class Catalog:
             return LexicalResult([], [])
         ranking: list[tuple[int, float]] = []
         exact_ids: list[tuple[str, int]] = []
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             for pid, score, external_id in connection.execute(union_all(*parts)):
                 if external_id is None:
                     ranking.append((int(pid), float(score)))
@@ -273,7 +295,7 @@ class Catalog:
             .order_by(Product.external_id, ProductImage.position)
         )
         found: dict[str, list[tuple[int, np.ndarray]]] = {}
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             for external_id, image_id, blob in connection.execute(query):
                 images = found.setdefault(external_id, [])
                 if image_id is not None:
@@ -288,7 +310,7 @@ class Catalog:
             .where(Product.external_id == external_id)
             .order_by(ProductImage.position)
         )
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             rows = connection.execute(query).all()
             if (
                 not rows
@@ -301,7 +323,7 @@ class Catalog:
         """Image id -> stored vector bytes, for every image of the given products."""
         found: dict[int, bytes] = {}
         ids = [int(i) for i in product_ids]
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             for start in range(0, len(ids), _CHUNK):
                 query = select(ProductImage.id, ProductImage.embedding).where(
                     ProductImage.product_id.in_(ids[start : start + _CHUNK])
@@ -315,7 +337,7 @@ class Catalog:
         """(product, image, vector bytes) for every image of ``model``, by product then position."""
         last = 0
         while True:
-            with self.engine.connect() as connection:
+            with self._connect() as connection:
                 ids = list(
                     connection.scalars(
                         select(Product.id).where(Product.id > last).order_by(Product.id).limit(batch)
@@ -344,7 +366,7 @@ class Catalog:
     def references_image(self, image_file: str) -> bool:
         """Whether any product's stored image is this file."""
         query = select(ProductImage.id).where(ProductImage.image_file == image_file).limit(1)
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return connection.execute(query).first() is not None
 
     def stored_images(self) -> list[tuple[str, str]]:
@@ -354,7 +376,7 @@ class Catalog:
             .join(Product, Product.id == ProductImage.product_id)
             .where(ProductImage.image_file.is_not(None))
         )
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return [(row[0], row[1]) for row in connection.execute(query)]
 
     def facet_counts(
@@ -389,7 +411,7 @@ class Catalog:
             )
             parts.append(select(top.c.field, top.c.value, top.c.n))
         out: dict[str, dict[str, int]] = {name: {} for name in fields}
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             for name, found, n in connection.execute(union_all(*parts)):
                 out[name][str(found)] = int(n)
         return out
@@ -420,7 +442,7 @@ class Catalog:
         """(image ids, vectors) of all images embedded by ``model``, in id order, in batches."""
         last = 0
         while True:
-            with self.engine.connect() as connection:
+            with self._connect() as connection:
                 rows = connection.execute(
                     select(ProductImage.id, ProductImage.embedding)
                     .where(ProductImage.embedding_model == model, ProductImage.id > last)
@@ -436,7 +458,7 @@ class Catalog:
 
     def recorded_space(self) -> tuple[str, str, int] | None:
         """(fingerprint, name, dimension) of the catalog's recorded embedding space."""
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             row = connection.execute(select(CatalogSpace.key, CatalogSpace.name, CatalogSpace.dim)).first()
         return (row.key, row.name, row.dim) if row else None
 
@@ -460,7 +482,7 @@ class Catalog:
             .distinct()
             .order_by(ProductImage.product_id)
         )
-        with self.engine.connect() as connection:
+        with self._connect() as connection:
             return [int(row_id) for row_id in connection.execute(query).scalars()]
 
     # Writes -------------------------------------------------------------------------------------------
