@@ -213,3 +213,116 @@ def test_fuzz_put_bodies_and_rejected_writes_change_nothing(fuzz_server, image_s
             assert (after.status_code, after.content) == (before.status_code, before.content)
 
     check()
+
+
+# Query strings and composed queries (the second review) -------------------------------------------------------
+
+query_ints = st.one_of(
+    st.integers(-5, 2000),
+    st.sampled_from([2**31, 2**63, 2**63 + 1, 10**30, -(2**63)]),
+).map(str) | st.sampled_from(["", "x", "1.5", "1e3", " 3", "NaN"])
+
+
+def filters_text() -> st.SearchStrategy:
+    deep = st.integers(1, 6000).map(lambda depth: "[" * depth + "]" * depth)
+    nested_objects = st.integers(1, 3000).map(lambda depth: '{"a": ' * depth + "1" + "}" * depth)
+    return st.one_of(
+        json_values.map(to_json),
+        st.dictionaries(texts, scalars, max_size=4).map(to_json),
+        deep,
+        nested_objects,
+        texts,
+        st.just('{"color": "\\ud800"}'),
+    )
+
+
+facet_lists = st.one_of(
+    st.lists(st.one_of(texts, st.sampled_from(["color", "category", "title"])), max_size=30).map(",".join),
+    st.integers(0, 700).map(lambda n: ",".join(f"f{i}" for i in range(n))),
+)
+
+
+def query_string(params: dict[str, str]) -> str:
+    return "&".join(
+        f"{key}={quote(value.encode('utf-8', 'surrogatepass'), safe='')}" for key, value in params.items()
+    )
+
+
+def test_fuzz_product_listing_query_strings(fuzz_server):
+    @given(
+        params=st.fixed_dictionaries(
+            {},
+            optional={
+                "limit": query_ints,
+                "offset": query_ints,
+                "filters": filters_text(),
+                "facets": facet_lists,
+            },
+        )
+    )
+    def check(params: dict[str, str]) -> None:
+        assert_answer(fuzz_server.client.get("/products?" + query_string(params)))
+
+    check()
+
+
+def test_fuzz_similar_query_strings(fuzz_server):
+    @given(
+        product_id=product_ids,
+        params=st.fixed_dictionaries(
+            {},
+            optional={
+                "k": query_ints,
+                "offset": query_ints,
+                "min_score": st.one_of(st.floats().map(str), texts),
+                "category": texts,
+                "filters": filters_text(),
+                "facets": facet_lists,
+            },
+        ),
+    )
+    def check(product_id: str, params: dict[str, str]) -> None:
+        path = f"/products/{quote(product_id, safe='')}/similar?" + query_string(params)
+        assert_answer(fuzz_server.client.get(path))
+
+    check()
+
+
+def composed_queries(image: st.SearchStrategy) -> st.SearchStrategy:
+    weights = st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.sampled_from([0, -1, 1e39, 1e-300, 1e308]),
+        st.sampled_from(HOSTILE_LITERALS).map(Raw),
+        json_values,
+    )
+    one = st.sampled_from(["text", "image", "product_id", "vector"]).flatmap(
+        lambda kind: st.fixed_dictionaries(
+            {
+                kind: {
+                    "text": texts,
+                    "image": image,
+                    "product_id": st.sampled_from(["seed-0", "seed-1", "nope"]),
+                    "vector": st.lists(st.floats(-2, 2), min_size=32, max_size=32),
+                }[kind]
+            },
+            optional={"weight": weights},
+        )
+    )
+    examples = st.one_of(st.lists(one, max_size=6), st.lists(one, min_size=30, max_size=40), json_values)
+    return st.fixed_dictionaries(
+        {"positive": examples},
+        optional={
+            "negative": examples,
+            "mode": st.sampled_from(["vector", "lexical", "hybrid", "other"]),
+            "k": st.integers(-1, 50),
+            "facets": st.lists(texts, max_size=25),
+        },
+    )
+
+
+def test_fuzz_composed_queries(fuzz_server, image_strategy):
+    @given(body=composed_queries(image_strategy))
+    def check(body: Any) -> None:
+        assert_answer(post(fuzz_server, "/search", body))
+
+    check()
