@@ -328,3 +328,14 @@ def test_v1_errors_have_openais_shape_and_other_routes_keep_theirs(start_server)
     assert isinstance(
         assert_error(server.client.post("/embed", json={"inputs": 3}, headers=headers), 400), str
     )
+
+
+def test_an_unexpected_error_logs_its_traceback_with_long_lines_cut():
+    from api.errors import LOG_LINE_CHARS, bounded_traceback
+
+    try:
+        raise RuntimeError("SELECT " + "x, " * 100_000)
+    except RuntimeError as exc:
+        text = bounded_traceback(exc)
+    assert "Traceback" in text and "RuntimeError: SELECT x, x" in text
+    assert max(len(line) for line in text.splitlines()) < LOG_LINE_CHARS + 40
