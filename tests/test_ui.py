@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -68,6 +69,20 @@ def screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def wait_until(page, expression: str, timeout_s: float = 30.0) -> None:
+    """Poll a JavaScript expression from Python until it is truthy.
+
+    Playwright's wait_for_function re-evaluates its predicate with eval() in later animation frames,
+    which the page's CSP (no 'unsafe-eval') rightly refuses; page.evaluate runs through DevTools each
+    time, so the pages are tested under the very policy they ship with.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout_s} s: {expression}")
+        time.sleep(0.05)
+
+
 def card_ids(page) -> list[str]:
     return page.locator("#results .card").evaluate_all("cards => cards.map(card => card.dataset.id)")
 
@@ -82,8 +97,8 @@ def test_typing_a_query_shows_result_cards_with_images_and_scores(catalog_copy, 
     page.locator("#results .card").first.wait_for()
     assert len(card_ids(page)) == 24
     assert page.locator("#results .card .score").first.inner_text().startswith("score ")
-    page.wait_for_function(
-        "[...document.querySelectorAll('#results img')].slice(0, 8).every(i => i.naturalWidth > 0)"
+    wait_until(
+        page, "[...document.querySelectorAll('#results img')].slice(0, 8).every(i => i.naturalWidth > 0)"
     )
     screenshot(page, tmp_path, "01-text-search")
 
@@ -94,7 +109,7 @@ def test_uploading_a_product_image_finds_that_product_first(catalog_copy, start_
     page.goto(f"{server.base_url}/ui/")
     page.locator("main").wait_for()
     page.set_input_files("#image-file", str(catalog_copy.manifest.parent / row["image"]))
-    page.wait_for_function("document.querySelector('#results .card')?.dataset.id === 'sku-00017'")
+    wait_until(page, "document.querySelector('#results .card')?.dataset.id === 'sku-00017'")
     assert page.locator("#crop-stage img").is_visible()
     screenshot(page, tmp_path, "02-image-search")
     # A crop box drawn on the picture searches with that part of it.
@@ -103,7 +118,7 @@ def test_uploading_a_product_image_finds_that_product_first(catalog_copy, start_
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
     page.mouse.up()
-    page.wait_for_function("document.querySelector('#summary').textContent === 'Image (cropped)'")
+    wait_until(page, "document.querySelector('#summary').textContent === 'Image (cropped)'")
     assert page.locator("#crop-box").is_visible()
     page.locator("#results .card").first.wait_for()
     screenshot(page, tmp_path, "02b-image-search-cropped")
@@ -120,7 +135,7 @@ def test_more_like_this_shows_neighbours_without_the_product_itself(
     first.wait_for()
     product_id = first.get_attribute("data-id")
     first.get_by_role("button", name="More like this").click()
-    page.wait_for_function("document.querySelector('#summary').textContent.startsWith('More like')")
+    wait_until(page, "document.querySelector('#summary').textContent.startsWith('More like')")
     page.locator("#results .card").first.wait_for()
     ids = card_ids(page)
     assert ids and product_id not in ids
@@ -135,9 +150,7 @@ def test_product_view_shows_its_images_and_attributes(catalog_copy, start_server
     page.locator("#results .card .title").first.click()
     dialog = page.locator("#product")
     dialog.wait_for()
-    page.wait_for_function(
-        "[...document.querySelectorAll('#product-images img')].every(i => i.naturalWidth > 0)"
-    )
+    wait_until(page, "[...document.querySelectorAll('#product-images img')].every(i => i.naturalWidth > 0)")
     assert dialog.locator("#product-images img").count() >= 1
     assert dialog.locator("#product-attributes dt").count() >= 1
     screenshot(page, tmp_path, "04-product-view")
@@ -168,7 +181,7 @@ def test_clicking_a_facet_value_filters_the_results_by_it(catalog_copy, start_se
     assert results and all(hit["attributes"]["color"] == value for hit in results)
     assert len(results) == min(int(count.rstrip(")")), 24)
     page.get_by_role("button", name=f"Remove filter color {value}").wait_for()
-    page.wait_for_function(f"[...document.querySelectorAll('#results .card')].length === {len(results)}")
+    wait_until(page, f"[...document.querySelectorAll('#results .card')].length === {len(results)}")
     assert card_ids(page) == [hit["id"] for hit in results]
     path = screenshot(page, tmp_path, "10-facets")
     assert path.stat().st_size > 0
@@ -194,18 +207,19 @@ def test_a_product_with_three_images_shows_them_all_and_its_card_the_matched_one
     page.goto(f"{server.base_url}/ui/")
     page.locator("main").wait_for()
     page.set_input_files("#image-file", str(query))
-    page.wait_for_function("document.querySelector('#results .card')?.dataset.id === 'sku-three'")
+    wait_until(page, "document.querySelector('#results .card')?.dataset.id === 'sku-three'")
     first = page.locator("#results .card").first
     # The card shows the image that matched (the third), not the product's first image.
     assert first.locator("img").get_attribute("data-position") == "2"
     assert first.locator(".matched").inner_text() == "matched image 3 of 3"
-    page.wait_for_function("document.querySelector('#results .card img').naturalWidth > 0")
+    wait_until(page, "document.querySelector('#results .card img').naturalWidth > 0")
     assert first.locator("img").get_attribute("src").endswith("/products/sku-three/images/2")
     first.locator(".title").click()
     gallery = page.locator("#product-images img")
-    page.wait_for_function(
+    wait_until(
+        page,
         "(() => { const imgs = [...document.querySelectorAll('#product-images img')];"
-        " return imgs.length === 3 && imgs.every(i => i.naturalWidth > 0); })()"
+        " return imgs.length === 3 && imgs.every(i => i.naturalWidth > 0); })()",
     )
     sources = gallery.evaluate_all("imgs => imgs.map(i => i.src)")
     assert [src.rsplit("/", 1)[1] for src in sources] == ["0", "1", "2"]
@@ -241,7 +255,7 @@ def test_with_tokens_on_the_page_shows_nothing_until_a_token_is_entered(
     screenshot(page, tmp_path, "06-token-required")
     token_field.fill("wrong")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelector('#status').textContent.includes('refused')")
+    wait_until(page, "document.querySelector('#status').textContent.includes('refused')")
     assert not page.locator("main").is_visible()
     token_field.fill(TOKEN)
     page.keyboard.press("Enter")
@@ -250,8 +264,9 @@ def test_with_tokens_on_the_page_shows_nothing_until_a_token_is_entered(
     page.keyboard.press("Enter")
     page.locator("#results .card").first.wait_for()
     # Every image came through fetch() with the token (a blob: URL), none through a public URL.
-    page.wait_for_function(
-        "[...document.querySelectorAll('#results img')].every(i => i.src.startsWith('blob:') && i.naturalWidth > 0)"
+    wait_until(
+        page,
+        "[...document.querySelectorAll('#results img')].every(i => i.src.startsWith('blob:') && i.naturalWidth > 0)",
     )
     screenshot(page, tmp_path, "07-token-entered")
 
@@ -288,7 +303,9 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-def test_the_pages_run_under_their_content_security_policy_without_a_violation(catalog_copy, start_server, page):
+def test_the_pages_run_under_their_content_security_policy_without_a_violation(
+    catalog_copy, start_server, page
+):
     server = start_server(api_tokens=[TOKEN])
     page.add_init_script(CSP_VIOLATIONS)
     for path in ("/ui/", "/docs"):
