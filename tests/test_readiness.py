@@ -111,14 +111,14 @@ def test_ready_answers_while_every_request_thread_is_busy(start_server):
     products = state.components.products
     with products.catalog.engine.begin() as connection:  # another process wrote: searches catch up first
         connection.exec_driver_sql("UPDATE catalog_state SET revision = revision + 1 WHERE id = 1")
-    stuck = 48  # more than the thread pool's 40 workers
+    stuck = 48  # more than the thread pool's 40 workers, and more than the database pool's 15 connections
+    statuses: list[int] = []
+
+    def search() -> None:
+        statuses.append(server.client.post("/search", json={"product_id": "p1"}, timeout=20).status_code)
+
     with products.sync._lock:
-        threads = [
-            threading.Thread(
-                target=server.client.post, args=("/search",), kwargs={"json": {"product_id": "p1"}}
-            )
-            for _ in range(stuck)
-        ]
+        threads = [threading.Thread(target=search) for _ in range(stuck)]
         for thread in threads:
             thread.start()
         for _ in range(500):
@@ -129,5 +129,10 @@ def test_ready_answers_while_every_request_thread_is_busy(start_server):
         answer = server.client.get("/ready", timeout=15)
         assert answer.status_code == 200
         assert state.in_flight >= stuck  # answered while every search was still stuck
+    started = time.monotonic()
     for thread in threads:
         thread.join()
+    # Waiting for the index lock holds no pooled connection: the catch-up gets one, and every search
+    # answers (it once held one each, starved the catch-up for the pool's 30 s timeout, and answered 500).
+    assert statuses == [200] * stuck
+    assert time.monotonic() - started < 15

@@ -37,6 +37,11 @@ class IndexRetrieval:
     def dim(self) -> int | None:
         return self.sync.dim
 
+    def catch_up(self) -> None:
+        """Bring the index to the catalog's revision. Called before a search pins its read connection:
+        a search waiting for the sync lock must not hold a pooled connection that the sync needs."""
+        self.sync.refresh()
+
     def nearest(
         self,
         vector: np.ndarray,
@@ -49,7 +54,7 @@ class IndexRetrieval:
 
         Several images per product mean k image hits can be fewer than k products: the index is asked
         again for more image hits until ``want`` distinct products are found or it has no more."""
-        index = self.sync.refresh()
+        index = self.sync.index  # caught up by catch_up() before the search's reads began
         if vector.shape[-1] != index.dim and len(index):
             raise BadInput(f"the query vector has {vector.shape[-1]} dimensions; the index has {index.dim}")
         allowed = None

@@ -63,6 +63,8 @@ class CatalogSearch:
             (None, []) if mode == "lexical" else self.query_vector(query.positive, query.negative)
         )
         encoded = time.perf_counter()
+        if vector is not None:
+            self.vectors.catch_up()
         with self.catalog.reading():  # the steps' statements share one connection and transaction
             hits, facets = self.ranked_page(query, mode, vector, excluded)
         return SearchAnswer(
