@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= cpu,dev
 
-.PHONY: install serve test lint models weights demo clean
+.PHONY: install serve test test-fast lint models weights demo clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,12 @@ serve: install
 
 test: install
 	$(BIN)/ruff check .
-	# Two pytest-xdist workers; a test file's tests run on one of them (its module fixtures start once).
+	# Two pytest-xdist workers; a test file runs on one of them (its module fixtures start once).
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The edit loop: everything but the tests of a real uvicorn, a process of their own or the browser.
+test-fast: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e"
 
 lint: install
 	$(BIN)/ruff check .
