@@ -1,19 +1,21 @@
-"""Golden numerics: every mode equals a plain transformers computation on the tiny model, to 1e-5.
-
-The reference computation is written out here on purpose, independent of search/model/encoder.py: lower-cased
-text, padding="max_length" to 64, input_ids only, pooler_output, L2-normalise, then
-logits = cos * logit_scale.exp() + logit_bias.
-"""
+"""Golden numerics: every mode equals a plain transformers computation on the tiny model, to 1e-5
+(tests/support/reference.py, written out independently of search/model/encoder.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoModel, AutoProcessor
 
 from search.model.encoder import BatchSettings, Encoder
 from tests.support.images import b64, encode_png, patterned_image
+from tests.support.reference import (
+    load_reference,
+    ref_image_embeddings,
+    ref_logits,
+    ref_sigmoid,
+    ref_softmax,
+    ref_text_embeddings,
+)
 
 TOL = 1e-5
 LABELS = ["ceramic tile", "Porcelain Tile", "natural stone", "wood flooring"]
@@ -21,51 +23,7 @@ LABELS = ["ceramic tile", "Porcelain Tile", "natural stone", "wood flooring"]
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir):
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    model = AutoModel.from_pretrained(tiny_model_dir).eval()
-    return processor, model
-
-
-def ref_image_embeddings(reference, images) -> np.ndarray:
-    processor, model = reference
-    pixel_values = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        features = model.get_image_features(pixel_values=pixel_values).pooler_output
-    features = features / features.norm(dim=-1, keepdim=True)
-    return features.double().numpy()
-
-
-def ref_text_embeddings(reference, texts, *, with_attention_mask=False, lower=True) -> np.ndarray:
-    processor, model = reference
-    encoded = processor.tokenizer(
-        [text.lower() if lower else text for text in texts],
-        padding="max_length",
-        max_length=64,
-        truncation=True,
-        return_tensors="pt",
-    )
-    kwargs = {"input_ids": encoded["input_ids"]}
-    if with_attention_mask:
-        kwargs["attention_mask"] = encoded["attention_mask"]
-    with torch.no_grad():
-        features = model.get_text_features(**kwargs).pooler_output
-    features = features / features.norm(dim=-1, keepdim=True)
-    return features.double().numpy()
-
-
-def ref_logits(reference, image_embeddings, text_embeddings) -> np.ndarray:
-    _, model = reference
-    cos = image_embeddings @ text_embeddings.T
-    return cos * model.logit_scale.exp().item() + model.logit_bias.item()
-
-
-def ref_softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
-def ref_sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-logits))
+    return load_reference(tiny_model_dir)
 
 
 def image_input(seed: int) -> str:
