@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= cpu,dev
 
-.PHONY: install serve test test-fast lint models weights demo clean
+.PHONY: install serve test test-fast mutants lint models weights demo clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ test: install
 # The edit loop: everything but the tests of a real uvicorn, a process of their own or the browser.
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e"
+
+# Mutation testing over [tool.mutmut] in pyproject.toml (minutes per module; not part of CI).
+mutants: install
+	$(BIN)/pip install --quiet mutmut==3.8.1
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 lint: install
 	$(BIN)/ruff check .

@@ -248,3 +248,36 @@ def test_the_table_lists_every_range_of_the_registries():
 def test_addresses_just_outside_the_private_ranges_are_public():
     for ip in ("9.255.255.255", "11.0.0.0", "172.15.255.255", "172.32.0.0", "192.167.255.255", "192.169.0.0"):
         assert address_kind(ipaddress.ip_address(ip)) is None, ip
+
+
+# Found by mutation testing (make mutants) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address, kind",
+    [
+        # 8.8.8.8 as a Teredo client: public inside, but a tunnel relay is no image host.
+        (
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+            "IETF protocol assignments (Teredo, benchmarking, ORCHID, ...)",
+        ),
+        # 127.0.0.1 as a Teredo client: named by what it reaches.
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),
+    ],
+)
+def test_teredo_is_refused_whatever_it_embeds_and_named_by_a_private_client(address, kind):
+    assert address_kind(ipaddress.ip_address(address)) == kind
+
+
+@pytest.mark.parametrize(
+    "address, refused",
+    [("10.0.0.1", True), ("240.0.0.1", True), ("224.0.0.1", True), ("ff02::1", True), ("8.8.8.8", False)],
+)
+def test_an_address_the_registries_miss_falls_to_pythons_flags(monkeypatch, address, refused):
+    """The backstop behind the tables: not global, reserved or multicast (Python calls 224.0.0.1 and
+    ff02::1 "global") is refused as "non-global"."""
+    from search.images import addresses
+
+    monkeypatch.setattr(addresses, "SPECIAL_IPV4", ())
+    monkeypatch.setattr(addresses, "SPECIAL_IPV6", ())
+    assert address_kind(ipaddress.ip_address(address)) == ("non-global" if refused else None)
