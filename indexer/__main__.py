@@ -63,7 +63,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run(argv))
+    code = run(argv)
+    if code == 130:
+        # Interrupted: leave with 130 now. Interpreter teardown after a Ctrl-C (the atexit hooks of
+        # libraries it cut off mid-import) was seen ending the process by SIGINT (-2) instead.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
 
 
 def run(
@@ -96,6 +103,9 @@ def run(
         print("interrupted", file=sys.stderr)
         return 130
     except (VitrineError, ModelLoadError, IndexDeviceError) as exc:
+        if interrupts.requested():  # the interrupt surfaced as a library's error
+            print("interrupted", file=sys.stderr)
+            return 130
         print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
 

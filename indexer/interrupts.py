@@ -36,6 +36,12 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def requested() -> bool:
+    """Whether Ctrl-C came during the last handled() block: a library that turned the interrupt into
+    an error of its own ("initialization failed" while a model loads) still means the run was cut off."""
+    return _requested.is_set()
+
+
 def check() -> None:
     """Raise KeyboardInterrupt if Ctrl-C came and its exception was swallowed: call between batches."""
     if _requested.is_set():
