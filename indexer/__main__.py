@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     code = run(argv)
+    # The run is over and its result printed: a Ctrl-C during the interpreter's teardown (a second or
+    # two of library atexit hooks) has nothing left to stop, and would otherwise end the process by
+    # SIGINT (-2), since teardown puts the default handler back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if code == 130:
         # Interrupted: leave with 130 now. Interpreter teardown after a Ctrl-C (the atexit hooks of
         # libraries it cut off mid-import) was seen ending the process by SIGINT (-2) instead.
