@@ -15,8 +15,9 @@ from search.catalog.plan import ProductDraft, ProductPatch
 from search.catalog.query import ListAnswer, SearchAnswer, SearchLimits, SearchQuery
 from search.catalog.records import ProductRecord
 from search.catalog.search import CatalogSearch
-from search.catalog.store import Catalog, ConcurrentChange, MissingEmbedding
+from search.catalog.store import Catalog
 from search.catalog.sync import IndexSync
+from search.catalog.transactions import ConcurrentChange, MissingEmbedding
 from search.catalog.verify import VerifyReport, verify_catalog
 from search.catalog.writer import CatalogWriter, ImagesRead
 from search.errors import BadInput, NotFound

@@ -1,8 +1,7 @@
 """The catalog store: products, their images and embeddings, and the revision log, through SQLAlchemy.
 
-Plain values in and out (dataclasses, numpy arrays); sessions never leave this module. Every write is
-one transaction that takes the next catalog revision, so readers can ask "what changed since R". The
-attribute rows (filters) and the full-text row (lexical search) are written in that same transaction.
+Plain values in and out (dataclasses, numpy arrays); sessions never leave the store. The reads are
+here; each write is one transaction of ``transactions.py``, run in a write session opened here.
 """
 
 from __future__ import annotations
@@ -18,17 +17,16 @@ from sqlalchemy import (
     Connection,
     Engine,
     bindparam,
-    delete,
     func,
-    insert,
     literal,
     null,
     select,
     union_all,
     update,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
+from search.catalog import transactions
 from search.catalog.db import WRITE_OPTION, create_db_engine
 from search.catalog.lexical import LexicalResult, exact_match_statement, query_words, ranking_statement
 from search.catalog.records import (
@@ -38,7 +36,6 @@ from search.catalog.records import (
     ProductRecord,
     ProductWrite,
     bytes_to_vector,
-    vector_to_bytes,
 )
 from search.catalog.schema import (
     CatalogSpace,
@@ -47,11 +44,7 @@ from search.catalog.schema import (
     ProductAttribute,
     ProductImage,
     RemovedImage,
-    attribute_rows,
-    search_document,
-    utcnow,
 )
-from search.errors import Conflict, NotFound
 
 _PRODUCT_COLUMNS = (
     Product.id,
@@ -92,18 +85,6 @@ _PRODUCTS_WITH_IMAGES = (
     .order_by(Product.id, ProductImage.position)
 )
 _CHUNK = 500  # ids per IN (...) list: under every backend's parameter limit
-
-
-class ConcurrentChange(Conflict):
-    """The write was planned against images another writer has since replaced."""
-
-
-class MissingEmbedding(ValueError):
-    """A write without vectors for a product that does not exist (any more)."""
-
-
-class ProductGone(NotFound):
-    """A change of a stored product (PATCH, reembed) whose product was removed meanwhile."""
 
 
 class Catalog:
@@ -495,36 +476,8 @@ class Catalog:
     def upsert_reporting(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord], list[bool]]:
         """``upsert``, also saying which products were created. Decided inside the transaction, after
         the revision row's lock: of concurrent creates of one id, exactly one is told "created"."""
-        now = utcnow()
-        created: list[bool] = []
         with self._write() as session, session.begin():
-            revision = _next_revision(session)
-            rows: list[Product] = []
-            for write in writes:
-                row = session.scalar(select(Product).where(Product.external_id == write.external_id))
-                created.append(row is None)
-                if row is None and write.must_exist:
-                    raise ProductGone(f"no product with id {write.external_id!r} (it was removed meanwhile)")
-                if row is None:
-                    if not write.images or any(image.keep_id is not None for image in write.images):
-                        raise MissingEmbedding(f"new product {write.external_id!r} needs its images embedded")
-                    row = Product(external_id=write.external_id, created_at=now)
-                    session.add(row)
-                row.title = write.title
-                row.category = write.category
-                row.attributes = dict(write.attributes)
-                row.search_text = search_document(
-                    write.external_id, write.title, write.category, write.attributes
-                )
-                row.revision = revision
-                row.updated_at = now
-                session.flush()  # a new row gets its id
-                rows.append(row)
-                if write.images is not None:
-                    _replace_images(session, row, write, revision)
-            _replace_attributes(session, rows)
-            session.flush()
-            ids = [row.id for row in rows]
+            revision, ids, created = transactions.upsert(session, writes)
             # Read inside the transaction: the commit is the last thing that happens.
             records = self._records(Product.id.in_(ids), session.connection())
         return revision, [records[i] for i in ids], created
@@ -532,33 +485,12 @@ class Catalog:
     def prune_removals(self, through_revision: int) -> int:
         """Forget removals up to ``through_revision`` (indexes older than it will rebuild); returns how many."""
         with self._write() as session, session.begin():
-            state = session.get(CatalogState, 1)
-            through_revision = min(through_revision, state.revision)
-            deleted = session.execute(delete(RemovedImage).where(RemovedImage.revision <= through_revision))
-            state.pruned_revision = max(state.pruned_revision, through_revision)
-            return int(deleted.rowcount or 0)
+            return transactions.prune_removals(session, through_revision)
 
     def remove(self, external_ids: Iterable[str]) -> tuple[int, list[str]]:
         """Remove products and all their images; returns (revision, the external ids that existed)."""
-        ids = list(dict.fromkeys(external_ids))
         with self._write() as session, session.begin():
-            revision = _next_revision(session)
-            rows = session.execute(
-                select(Product.id, Product.external_id).where(Product.external_id.in_(ids))
-            ).all()
-            if rows:
-                row_ids = [row[0] for row in rows]
-                external = dict(rows)
-                images = session.execute(
-                    select(ProductImage.id, ProductImage.product_id).where(
-                        ProductImage.product_id.in_(row_ids)
-                    )
-                ).all()
-                _log_removals(session, [(image_id, external[pid]) for image_id, pid in images], revision)
-                session.execute(delete(ProductImage).where(ProductImage.product_id.in_(row_ids)))
-                session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
-                session.execute(delete(Product).where(Product.id.in_(row_ids)))
-            return revision, [ext for _, ext in rows]
+            return transactions.remove(session, list(dict.fromkeys(external_ids)))
 
 
 def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:
@@ -574,70 +506,6 @@ def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:
         created_at=row[6],
         updated_at=row[7],
     )
-
-
-def _next_revision(session: Session) -> int:
-    # The first statement of every write transaction: it takes the write lock, so revisions are
-    # handed out in commit order and no reader can see revision R before R's rows.
-    session.execute(
-        update(CatalogState).where(CatalogState.id == 1).values(revision=CatalogState.revision + 1)
-    )
-    return int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)))
-
-
-def _log_removals(session: Session, images: Sequence[tuple[int, str]], revision: int) -> None:
-    if images:
-        now = utcnow()
-        session.execute(
-            insert(RemovedImage),
-            [
-                {"image_id": image_id, "external_id": ext, "revision": revision, "removed_at": now}
-                for image_id, ext in images
-            ],
-        )
-
-
-def _replace_images(session: Session, row: Product, write: ProductWrite, revision: int) -> None:
-    """The product's images become exactly ``write.images``: kept ones keep their vector (and id)."""
-    stored = {
-        image.id: image
-        for image in session.scalars(select(ProductImage).where(ProductImage.product_id == row.id))
-    }
-    kept = {image.keep_id for image in write.images or () if image.keep_id is not None}
-    missing = kept - set(stored)
-    if missing:
-        # Planned against images another writer has since replaced: the plan is stale.
-        raise ConcurrentChange(f"product {row.external_id!r} changed while it was being written; retry")
-    dropped = [image_id for image_id in stored if image_id not in kept]
-    _log_removals(session, [(image_id, row.external_id) for image_id in dropped], revision)
-    for image_id in dropped:
-        session.delete(stored[image_id])
-    for position, image in enumerate(write.images or ()):
-        if image.keep_id is not None:
-            target = stored[image.keep_id]
-        else:
-            if image.embedding is None:
-                raise ValueError(f"a new image of {row.external_id!r} needs an embedding")
-            target = ProductImage(product_id=row.id)
-            session.add(target)
-        target.position = position
-        target.image_ref = image.image_ref
-        target.image_file = image.image_file
-        target.image_sha256 = image.image_sha256
-        if image.embedding is not None:
-            target.embedding = vector_to_bytes(image.embedding)
-            target.embedding_dim = int(image.embedding.shape[-1])
-            target.embedding_model = image.embedding_model
-            target.revision = revision
-        elif target.revision is None:
-            raise ValueError(f"image of {row.external_id!r} has no vector")
-
-
-def _replace_attributes(session: Session, rows: Sequence[Product]) -> None:
-    session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_([row.id for row in rows])))
-    values = [item for row in rows for item in attribute_rows(row.id, row.attributes or {})]
-    if values:
-        session.execute(insert(ProductAttribute), values)
 
 
 def _stack(rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:

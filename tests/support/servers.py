@@ -26,7 +26,7 @@ def _wait_ready(client: httpx.Client, path: str) -> None:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.05)
+        time.sleep(0.01)  # an in-process start is ready in tens of milliseconds
     raise RuntimeError("server did not become ready")
 
 

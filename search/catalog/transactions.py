@@ -1,0 +1,157 @@
+"""The catalog's write transactions: each takes the next revision first and writes a product's row,
+its images, its attribute rows (filters) and its full-text row (lexical search) together, so readers can
+ask "what changed since R" and never see half a write. ``Catalog`` runs them in its write sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from search.catalog.records import ProductWrite, vector_to_bytes
+from search.catalog.schema import (
+    CatalogState,
+    Product,
+    ProductAttribute,
+    ProductImage,
+    RemovedImage,
+    attribute_rows,
+    search_document,
+    utcnow,
+)
+from search.errors import Conflict, NotFound
+
+
+class ConcurrentChange(Conflict):
+    """The write was planned against images another writer has since replaced."""
+
+
+class MissingEmbedding(ValueError):
+    """A write without vectors for a product that does not exist (any more)."""
+
+
+class ProductGone(NotFound):
+    """A change of a stored product (PATCH, reembed) whose product was removed meanwhile."""
+
+
+def upsert(session: Session, writes: Sequence[ProductWrite]) -> tuple[int, list[int], list[bool]]:
+    """Insert or update products (and their images); returns (revision, their row ids, which were created)."""
+    now = utcnow()
+    created: list[bool] = []
+    revision = _next_revision(session)
+    rows: list[Product] = []
+    for write in writes:
+        row = session.scalar(select(Product).where(Product.external_id == write.external_id))
+        created.append(row is None)
+        if row is None and write.must_exist:
+            raise ProductGone(f"no product with id {write.external_id!r} (it was removed meanwhile)")
+        if row is None:
+            if not write.images or any(image.keep_id is not None for image in write.images):
+                raise MissingEmbedding(f"new product {write.external_id!r} needs its images embedded")
+            row = Product(external_id=write.external_id, created_at=now)
+            session.add(row)
+        row.title = write.title
+        row.category = write.category
+        row.attributes = dict(write.attributes)
+        row.search_text = search_document(write.external_id, write.title, write.category, write.attributes)
+        row.revision = revision
+        row.updated_at = now
+        session.flush()  # a new row gets its id
+        rows.append(row)
+        if write.images is not None:
+            _replace_images(session, row, write, revision)
+    _replace_attributes(session, rows)
+    session.flush()
+    return revision, [row.id for row in rows], created
+
+
+def remove(session: Session, external_ids: list[str]) -> tuple[int, list[str]]:
+    """Remove products and all their images; returns (revision, the external ids that existed)."""
+    revision = _next_revision(session)
+    rows = session.execute(
+        select(Product.id, Product.external_id).where(Product.external_id.in_(external_ids))
+    ).all()
+    if rows:
+        row_ids = [row[0] for row in rows]
+        external = dict(rows)
+        images = session.execute(
+            select(ProductImage.id, ProductImage.product_id).where(ProductImage.product_id.in_(row_ids))
+        ).all()
+        _log_removals(session, [(image_id, external[pid]) for image_id, pid in images], revision)
+        session.execute(delete(ProductImage).where(ProductImage.product_id.in_(row_ids)))
+        session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
+        session.execute(delete(Product).where(Product.id.in_(row_ids)))
+    return revision, [ext for _, ext in rows]
+
+
+def prune_removals(session: Session, through_revision: int) -> int:
+    state = session.get(CatalogState, 1)
+    through_revision = min(through_revision, state.revision)
+    deleted = session.execute(delete(RemovedImage).where(RemovedImage.revision <= through_revision))
+    state.pruned_revision = max(state.pruned_revision, through_revision)
+    return int(deleted.rowcount or 0)
+
+
+def _next_revision(session: Session) -> int:
+    # The first statement of every write transaction: it takes the write lock, so revisions are
+    # handed out in commit order and no reader can see revision R before R's rows.
+    session.execute(
+        update(CatalogState).where(CatalogState.id == 1).values(revision=CatalogState.revision + 1)
+    )
+    return int(session.scalar(select(CatalogState.revision).where(CatalogState.id == 1)))
+
+
+def _log_removals(session: Session, images: Sequence[tuple[int, str]], revision: int) -> None:
+    if images:
+        now = utcnow()
+        session.execute(
+            insert(RemovedImage),
+            [
+                {"image_id": image_id, "external_id": ext, "revision": revision, "removed_at": now}
+                for image_id, ext in images
+            ],
+        )
+
+
+def _replace_images(session: Session, row: Product, write: ProductWrite, revision: int) -> None:
+    """The product's images become exactly ``write.images``: kept ones keep their vector (and id)."""
+    stored = {
+        image.id: image
+        for image in session.scalars(select(ProductImage).where(ProductImage.product_id == row.id))
+    }
+    kept = {image.keep_id for image in write.images or () if image.keep_id is not None}
+    missing = kept - set(stored)
+    if missing:
+        # Planned against images another writer has since replaced: the plan is stale.
+        raise ConcurrentChange(f"product {row.external_id!r} changed while it was being written; retry")
+    dropped = [image_id for image_id in stored if image_id not in kept]
+    _log_removals(session, [(image_id, row.external_id) for image_id in dropped], revision)
+    for image_id in dropped:
+        session.delete(stored[image_id])
+    for position, image in enumerate(write.images or ()):
+        if image.keep_id is not None:
+            target = stored[image.keep_id]
+        else:
+            if image.embedding is None:
+                raise ValueError(f"a new image of {row.external_id!r} needs an embedding")
+            target = ProductImage(product_id=row.id)
+            session.add(target)
+        target.position = position
+        target.image_ref = image.image_ref
+        target.image_file = image.image_file
+        target.image_sha256 = image.image_sha256
+        if image.embedding is not None:
+            target.embedding = vector_to_bytes(image.embedding)
+            target.embedding_dim = int(image.embedding.shape[-1])
+            target.embedding_model = image.embedding_model
+            target.revision = revision
+        elif target.revision is None:
+            raise ValueError(f"image of {row.external_id!r} has no vector")
+
+
+def _replace_attributes(session: Session, rows: Sequence[Product]) -> None:
+    session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_([row.id for row in rows])))
+    values = [item for row in rows for item in attribute_rows(row.id, row.attributes or {})]
+    if values:
+        session.execute(insert(ProductAttribute), values)
