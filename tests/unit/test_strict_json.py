@@ -123,3 +123,24 @@ def test_commas_inside_strings_do_not_count():
 def test_valid_unicode():
     assert valid_unicode("plain") and valid_unicode("été ☃")
     assert not valid_unicode("\ud800") and not valid_unicode("a\udfffb")
+
+
+def test_a_str_with_a_lone_surrogate_is_refused_as_bad_input_not_an_encoding_crash():
+    with pytest.raises(BadInput) as refused:
+        parse_json('["\ud800"]')
+    assert "lone UTF-16 surrogate" in refused.value.message
+
+
+def test_a_body_whose_bound_is_exactly_the_limit_once_strings_are_cut_out_is_read():
+    # 5 by the raw count (the comma in the string counts), 3 once the string is cut out: 3 values.
+    assert parse_json(b'["a,", 0]', limits=JsonLimits(max_values=3)) == ["a,", 0]
+
+
+def test_an_infinite_number_is_quoted_in_the_message_cut_at_30_characters():
+    text = "1" + "0" * 40 + "e999"
+    with pytest.raises(BadInput) as refused:
+        parse_json(f"[{text}]")
+    assert (
+        refused.value.message
+        == f"request body has a number out of range (numbers must be finite): {text[:30]}"
+    )
