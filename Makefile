@@ -30,7 +30,7 @@ test-fast: install
 # Mutation testing over [tool.mutmut] in pyproject.toml (minutes per module; not part of CI).
 mutants: install
 	$(BIN)/pip install --quiet mutmut==3.8.1
-	$(BIN)/mutmut run --max-children 2
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
 
 lint: install

@@ -101,3 +101,32 @@ def test_token_matches_only_whole_configured_tokens():
     assert not token_matches("alphabeta", tokens)
     assert not token_matches("", tokens)
     assert not token_matches("é", tokens)
+
+
+# Found by mutation testing (make mutants) ---------------------------------------------------------------
+
+
+def test_the_two_refusals_say_exactly_what_is_wrong(locked):
+    missing = assert_error(locked.client.post("/", json=PAYLOAD), 401)
+    assert missing == "missing Authorization header; send 'Authorization: Bearer <token>'"
+    wrong = assert_error(locked.client.post("/", json=PAYLOAD, headers=bearer("hf_wrong")), 401)
+    assert wrong == "invalid token"
+
+
+def test_spaces_between_the_scheme_and_the_token_are_allowed(locked):
+    response = locked.client.post("/", json=PAYLOAD, headers={"Authorization": "Bearer   hf_first "})
+    assert response.status_code == 200
+
+
+def test_a_401_on_the_openai_routes_has_openais_error_shape(locked):
+    response = locked.client.post("/v1/embeddings", json={"input": "tile", "model": "m"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json() == {
+        "error": {
+            "message": "missing Authorization header; send 'Authorization: Bearer <token>'",
+            "type": "authentication_error",
+            "param": None,
+            "code": None,
+        }
+    }

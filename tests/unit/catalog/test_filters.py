@@ -136,6 +136,7 @@ CASES = {
     "category in": ({"category": {"in": ["tile", "wood"]}}, lambda a, c: c in ("tile", "wood")),
     "category not": ({"category": {"not": "tile"}}, lambda a, c: c != "tile"),
     "category exists": ({"category": {"exists": False}}, lambda a, c: c is None),
+    "category present": ({"category": {"exists": True}}, lambda a, c: c is not None),
     "several keys are AND": (
         {"color": {"in": ["red", "green"]}, "price": {"gte": 30}, "finish": {"not": "matte"}},
         lambda a, c: (
@@ -297,3 +298,67 @@ def test_lexical_index_follows_updates_and_removals_in_the_same_transaction(
             )
         ]
     )
+
+
+# Found by mutation testing (make mutants): the exact bounds and messages ------------------------------------
+
+OPERATORS_LIST = "in, not, exists, gte, gt, lte, lt"
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"a": 1, "b": 2, "c": 3}, "filters has 3 keys; the limit is 2 (VITRINE_MAX_ATTRIBUTES)"),
+        ({"": 1}, "filter keys must be 1 to 256 characters: ''"),
+        ({"k" * 257: 1}, f"filter keys must be 1 to 256 characters: {'k' * 80!r}"),
+        ({"color": [f"v{i}" for i in range(1001)]}, "filters.color may list at most 1000 values"),
+        ({"color": {"in": [f"v{i}" for i in range(1001)]}}, "filters.color.in may list at most 1000 values"),
+        ({"color": {"not": ["red", None]}}, "filters.color.not[1] must be a string, number or boolean"),
+        ({"color": ["red", None]}, "filters.color[1] must be a string, number or boolean"),
+        ({"color": {"in": [None]}}, "filters.color.in[0] must be a string, number or boolean"),
+        ({"price": float("nan")}, "filters.price must be a finite number"),
+        ({"price": [1.0, float("inf")]}, "filters.price[1] must be a finite number"),
+    ],
+)
+def test_each_bound_and_message_is_exact(filters: object, message: str) -> None:
+    with pytest.raises(BadInput) as raised:
+        Filters.parse(filters, 2)
+    assert raised.value.message == message
+
+
+def test_the_bounds_themselves_are_allowed() -> None:
+    assert len(Filters.parse({"a": 1, "b": 2}, 2).conditions) == 2
+    Filters.parse({"k" * 256: 1}, 2)
+    Filters.parse({"color": [f"v{i}" for i in range(1000)]}, 2)
+    assert Filters.parse({"price": 1.5}, 2)
+
+
+def test_unknown_and_empty_operators_list_the_operators() -> None:
+    for filters, start in (
+        ({"color": {}}, "filters.color is an empty object; use one of "),
+        ({"color": {"like": "r"}}, "filters.color: unknown operator 'like'; use one of "),
+    ):
+        with pytest.raises(BadInput) as raised:
+            Filters.parse(filters, 2)
+        assert raised.value.message == start + OPERATORS_LIST
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_per_row_form_tests_each_attribute_by_a_correlated_lookup(case: str) -> None:
+    """The per-row form must never list every product an attribute test matches (the reason it exists):
+    each attribute condition is an EXISTS correlated to the product row, none an IN over a subquery."""
+    filters, _ = CASES[case]
+    sql = str(Filters.parse(filters, 100).clause(per_row=True).compile())
+    assert "products.id IN (SELECT" not in sql, sql
+    if any(key != "category" for key in filters):
+        assert "EXISTS (SELECT" in sql and "product_attributes.product_id = products.id" in sql, sql
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not c.startswith("category")])
+def test_the_default_form_tests_each_attribute_by_an_indexed_lookup(case: str) -> None:
+    """Listing and filtered search use the set form: one indexed (key, value) lookup per attribute
+    condition, never a correlated EXISTS per product row."""
+    filters, _ = CASES[case]
+    sql = str(Filters.parse(filters, 100).clause().compile())
+    assert "IN (SELECT product_attributes.product_id" in sql, sql
+    assert "product_attributes.product_id = products.id" not in sql, sql
