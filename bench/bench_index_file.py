@@ -109,7 +109,7 @@ def service_search(service, filters: dict | None):
     from search.catalog.filters import Filters
     from search.catalog.query import Example, SearchQuery
 
-    parsed = Filters.parse(filters)
+    parsed = Filters.parse(filters, 100)
 
     def search(query):
         # A list of Python floats, as a JSON body arrives.

@@ -148,7 +148,7 @@ def main() -> None:
         )
         build_s = time.perf_counter() - started
         index_description = service.index.describe()["description"]
-        price = Filters.parse({"price": {"gte": 20, "lt": 80}, "color": {"in": ["red", "blue", "oak"]}})
+        price = Filters.parse({"price": {"gte": 20, "lt": 80}, "color": {"in": ["red", "blue", "oak"]}}, 100)
         paths = {
             "vector": dict(mode="vector"),
             "hybrid": dict(mode="hybrid"),

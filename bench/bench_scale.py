@@ -243,8 +243,8 @@ def main() -> None:
         # Filtered: 1% (one category: its ids listed, then the index given them) and 30% (an attribute:
         # checked in SQL on the hits of a wider search, its ids never listed).
         for label, filters, allowed_of in (
-            ("1%", Filters.parse({"category": "c07"}), lambda ids: ids % 100 == 7),
-            ("30%", Filters.parse({"tier": "a"}), lambda ids: ids % 10 < 3),
+            ("1%", Filters.parse({"category": "c07"}, 100), lambda ids: ids % 100 == 7),
+            ("30%", Filters.parse({"tier": "a"}, 100), lambda ids: ids % 10 < 3),
         ):
 
             def allowed_chunks(keep=allowed_of):

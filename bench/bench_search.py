@@ -70,7 +70,7 @@ def measure(service, spec, queries, far, k, n, exact, rows):
     from search.catalog.filters import Filters
     from search.catalog.query import Example, SearchQuery
 
-    category = Filters.parse({"category": "cat3"})
+    category = Filters.parse({"category": "cat3"}, 100)
 
     def by_vector(q, filters=None):
         return service.search(SearchQuery([Example(vector=q)], filters=filters or Filters(), k=k))
