@@ -5,7 +5,7 @@ Bodies mix well-formed requests with hostile pieces: lone surrogates, NaN/Infini
 integers written raw into the JSON text, wrong types anywhere, unknown modes and keys.
 
 The default profile (tests/conftest.py) runs a few dozen cases per route; the long one is a command:
-``pytest tests/api/test_fuzz.py --hypothesis-profile=fuzz-long`` (3,400 cases per route, over 10,000 in all).
+``pytest tests/api/test_fuzz.py --hypothesis-profile=fuzz-long`` (3,400 cases per test, 20,400 in all).
 """
 
 from __future__ import annotations
