@@ -64,13 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     code = run(argv)
-    # The run is over and its result printed: a Ctrl-C during the interpreter's teardown (a second or
-    # two of library atexit hooks) has nothing left to stop, and would otherwise end the process by
-    # SIGINT (-2), since teardown puts the default handler back.
+    # The run is over and its result printed. The interpreter's teardown (a second or two of library
+    # atexit hooks) puts SIGINT's default handler back, so a Ctrl-C then, or one a half-imported
+    # library re-raises there, ended the process by SIGINT (-2) instead of with this exit code.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if code == 130:
-        # Interrupted: leave with 130 now. Interpreter teardown after a Ctrl-C (the atexit hooks of
-        # libraries it cut off mid-import) was seen ending the process by SIGINT (-2) instead.
+    if code == 130:  # interrupted: skip the teardown of whatever the Ctrl-C cut off mid-import
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)

@@ -8,9 +8,7 @@ the same requests cost before; no timing is measured.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 
 from devtools.hostile_images import plain_jpeg, png_declaring
 from tests.support.images import b64
-from tests.support.paths import REPO_ROOT
+from tests.support.processes import clean_env, free_port, start_api
 
 MiB = 1024 * 1024
 GROWTH_BOUND = 700 * MiB
@@ -35,12 +33,8 @@ def memory_status(pid: int, field: str) -> int:
 
 class ServerProcess:
     def __init__(self, model_dir: Path, data_dir: Path) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        env = {key: value for key, value in os.environ.items() if not key.startswith("VITRINE_")}
+        self.port = free_port()
+        env = clean_env()
         env.update(
             HF_HUB_OFFLINE="1",
             VITRINE_MODEL=str(model_dir),
@@ -49,13 +43,7 @@ class ServerProcess:
             VITRINE_DTYPE="float32",
             VITRINE_LOG_LEVEL="WARNING",
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.process = start_api(env, self.port, output=subprocess.DEVNULL)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

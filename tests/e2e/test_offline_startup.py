@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from search.errors import ModelLoadError
 from search.model.weights import hub_reachable, locate_weights
-from tests.support.paths import REPO_ROOT
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # closed again when the socket is: connections are refused
+from tests.support.processes import clean_env, free_port, start_api
 
 
 def start_offline(tmp_path: Path, **env_overrides: str) -> subprocess.Popen[str]:
     """``python -m api`` on the hub id with an empty hub cache, in the background."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("VITRINE_", "HF_"))}
+    env = clean_env("HF_")
     env.update(
         HF_HOME=str(tmp_path / "hf-home"),  # an empty hub cache
         VITRINE_MODEL="google/siglip2-base-patch16-512",
         VITRINE_DATA_DIR=str(tmp_path / "data"),
         **env_overrides,
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(closed_port())],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_api(env, free_port())
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +30,7 @@ def offline_starts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subpro
     """Both offline start-ups, run at the same time (each is mostly importing torch and transformers):
     "unreachable" with a hub endpoint nobody listens on, "offline" with HF_HUB_OFFLINE=1."""
     overrides = {
-        "unreachable": {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"},
+        "unreachable": {"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"},
         "offline": {"HF_HUB_OFFLINE": "1"},
     }
     started = {name: start_offline(tmp_path_factory.mktemp(name), **env) for name, env in overrides.items()}
@@ -86,12 +71,12 @@ def test_hf_hub_offline_without_the_model_in_the_cache_fails_with_the_same_messa
     assert "HF_HUB_OFFLINE is set" in result.stderr
 
 
-def test_hub_probe_sees_a_listening_server_and_a_closed_port():
+def test_hub_probe_sees_a_listening_server_and_a_free_port():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         assert hub_reachable(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=2)
-    assert not hub_reachable(f"http://127.0.0.1:{closed_port()}", timeout=2)
+    assert not hub_reachable(f"http://127.0.0.1:{free_port()}", timeout=2)
 
 
 def test_a_local_folder_loads_without_asking_the_hub(tiny_model_dir):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,27 +11,14 @@ import pytest
 
 from api.app import create_app
 from tests.support.http import assert_error
-from tests.support.paths import REPO_ROOT
+from tests.support.processes import clean_env, free_port, start_api
 from tests.support.servers import LiveServer
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def api_process(model: str, port: int, tmp_path: Path, **extra_env: str) -> subprocess.Popen:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VITRINE_")}
+    env = clean_env()
     env.update(HF_HUB_OFFLINE="1", VITRINE_MODEL=model, VITRINE_DATA_DIR=str(tmp_path / "data"), **extra_env)
-    return subprocess.Popen(
-        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_api(env, port)
 
 
 @pytest.fixture(scope="module")
