@@ -76,10 +76,10 @@ def reembed(
 
 def _image_bytes(service: ProductService, images: ImageLoader, image: ImageRecord) -> bytes:
     if image.image_file:
-        path = service.image_store.path(image.image_file)
-        if path is None:
+        data = service.image_store.read(image.image_file)
+        if data is None:
             raise BadInput(f"the stored image {image.image_file} is missing")
-        return path.read_bytes()
+        return data
     if is_url(image.image_ref):
         return images.fetcher.fetch(image.image_ref)
     raise BadInput(f"no stored copy of {image.image_ref!r} and it is not a URL")

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # Storage
     data_dir: Path = Path("data")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir.")
+    image_store: Literal["folder", "database"] = Field(
+        "folder",
+        description="Stored images: files under data_dir/images (folder), or blobs in the catalog's "
+        "database written with the row (database: shared by every replica on that database)",
+    )
 
     # Inputs
     max_image_bytes: int = Field(20 * MiB, ge=1)

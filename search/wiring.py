@@ -21,7 +21,7 @@ from search.catalog.writer import CatalogWriter
 from search.images.budget import DecodeBudget
 from search.images.fetch import AddressPolicy, FetchLimits, UrlFetcher
 from search.images.loader import ImageLimits, ImageLoader
-from search.images.store import ImageStore
+from search.images.store import ImageStorage, ImageStore
 from search.index.spec import IndexSpec
 from search.model.space import EmbeddingSpace, SpaceMismatch, space_of
 from search.settings import Settings
@@ -177,7 +177,7 @@ def build_products(
     *,
     model: str,
     index_path: Path,
-    image_store: ImageStore,
+    image_store: ImageStorage,
     encoder: Encoder | None = None,
     images: ImageLoader | None = None,
     dim: int | None = None,
@@ -230,11 +230,12 @@ def open_products(
 ) -> ProductService:
     """The catalog of ``settings`` and its index (migrations must have run). Without an encoder:
     maintenance only. ``model``: the embedding space's key to serve; default VITRINE_MODEL."""
+    catalog = Catalog.open(settings.resolved_database_url)
     return build_products(
-        Catalog.open(settings.resolved_database_url),
+        catalog,
         model=model or settings.model,
         index_path=settings.index_path,
-        image_store=ImageStore(settings.images_dir),
+        image_store=image_store_for(settings, catalog),
         encoder=encoder,
         images=images,
         index_spec=index_spec(settings),
@@ -245,6 +246,15 @@ def open_products(
         load_index=load_index,
         rebuild_in_background=rebuild_in_background,
     )
+
+
+def image_store_for(settings: Settings, catalog: Catalog) -> ImageStorage:
+    """The image store VITRINE_IMAGE_STORE names: the data folder's images/, or the catalog's database."""
+    if settings.image_store == "database":
+        from search.catalog.blobs import DatabaseImageStore
+
+        return DatabaseImageStore(catalog)
+    return ImageStore(settings.images_dir)
 
 
 def settled_space(settings: Settings, served: EmbeddingSpace) -> EmbeddingSpace:

@@ -113,19 +113,19 @@ def _image_response(
     if image is None:
         raise NotFound(f"product {product_id!r} has no such image")
     if image.image_file:
-        path = products.image_store.path(image.image_file)
-        if path is None:
+        found = products.image_store.locate(image.image_file)
+        if found is None:
             raise NotFound(f"the stored image of product {product_id!r} is missing")
-        # nosniff: a stored upload is only ever served as the image type it was validated as.
-        return FileResponse(
-            path,
-            media_type=products.image_store.media_type(image.image_file),
-            headers={
-                "X-Content-Type-Options": "nosniff",
-                # Behind a token, shared caches must not keep a copy for anyone else: private.
-                "Cache-Control": f"{'private' if private else 'public'}, max-age=86400, immutable",
-            },
-        )
+        media_type = products.image_store.media_type(image.image_file)
+        headers = {
+            # nosniff: a stored upload is only ever served as the image type it was validated as.
+            "X-Content-Type-Options": "nosniff",
+            # Behind a token, shared caches must not keep a copy for anyone else: private.
+            "Cache-Control": f"{'private' if private else 'public'}, max-age=86400, immutable",
+        }
+        if isinstance(found, bytes):  # a blob of the database image store
+            return Response(found, media_type=media_type, headers=headers)
+        return FileResponse(found, media_type=media_type, headers=headers)
     if is_url(image.image_ref):
         return RedirectResponse(image.image_ref, status_code=307)
     raise NotFound(f"product {product_id!r} has no stored image")
@@ -136,7 +136,10 @@ async def product_image(product_id: str, state: ServiceState = Depends(admitted)
     products = state.require_products()
     record = await run_in_threadpool(products.get, product_id)
     first = record.images[0] if record.images else None
-    return _image_response(products, product_id, first, bool(state.settings.api_tokens))
+    # In the thread pool: the database image store reads its blob there.
+    return await run_in_threadpool(
+        _image_response, products, product_id, first, bool(state.settings.api_tokens)
+    )
 
 
 @router.get("/products/{product_id}/images/{position}", summary="One of the product's images, by position")
@@ -145,7 +148,8 @@ async def product_image_at(
 ) -> Response:
     products = state.require_products()
     record = await run_in_threadpool(products.get, product_id)
-    return _image_response(products, product_id, record.image(position), bool(state.settings.api_tokens))
+    private = bool(state.settings.api_tokens)
+    return await run_in_threadpool(_image_response, products, product_id, record.image(position), private)
 
 
 _PRODUCT_BODY = ProductBody.model_json_schema() | {

@@ -65,6 +65,7 @@ class ProductImage(Base):
     # AUTOINCREMENT: a removed image's id (its FAISS id) is never handed to another image.
     __table_args__ = (
         Index("ix_product_images_product_position", "product_id", "position"),
+        Index("ix_product_images_image_file", "image_file"),  # is a stored blob still used (0012)
         {"sqlite_autoincrement": True},
     )
 
@@ -80,6 +81,18 @@ class ProductImage(Base):
     embedding_dim: Mapped[int] = mapped_column(Integer)
     embedding_model: Mapped[str] = mapped_column(String(512))
     revision: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ImageBlob(Base):
+    """A stored image's bytes when the image store is the database (VITRINE_IMAGE_STORE=database),
+    named like a stored file (sha256 + extension) and written in the transaction of the row naming it."""
+
+    __tablename__ = "image_blobs"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ProductAttribute(Base):

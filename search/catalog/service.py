@@ -21,7 +21,7 @@ from search.catalog.transactions import ConcurrentChange, MissingEmbedding
 from search.catalog.verify import VerifyReport, verify_catalog
 from search.catalog.writer import CatalogWriter, ImagesRead
 from search.errors import BadInput, NotFound
-from search.images.store import ImageStore
+from search.images.store import ImageStorage
 from search.index.spec import IndexSpec
 from search.index.vector_index import VectorIndex
 
@@ -41,7 +41,7 @@ class ProductService:
         sync: IndexSync,
         finder: CatalogSearch,
         writer: CatalogWriter,
-        image_store: ImageStore,
+        image_store: ImageStorage,
         limits: SearchLimits,
     ) -> None:
         self.catalog = catalog

@@ -7,7 +7,7 @@ here; each write is one transaction of ``transactions.py``, run in a write sessi
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -40,6 +40,7 @@ from search.catalog.records import (
 from search.catalog.schema import (
     CatalogSpace,
     CatalogState,
+    ImageBlob,
     Product,
     ProductAttribute,
     ProductImage,
@@ -350,6 +351,20 @@ class Catalog:
         with self._connect() as connection:
             return connection.execute(query).first() is not None
 
+    def image_blob(self, name: str) -> bytes | None:
+        """The bytes of a stored image kept in the database (VITRINE_IMAGE_STORE=database)."""
+        with self._connect() as connection:
+            return connection.scalar(select(ImageBlob.data).where(ImageBlob.name == name))
+
+    def blob_names(self, names: Sequence[str]) -> set[str]:
+        """Which of ``names`` are stored as blobs."""
+        found: set[str] = set()
+        with self._connect() as connection:
+            for start in range(0, len(names), _CHUNK):
+                chunk = list(names[start : start + _CHUNK])
+                found.update(connection.scalars(select(ImageBlob.name).where(ImageBlob.name.in_(chunk))))
+        return found
+
     def stored_images(self) -> list[tuple[str, str]]:
         """(external id, stored file name) of every image that is a stored copy."""
         query = (
@@ -473,11 +488,14 @@ class Catalog:
         revision, records, _ = self.upsert_reporting(writes)
         return revision, records
 
-    def upsert_reporting(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord], list[bool]]:
+    def upsert_reporting(
+        self, writes: Sequence[ProductWrite], blobs: Mapping[str, bytes] | None = None
+    ) -> tuple[int, list[ProductRecord], list[bool]]:
         """``upsert``, also saying which products were created. Decided inside the transaction, after
-        the revision row's lock: of concurrent creates of one id, exactly one is told "created"."""
+        the revision row's lock: of concurrent creates of one id, exactly one is told "created".
+        ``blobs``: stored images (name -> bytes) to keep in the database with the rows."""
         with self._write() as session, session.begin():
-            revision, ids, created = transactions.upsert(session, writes)
+            revision, ids, created = transactions.upsert(session, writes, blobs)
             # Read inside the transaction: the commit is the last thing that happens.
             records = self._records(Product.id.in_(ids), session.connection())
         return revision, [records[i] for i in ids], created

@@ -4,7 +4,7 @@ ask "what changed since R" and never see half a write. ``Catalog`` runs them in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from search.catalog.records import ProductWrite, vector_to_bytes
 from search.catalog.schema import (
     CatalogState,
+    ImageBlob,
     Product,
     ProductAttribute,
     ProductImage,
@@ -35,12 +36,20 @@ class ProductGone(NotFound):
     """A change of a stored product (PATCH, reembed) whose product was removed meanwhile."""
 
 
-def upsert(session: Session, writes: Sequence[ProductWrite]) -> tuple[int, list[int], list[bool]]:
-    """Insert or update products (and their images); returns (revision, their row ids, which were created)."""
+def upsert(
+    session: Session, writes: Sequence[ProductWrite], blobs: Mapping[str, bytes] | None = None
+) -> tuple[int, list[int], list[bool]]:
+    """Insert or update products (and their images); returns (revision, their row ids, which were created).
+
+    ``blobs``: stored images (name -> bytes) the writes name, kept in the database (the database image
+    store); written in this transaction, after the revision lock, so no concurrent write drops them."""
     now = utcnow()
     created: list[bool] = []
     revision = _next_revision(session)
+    if blobs:
+        _store_blobs(session, blobs, now)
     rows: list[Product] = []
+    dropped_files: set[str] = set()
     for write in writes:
         row = session.scalar(select(Product).where(Product.external_id == write.external_id))
         created.append(row is None)
@@ -60,9 +69,10 @@ def upsert(session: Session, writes: Sequence[ProductWrite]) -> tuple[int, list[
         session.flush()  # a new row gets its id
         rows.append(row)
         if write.images is not None:
-            _replace_images(session, row, write, revision)
+            dropped_files |= _replace_images(session, row, write, revision)
     _replace_attributes(session, rows)
     session.flush()
+    _drop_unused_blobs(session, dropped_files)
     return revision, [row.id for row in rows], created
 
 
@@ -76,12 +86,15 @@ def remove(session: Session, external_ids: list[str]) -> tuple[int, list[str]]:
         row_ids = [row[0] for row in rows]
         external = dict(rows)
         images = session.execute(
-            select(ProductImage.id, ProductImage.product_id).where(ProductImage.product_id.in_(row_ids))
+            select(ProductImage.id, ProductImage.product_id, ProductImage.image_file).where(
+                ProductImage.product_id.in_(row_ids)
+            )
         ).all()
-        _log_removals(session, [(image_id, external[pid]) for image_id, pid in images], revision)
+        _log_removals(session, [(image_id, external[pid]) for image_id, pid, _ in images], revision)
         session.execute(delete(ProductImage).where(ProductImage.product_id.in_(row_ids)))
         session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
         session.execute(delete(Product).where(Product.id.in_(row_ids)))
+        _drop_unused_blobs(session, {name for _, _, name in images if name})
     return revision, [ext for _, ext in rows]
 
 
@@ -114,8 +127,30 @@ def _log_removals(session: Session, images: Sequence[tuple[int, str]], revision:
         )
 
 
-def _replace_images(session: Session, row: Product, write: ProductWrite, revision: int) -> None:
-    """The product's images become exactly ``write.images``: kept ones keep their vector (and id)."""
+def _store_blobs(session: Session, blobs: Mapping[str, bytes], now: object) -> None:
+    """Insert the blobs not stored yet (content-addressed: a stored name holds the same bytes). Writes
+    run one at a time behind the revision lock, so no other write inserts or drops one meanwhile."""
+    names = list(blobs)
+    have = set(session.scalars(select(ImageBlob.name).where(ImageBlob.name.in_(names))))
+    new = [
+        {"name": n, "data": blobs[n], "size": len(blobs[n]), "created_at": now}
+        for n in names
+        if n not in have
+    ]
+    if new:
+        session.execute(insert(ImageBlob), new)
+
+
+def _drop_unused_blobs(session: Session, names: set[str]) -> None:
+    """Blobs of dropped images that no image names any more (after this write's own changes)."""
+    if names:
+        still_used = select(ProductImage.id).where(ProductImage.image_file == ImageBlob.name).exists()
+        session.execute(delete(ImageBlob).where(ImageBlob.name.in_(sorted(names)), ~still_used))
+
+
+def _replace_images(session: Session, row: Product, write: ProductWrite, revision: int) -> set[str]:
+    """The product's images become exactly ``write.images``: kept ones keep their vector (and id).
+    Returns the stored files of the images it dropped (a blob may now be unused)."""
     stored = {
         image.id: image
         for image in session.scalars(select(ProductImage).where(ProductImage.product_id == row.id))
@@ -129,6 +164,7 @@ def _replace_images(session: Session, row: Product, write: ProductWrite, revisio
     _log_removals(session, [(image_id, row.external_id) for image_id in dropped], revision)
     for image_id in dropped:
         session.delete(stored[image_id])
+    dropped_files = {stored[i].image_file for i in dropped if stored[i].image_file}
     for position, image in enumerate(write.images or ()):
         if image.keep_id is not None:
             target = stored[image.keep_id]
@@ -148,6 +184,7 @@ def _replace_images(session: Session, row: Product, write: ProductWrite, revisio
             target.revision = revision
         elif target.revision is None:
             raise ValueError(f"image of {row.external_id!r} has no vector")
+    return dropped_files  # type: ignore[return-value]
 
 
 def _replace_attributes(session: Session, rows: Sequence[Product]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search.catalog.sync import IndexSync
-from search.images.store import ImageStore
+from search.images.store import ImageStorage
 from search.index import IndexFileError, VectorIndex
 
 
@@ -22,7 +22,7 @@ class VerifyReport:
     problems: list[str]
 
 
-def verify_catalog(sync: IndexSync, image_store: ImageStore) -> VerifyReport:
+def verify_catalog(sync: IndexSync, image_store: ImageStorage) -> VerifyReport:
     catalog, model = sync.catalog, sync.model
     problems: list[str] = []
     file_revision: int | None = None
@@ -55,9 +55,12 @@ def verify_catalog(sync: IndexSync, image_store: ImageStore) -> VerifyReport:
         problems.append(f"{len(extra)} index vectors have no product image: {sorted(extra)[:10]}")
     if len(index_ids) != len(index):
         problems.append("the index holds duplicate ids")
-    missing_images = [ext for ext, name in catalog.stored_images() if image_store.path(name) is None]
+    stored = catalog.stored_images()
+    absent = set(image_store.missing(sorted({name for _, name in stored})))
+    missing_images = [ext for ext, name in stored if name in absent]
     if missing_images:
-        problems.append(f"{len(missing_images)} stored image files are missing: {missing_images[:10]}")
+        where = "files" if image_store.kind == "folder" else f"{image_store.kind} blobs"
+        problems.append(f"{len(missing_images)} stored image {where} are missing: {missing_images[:10]}")
     other_models = {m: n for m, n in catalog.count_by_model().items() if m != model}
     if other_models:
         problems.append(f"images embedded by other models (re-run the indexer): {other_models}")

@@ -36,7 +36,7 @@ from search.catalog.records import ImageWrite, ProductRecord, ProductWrite, vect
 from search.catalog.store import Catalog
 from search.errors import BadInput
 from search.images.loader import ImageLoader, is_url
-from search.images.store import ImageStore, sha256_hex
+from search.images.store import ImageStorage, sha256_hex
 
 if TYPE_CHECKING:  # the maintenance commands never load torch
     from search.model.encoder import Encoder
@@ -80,7 +80,7 @@ class CatalogWriter:
     def __init__(
         self,
         catalog: Catalog,
-        image_store: ImageStore,
+        image_store: ImageStorage,
         model: str,
         limits: ProductLimits,
         images: ImageLoader | None = None,
@@ -239,11 +239,15 @@ class CatalogWriter:
         writes = [item.plan.write for item in prepared if item.plan.write is not None]
         if not writes:
             return Committed([], [])
-        with ExitStack() as files:
-            for item in prepared:
-                for data in item.files.values():
-                    files.enter_context(self.image_store.stored(data, self.catalog.references_image))
-            revision, records, created = self.catalog.upsert_reporting(writes)
+        if self.image_store.in_transaction:
+            blobs = {name: data for item in prepared for name, data in item.files.items()}
+            revision, records, created = self.catalog.upsert_reporting(writes, blobs)
+        else:
+            with ExitStack() as files:
+                for item in prepared:
+                    for data in item.files.values():
+                        files.enter_context(self.image_store.stored(data, self.catalog.references_image))
+                revision, records, created = self.catalog.upsert_reporting(writes)
         result = Committed(records, created, revision)
         self._announce(result)
         return result
