@@ -95,7 +95,17 @@ class ServiceState:
         index = products.index
         return {
             "catalog": {"products": products.catalog.count(), "index_vectors": len(index)},
+            "storage": self._storage(products),
             "index": {**index.describe(), "revision": index.revision, "server_rss_bytes": resident_bytes()},
+        }
+
+    @staticmethod
+    def _storage(products: ProductService) -> dict[str, object]:
+        """Which backends serve: the catalog's database (where reads go), the vectors, the images."""
+        return {
+            "database": products.catalog.describe_database(),
+            "vector_backend": "faiss",
+            "image_store": products.image_store.kind,
         }
 
     def render_metrics(self) -> str:
@@ -120,6 +130,24 @@ class ServiceState:
                 index = products.index
                 info["index_type"] = index.kind
                 info["index_device"] = index.search_device[0]
+                storage = self._storage(products)
+                database = storage["database"]
+                info |= {
+                    "database_backend": str(database["backend"]),
+                    "database_reads": str(database["reads"]),
+                    "vector_backend": str(storage["vector_backend"]),
+                    "image_store": str(storage["image_store"]),
+                }
+                if "standby_reads" in database:
+                    gauges["vitrine_standby_reads"] = (
+                        "Reads served by the standby since start.",
+                        float(database["standby_reads"]),  # type: ignore[arg-type]
+                    )
+                    gauges["vitrine_standby_fallback_reads"] = (
+                        "Reads sent to the primary since start: the standby had not replayed this "
+                        "process's write within VITRINE_READ_YOUR_WRITES_WAIT_MS.",
+                        float(database["primary_fallback_reads"]),  # type: ignore[arg-type]
+                    )
                 gauges["vitrine_index_vectors"] = ("Vectors in the search index.", float(len(index)))
                 gauges["vitrine_catalog_revision"] = (
                     "Catalog revision the index reflects.",

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     # Storage
     data_dir: Path = Path("data")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir.")
+    database_read_url: str | None = Field(
+        None,
+        description="A streaming standby of database_url (PostgreSQL): the server's searches, listings "
+        "and index catch-up read there, writes go to database_url",
+    )
+    read_your_writes_wait_ms: float = Field(
+        1000,
+        ge=0,
+        le=60_000,
+        description="With database_read_url: how long a read after this process's write waits for the "
+        "standby to replay it before it reads the primary instead",
+    )
     image_store: Literal["folder", "database"] = Field(
         "folder",
         description="Stored images: files under data_dir/images (folder), or blobs in the catalog's "

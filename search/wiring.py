@@ -227,10 +227,17 @@ def open_products(
     load_index: bool = True,
     rebuild_in_background: bool = False,
     model: str | None = None,
+    read_standby: bool = False,
 ) -> ProductService:
     """The catalog of ``settings`` and its index (migrations must have run). Without an encoder:
-    maintenance only. ``model``: the embedding space's key to serve; default VITRINE_MODEL."""
-    catalog = Catalog.open(settings.resolved_database_url)
+    maintenance only. ``model``: the embedding space's key to serve; default VITRINE_MODEL.
+    ``read_standby``: reads go to VITRINE_DATABASE_READ_URL when set (the server; batch jobs plan their
+    writes on the primary)."""
+    catalog = Catalog.open(
+        settings.resolved_database_url,
+        settings.database_read_url if read_standby else None,
+        read_your_writes_wait_s=settings.read_your_writes_wait_ms / 1000,
+    )
     return build_products(
         catalog,
         model=model or settings.model,
@@ -305,6 +312,7 @@ class Components:
                 images,
                 model=catalog_space.key,
                 rebuild_in_background=True,
+                read_standby=True,
             )
             log.info(
                 "catalog: %d products, index of %d vectors at revision %d (%s), searching on %s (%s)",

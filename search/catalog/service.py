@@ -141,7 +141,8 @@ class ProductService:
         """Plan against what is stored now and commit. If another process changed the product between
         the two (removed it, or replaced an image the plan kept), plan once more on what it left."""
         for attempt in (1, 2):
-            stored = self.catalog.get(patch.external_id if patch else draft.external_id)  # type: ignore[union-attr]
+            with self.catalog.on_primary():  # a standby may lag: plan against what the commit replaces
+                stored = self.catalog.get(patch.external_id if patch else draft.external_id)  # type: ignore[union-attr]
             if patch is not None:
                 if stored is None:
                     raise NotFound(f"no product with id {patch.external_id!r}")

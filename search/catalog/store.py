@@ -37,6 +37,7 @@ from search.catalog.records import (
     ProductWrite,
     bytes_to_vector,
 )
+from search.catalog.replicas import ReadRouting, safe_url
 from search.catalog.schema import (
     CatalogSpace,
     CatalogState,
@@ -89,16 +90,37 @@ _CHUNK = 500  # ids per IN (...) list: under every backend's parameter limit
 
 
 class Catalog:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, routing: ReadRouting | None = None) -> None:
+        self.engine = engine  # the primary: every write, and every read without a standby
         self.dialect = engine.dialect.name
-        self._read = sessionmaker(engine, expire_on_commit=False)
+        # With a standby (VITRINE_DATABASE_READ_URL), reads go where ``routing`` says (replicas.py).
+        self.routing = routing
+        self._read = sessionmaker(expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._local = threading.local()  # a connection pinned by reading()
 
     @classmethod
-    def open(cls, url: str) -> Catalog:
-        return cls(create_db_engine(url))
+    def open(cls, url: str, read_url: str | None = None, *, read_your_writes_wait_s: float = 1.0) -> Catalog:
+        """The catalog at ``url``; with ``read_url`` (a streaming standby of it) reads go there."""
+        engine = create_db_engine(url)
+        if not read_url:
+            return cls(engine)
+        routing = ReadRouting(engine, create_db_engine(read_url), wait_s=read_your_writes_wait_s)
+        # What the primary holds now (a migration, the recorded space) is this process's first write:
+        # reads wait for the standby to replay it, or go to the primary.
+        routing.wrote()
+        return cls(engine, routing)
+
+    def _read_engine(self) -> Engine:
+        return self.routing.engine() if self.routing is not None else self.engine
+
+    def on_primary(self) -> AbstractContextManager[None]:
+        """Reads of this thread inside the block go to the primary: a write plans against what it replaces."""
+        return self.routing.on_primary() if self.routing is not None else nullcontext()
+
+    def _wrote(self) -> None:
+        if self.routing is not None:
+            self.routing.wrote()
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -108,7 +130,7 @@ class Catalog:
         if getattr(self._local, "connection", None) is not None:
             yield
             return
-        with self.engine.connect() as connection:
+        with self._read_engine().connect() as connection:
             self._local.connection = connection
             try:
                 yield
@@ -117,10 +139,20 @@ class Catalog:
 
     def _connect(self) -> AbstractContextManager[Connection]:
         pinned = getattr(self._local, "connection", None)
-        return nullcontext(pinned) if pinned is not None else self.engine.connect()
+        return nullcontext(pinned) if pinned is not None else self._read_engine().connect()
+
+    def describe_database(self) -> dict[str, object]:
+        """Which database serves (for /info and /metrics): the backend, the primary, where reads go."""
+        facts: dict[str, object] = {
+            "backend": self.dialect,
+            "primary": safe_url(self.engine.url.render_as_string(hide_password=False)),
+        }
+        return facts | (self.routing.describe() if self.routing is not None else {"reads": "primary"})
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.routing is not None:
+            self.routing.standby.dispose()
 
     # Reads --------------------------------------------------------------------------------------------
 
@@ -414,7 +446,7 @@ class Catalog:
 
     def changes_since(self, revision: int, model: str) -> Changes:
         """Everything written after ``revision``, read in one snapshot."""
-        with self._read() as session, session.begin():
+        with self._read(bind=self._read_engine()) as session, session.begin():
             state = session.execute(
                 select(CatalogState.revision, CatalogState.pruned_revision).where(CatalogState.id == 1)
             ).one()
@@ -462,6 +494,7 @@ class Catalog:
         with self.engine.begin() as connection:
             connection.execute(CatalogSpace.__table__.delete())
             connection.execute(CatalogSpace.__table__.insert().values(id=1, key=key, name=name, dim=dim))
+        self._wrote()
 
     def relabel_model(self, old: str, new: str) -> None:
         """Images labelled ``old`` are labelled ``new`` (the same weights, named by their fingerprint)."""
@@ -469,6 +502,7 @@ class Catalog:
             connection.execute(
                 update(ProductImage).where(ProductImage.embedding_model == old).values(embedding_model=new)
             )
+        self._wrote()
 
     def product_ids_outside(self, model: str) -> list[int]:
         """Row ids of the products with an image not embedded by ``model``, in order."""
@@ -498,17 +532,22 @@ class Catalog:
             revision, ids, created = transactions.upsert(session, writes, blobs)
             # Read inside the transaction: the commit is the last thing that happens.
             records = self._records(Product.id.in_(ids), session.connection())
+        self._wrote()
         return revision, [records[i] for i in ids], created
 
     def prune_removals(self, through_revision: int) -> int:
         """Forget removals up to ``through_revision`` (indexes older than it will rebuild); returns how many."""
         with self._write() as session, session.begin():
-            return transactions.prune_removals(session, through_revision)
+            pruned = transactions.prune_removals(session, through_revision)
+        self._wrote()
+        return pruned
 
     def remove(self, external_ids: Iterable[str]) -> tuple[int, list[str]]:
         """Remove products and all their images; returns (revision, the external ids that existed)."""
         with self._write() as session, session.begin():
-            return transactions.remove(session, list(dict.fromkeys(external_ids)))
+            removed = transactions.remove(session, list(dict.fromkeys(external_ids)))
+        self._wrote()
+        return removed
 
 
 def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:

@@ -99,7 +99,9 @@ class IndexSync:
         except ChangesPruned as exc:
             log.warning("%s: rebuilding the index from the database", exc)
             return self.apply_changes(self._build(save=False))
-        if changes.revision == index.revision:
+        if changes.revision <= index.revision:
+            # Nothing new, or read on a standby behind a state this index already reflects (read from
+            # the primary while the standby had not replayed this process's write): never go back.
             return index
         if changes.removed_ids:
             index.remove(changes.removed_ids)

@@ -37,7 +37,9 @@ def replicas(encoder: Encoder, tiny_model_dir: Path, tmp_path: Path) -> Iterator
     def start(image_store: str) -> Replicas:
         url = f"sqlite:///{tmp_path / 'shared.db'}"
         for name in ("a", "b"):
-            settings = settings_for(tiny_model_dir, tmp_path / name, database_url=url, image_store=image_store)
+            settings = settings_for(
+                tiny_model_dir, tmp_path / name, database_url=url, image_store=image_store
+            )
             started.append(InProcessServer(create_app(settings, encoder=encoder)).start())
         return started[0], started[1]
 
