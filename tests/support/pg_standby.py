@@ -23,7 +23,11 @@ from tests.support.processes import free_port
 
 
 def server_bin() -> Path | None:
-    """Debian's newest PostgreSQL server binaries, or None when none is installed."""
+    """The server binaries .ci/with-postgres found (VITRINE_TEST_POSTGRES_BIN), else Debian's newest, else
+    None (the standby tests skip; under .ci/with-postgres they always run)."""
+    given = os.environ.get("VITRINE_TEST_POSTGRES_BIN")
+    if given:
+        return Path(given)
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
     return Path(found[-1]) if found else None
 

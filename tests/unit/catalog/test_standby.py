@@ -25,7 +25,10 @@ from tests.support.images import b64, encode_png, patterned_image
 from tests.support.pg_standby import PrimaryWithStandby, primary_with_standby, server_bin, wait_for
 
 BIN = server_bin()
-pytestmark = pytest.mark.skipif(BIN is None, reason="needs PostgreSQL server binaries (.ci/with-postgres)")
+pytestmark = [
+    pytest.mark.e2e,  # two PostgreSQL servers of its own
+    pytest.mark.skipif(BIN is None, reason="needs PostgreSQL server binaries (.ci/with-postgres)"),
+]
 
 
 @pytest.fixture(scope="module")
