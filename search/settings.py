@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "google/siglip2-base-patch16-512"
@@ -144,6 +144,22 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_csv(cls, value: object) -> object:
         return split_csv(value)
+
+    @model_validator(mode="after")
+    def _standby_is_postgres(self) -> Settings:
+        # Reading a standby means comparing PostgreSQL WAL positions: no other database has them.
+        if self.database_read_url:
+            urls = {
+                "VITRINE_DATABASE_URL": self.resolved_database_url,
+                "VITRINE_DATABASE_READ_URL": self.database_read_url,
+            }
+            for name, url in urls.items():
+                if not url.startswith("postgresql"):
+                    raise ValueError(
+                        f"VITRINE_DATABASE_READ_URL needs PostgreSQL for both databases (a streaming standby "
+                        f"of the primary); {name} is {url.split(':', 1)[0]}"
+                    )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -97,3 +97,23 @@ def test_defaults_are_the_documented_ones():
     assert settings.torch_threads is None
     assert settings.data_dir == Path("data")
     assert settings.database_url is None
+
+
+def test_a_standby_read_url_needs_postgresql_on_both_sides(monkeypatch):
+    monkeypatch.setenv("VITRINE_DATABASE_READ_URL", "postgresql+psycopg://u@standby/db")
+    with pytest.raises(ValidationError, match="VITRINE_DATABASE_URL is sqlite"):
+        ServerSettings()  # the default catalog is SQLite
+    monkeypatch.setenv("VITRINE_DATABASE_URL", "postgresql+psycopg://u@primary/db")
+    assert ServerSettings().database_read_url == "postgresql+psycopg://u@standby/db"
+    monkeypatch.setenv("VITRINE_DATABASE_READ_URL", "sqlite:///other.db")
+    with pytest.raises(ValidationError, match="VITRINE_DATABASE_READ_URL is sqlite"):
+        ServerSettings()
+
+
+def test_the_image_store_is_a_folder_or_the_database(monkeypatch):
+    assert ServerSettings().image_store == "folder"
+    monkeypatch.setenv("VITRINE_IMAGE_STORE", "database")
+    assert ServerSettings().image_store == "database"
+    monkeypatch.setenv("VITRINE_IMAGE_STORE", "s3")
+    with pytest.raises(ValidationError, match="image_store"):
+        ServerSettings()
