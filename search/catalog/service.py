@@ -132,7 +132,8 @@ class ProductService:
 
     def patch(self, patch: ProductPatch) -> WriteResult:
         """Change only the given fields (an attribute set to null is removed); never creates."""
-        self.get(patch.external_id)  # 404 before any image is fetched
+        with self.catalog.on_primary():  # a product just made on another replica may not be on the standby
+            self.get(patch.external_id)  # 404 before any image is fetched
         read = self.writer.read_images(patch.images, None, refetch=True)
         with self.writer.locks.hold([patch.external_id]):
             return self._write(None, read, patch=patch)

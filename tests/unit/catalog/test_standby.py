@@ -107,8 +107,10 @@ def test_a_lagging_standby_serves_others_the_old_state_and_the_writer_the_primar
     wait_for(lambda: other.get("lag-1") is not None)
     replay(False)
     writer.upsert([product("lag-1", 3), product("lag-2", 4)])
-    # Another process reads the standby: it has not replayed the write.
+    # Another process reads the standby: it has not replayed the write; a write's plan reads the primary.
     assert other.get("lag-2") is None
+    with other.on_primary():
+        assert other.get("lag-2") is not None
     # The writer waited 0.2 s for the standby, then read the primary.
     assert writer.get("lag-2") is not None
     assert writer.routing.stats.fallbacks == 1 and writer.routing.stats.wait_seconds >= 0.2
