@@ -380,7 +380,9 @@ class Catalog:
     def references_image(self, image_file: str) -> bool:
         """Whether any product's stored image is this file."""
         query = select(ProductImage.id).where(ProductImage.image_file == image_file).limit(1)
-        with self._connect() as connection:
+        # On the primary: asked before a failed write's file is removed, which a lagging standby's
+        # answer ("no row names it") could make wrong.
+        with self.engine.connect() as connection:
             return connection.execute(query).first() is not None
 
     def image_blob(self, name: str) -> bytes | None:
