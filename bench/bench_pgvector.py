@@ -14,6 +14,7 @@ the queries, on a shared 2-core machine: compare within this run only.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -203,6 +204,7 @@ def main() -> None:
                 conn.execute("DROP INDEX items_ann")
     finally:
         server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
     print(write_result("pgvector", results))
 
 

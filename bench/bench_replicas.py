@@ -22,6 +22,7 @@ import base64
 import io
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -225,6 +226,7 @@ def main() -> None:
             client.close()
             process.terminate()
             process.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
