@@ -28,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 
 from search.catalog import transactions
 from search.catalog.db import WRITE_OPTION, create_db_engine
+from search.catalog.filters import tag_field
 from search.catalog.lexical import LexicalResult, exact_match_statement, query_words, ranking_statement
 from search.catalog.records import (
     Changes,
@@ -43,8 +44,10 @@ from search.catalog.schema import (
     Product,
     ProductAttribute,
     ProductImage,
+    ProductTag,
     RemovedImage,
 )
+from search.catalog.tag_store import TaggerCache, tags_of
 
 _PRODUCT_COLUMNS = (
     Product.id,
@@ -174,13 +177,14 @@ class Catalog:
             return {}
         with self._connect() as connection:
             rows = connection.execute(_PRODUCTS_WITH_IMAGES, {"ids": [int(i) for i in ids]}).all()
+            tags = tags_of(connection, ids)
         images: dict[int, list[ImageRecord]] = {}
         products: dict[int, Any] = {}
         for row in rows:
             products.setdefault(row[0], row)
             if row[8] is not None:  # the LEFT JOIN's image columns
                 images.setdefault(row[0], []).append(ImageRecord(*row[9:]))
-        return {pid: _record(row, images.get(pid, ())) for pid, row in products.items()}
+        return {pid: _record(row, images.get(pid, ()), tags.get(pid)) for pid, row in products.items()}
 
     def _records(
         self, where: ColumnElement[bool], connection: Connection | None = None
@@ -198,7 +202,8 @@ class Catalog:
         query_ids = {"ids": [row[0] for row in rows]}
         for product_id, *image in connection.execute(_IMAGES_OF_PRODUCTS, query_ids):
             images.setdefault(product_id, []).append(ImageRecord(*image))
-        return {row[0]: _record(row, images.get(row[0], ())) for row in rows}
+        tags = tags_of(connection, query_ids["ids"])
+        return {row[0]: _record(row, images.get(row[0], ()), tags.get(row[0])) for row in rows}
 
     def list_ids(self, where: ColumnElement[bool], offset: int, limit: int) -> list[int]:
         """Row ids of matching products in external-id order (a stable order for paging)."""
@@ -377,6 +382,10 @@ class Catalog:
                 value, tests = Product.category, [Product.category.is_not(None)]
                 if matching is not None:
                     tests.append(Product.id.in_(select(matching.c.id)))
+            elif (tag := tag_field(name)) is not None:
+                value, tests = ProductTag.value, [ProductTag.key == tag]
+                if matching is not None:
+                    tests.append(ProductTag.product_id.in_(select(matching.c.id)))
             else:
                 value, tests = ProductAttribute.value, [ProductAttribute.key == name]
                 if matching is not None:
@@ -473,11 +482,14 @@ class Catalog:
         revision, records, _ = self.upsert_reporting(writes)
         return revision, records
 
-    def upsert_reporting(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord], list[bool]]:
+    def upsert_reporting(
+        self, writes: Sequence[ProductWrite], tags: TaggerCache | None = None
+    ) -> tuple[int, list[ProductRecord], list[bool]]:
         """``upsert``, also saying which products were created. Decided inside the transaction, after
-        the revision row's lock: of concurrent creates of one id, exactly one is told "created"."""
+        the revision row's lock: of concurrent creates of one id, exactly one is told "created".
+        ``tags``: re-tag the written products in the same transaction."""
         with self._write() as session, session.begin():
-            revision, ids, created = transactions.upsert(session, writes)
+            revision, ids, created = transactions.upsert(session, writes, tags)
             # Read inside the transaction: the commit is the last thing that happens.
             records = self._records(Product.id.in_(ids), session.connection())
         return revision, [records[i] for i in ids], created
@@ -493,8 +505,8 @@ class Catalog:
             return transactions.remove(session, list(dict.fromkeys(external_ids)))
 
 
-def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:
-    """A record of a ``_PRODUCT_COLUMNS`` row and its images."""
+def _record(row: Any, images: Sequence[ImageRecord], tags: dict[str, Any] | None = None) -> ProductRecord:
+    """A record of a ``_PRODUCT_COLUMNS`` row, its images and its tags."""
     return ProductRecord(
         id=row[0],
         external_id=row[1],
@@ -505,6 +517,7 @@ def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:
         revision=row[5],
         created_at=row[6],
         updated_at=row[7],
+        tags=tags or {},
     )
 
 

@@ -5,6 +5,7 @@ ask "what changed since R" and never see half a write. ``Catalog`` runs them in 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -15,12 +16,16 @@ from search.catalog.schema import (
     Product,
     ProductAttribute,
     ProductImage,
+    ProductTag,
     RemovedImage,
     attribute_rows,
     search_document,
     utcnow,
 )
 from search.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from search.catalog.tag_store import TaggerCache
 
 
 class ConcurrentChange(Conflict):
@@ -35,8 +40,11 @@ class ProductGone(NotFound):
     """A change of a stored product (PATCH, reembed) whose product was removed meanwhile."""
 
 
-def upsert(session: Session, writes: Sequence[ProductWrite]) -> tuple[int, list[int], list[bool]]:
-    """Insert or update products (and their images); returns (revision, their row ids, which were created)."""
+def upsert(
+    session: Session, writes: Sequence[ProductWrite], tags: TaggerCache | None = None
+) -> tuple[int, list[int], list[bool]]:
+    """Insert or update products (and their images); returns (revision, their row ids, which were created).
+    With ``tags``, the written products are re-tagged by the stored taxonomy in the same transaction."""
     now = utcnow()
     created: list[bool] = []
     revision = _next_revision(session)
@@ -63,6 +71,8 @@ def upsert(session: Session, writes: Sequence[ProductWrite]) -> tuple[int, list[
             _replace_images(session, row, write, revision)
     _replace_attributes(session, rows)
     session.flush()
+    if tags is not None:
+        tags.retag(session.connection(), [row.id for row in rows])
     return revision, [row.id for row in rows], created
 
 
@@ -81,6 +91,7 @@ def remove(session: Session, external_ids: list[str]) -> tuple[int, list[str]]:
         _log_removals(session, [(image_id, external[pid]) for image_id, pid in images], revision)
         session.execute(delete(ProductImage).where(ProductImage.product_id.in_(row_ids)))
         session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
+        session.execute(delete(ProductTag).where(ProductTag.product_id.in_(row_ids)))
         session.execute(delete(Product).where(Product.id.in_(row_ids)))
     return revision, [ext for _, ext in rows]
 
