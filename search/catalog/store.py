@@ -117,6 +117,12 @@ class Catalog:
             finally:
                 self._local.connection = None
 
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE) for the writers of tags and the taxonomy."""
+        with self._write() as session, session.begin():
+            yield session.connection()
+
     def _connect(self) -> AbstractContextManager[Connection]:
         pinned = getattr(self._local, "connection", None)
         return nullcontext(pinned) if pinned is not None else self.engine.connect()
