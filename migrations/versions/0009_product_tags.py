@@ -1,8 +1,9 @@
 """Zero-shot tags beside merchant attributes, and the taxonomy they come from.
 
 - ``product_tags``: (product, attribute, value) -> score, indexed (key, value, product_id) so that
-  ``tags.<name>`` filters and facets read the index alone, as attribute filters do (0008); (key, score)
-  orders the audit's confident tags.
+  ``tags.<name>`` filters and facets read the index alone, as attribute filters do (0008). On SQLite the
+  table is clustered on its primary key (WITHOUT ROWID) and has no other index: a re-tag of a million
+  products writes millions of rows, and every extra B-tree costs about as much as the table.
 - ``catalog_taxonomy``: one row, the taxonomy document, its version and its values' text embeddings.
 
 Revision ID: 0009
@@ -31,9 +32,9 @@ def upgrade() -> None:
         sa.Column("value", sa.String(512), primary_key=True),
         sa.Column("score", sa.Float(), nullable=False),
         sa.Column("multi_label", sa.Boolean(), nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_product_tags_key_value", "product_tags", ["key", "value", "product_id"])
-    op.create_index("ix_product_tags_key_score", "product_tags", ["key", "score"])
     op.create_table(
         "catalog_taxonomy",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -50,6 +51,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("catalog_taxonomy")
-    op.drop_index("ix_product_tags_key_score", table_name="product_tags")
     op.drop_index("ix_product_tags_key_value", table_name="product_tags")
     op.drop_table("product_tags")

@@ -109,12 +109,15 @@ class ProductTag(Base):
     """One tag of a product: a value of a taxonomy attribute the model scored at or above the attribute's
     threshold (search/catalog/tagging.py). Kept beside the merchant's ``product_attributes``, never in
     them, and read by ``tags.<name>`` filters and facets through the covering (key, value, product_id)
-    index, as attributes are (0008). ``multi_label`` says how a product answer shows the attribute."""
+    index, as attributes are (0008). ``multi_label`` says how a product answer shows the attribute.
+
+    One index only, and on SQLite a table clustered on its key (WITHOUT ROWID): re-tagging a million
+    products writes millions of rows, and each extra B-tree nearly doubled that (bench_tagging.py)."""
 
     __tablename__ = "product_tags"
     __table_args__ = (
         Index("ix_product_tags_key_value", "key", "value", "product_id"),
-        Index("ix_product_tags_key_score", "key", "score"),
+        {"sqlite_with_rowid": False},
     )
 
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)

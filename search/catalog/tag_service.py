@@ -267,8 +267,7 @@ class TaggingService:
             owners, vectors = image_vectors(connection, product_ids, tagger.model)
         if not len(owners):
             return {}
-        order = np.argsort(owners, kind="stable")
-        products, blocks = tagger.product_scores(vectors[order], owners[order])
+        products, blocks = tagger.product_scores(vectors, owners)
         return {int(pid): [block[i] for block in blocks] for i, pid in enumerate(products)}
 
     def best_scores(self, tagger: Tagger) -> list[np.ndarray]:

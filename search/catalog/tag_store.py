@@ -10,7 +10,7 @@ version older than the one committed before it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,25 +129,25 @@ def image_vectors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(owner product ids, vectors) of the images of ``product_ids`` in space ``model``, grouped by
     product. ``between``: ``product_ids`` is a sorted batch; read its id range in one statement."""
-    query = select(ProductImage.product_id, ProductImage.embedding).where(
-        ProductImage.embedding_model == model
+    # Ordered by product: a product's images are one run, as Tagger.product_scores groups them.
+    query = (
+        select(ProductImage.product_id, ProductImage.embedding)
+        .where(ProductImage.embedding_model == model)
+        .order_by(ProductImage.product_id, ProductImage.position)
     )
     if between:
         statements = [query.where(ProductImage.product_id.between(int(product_ids[0]), int(product_ids[-1])))]
     else:
-        ids = [int(i) for i in product_ids]
+        ids = sorted({int(i) for i in product_ids})
         statements = [
             query.where(ProductImage.product_id.in_(ids[start : start + _CHUNK]))
             for start in range(0, len(ids), _CHUNK)
         ]
-    owners: list[int] = []
-    blobs: list[bytes] = []
-    for statement in statements:
-        for owner, blob in connection.execute(statement.order_by(ProductImage.product_id)):
-            owners.append(owner)
-            blobs.append(blob)
-    if not blobs:
+    rows = [row for statement in statements for row in connection.execute(statement).all()]
+    if not rows:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    owners, blobs = zip(*rows, strict=True)
+    # One copy of the joined blobs (as the index's builds read them), not an array per row.
     vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
     return np.asarray(owners, dtype=np.int64), vectors
 
@@ -174,19 +174,23 @@ def replace_tags(
     return len(rows)
 
 
-def insert_tags(connection: Connection, rows: Iterable[TagRow]) -> None:
-    values = [
-        {
-            "product_id": r.product_id,
-            "key": r.key,
-            "value": r.value,
-            "score": r.score,
-            "multi_label": r.multi_label,
-        }
-        for r in rows
-    ]
-    if values:
-        connection.execute(insert(ProductTag), values)
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def insert_tags(connection: Connection, rows: Sequence[TagRow]) -> None:
+    """The driver's own executemany over plain tuples: building SQLAlchemy parameter dictionaries cost
+    more than the insert itself (a million products make millions of rows)."""
+    if not rows:
+        return
+    mark = _PLACEHOLDERS.get(connection.dialect.paramstyle)
+    if mark is None:  # any other driver: SQLAlchemy's own executemany
+        columns = ("product_id", "key", "value", "score", "multi_label")
+        connection.execute(insert(ProductTag), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    connection.exec_driver_sql(
+        f"INSERT INTO product_tags (product_id, key, value, score, multi_label) VALUES ({', '.join([mark] * 5)})",
+        list(rows),
+    )
 
 
 def tags_of(connection: Connection, product_ids: Sequence[int]) -> dict[int, dict[str, Any]]:

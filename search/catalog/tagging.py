@@ -25,15 +25,9 @@ from search.catalog.taxonomy import TagAttribute, Taxonomy
 TEXT_BATCH = 256
 
 
-@dataclass(frozen=True)
-class TagRow:
-    """One tag of one product, as stored (``product_tags``)."""
-
-    product_id: int
-    key: str
-    value: str
-    score: float
-    multi_label: bool
+# One tag of one product as stored (product_tags): (product_id, key, value, score, multi_label). Plain
+# tuples: a million products make millions of them, written by the driver's executemany as they are.
+TagRow = tuple[int, str, str, float, bool]
 
 
 def value_texts(attribute: TagAttribute) -> list[list[tuple[str, str]]]:
@@ -128,17 +122,19 @@ class Tagger:
             names = attribute.value_names
             if attribute.multi_label:
                 where, which = np.nonzero(block >= attribute.min_score)
-                rows += [
-                    TagRow(int(products[i]), attribute.name, names[j], float(block[i, j]), True)
-                    for i, j in zip(where, which, strict=True)
-                ]
+                chosen, values = which, block[where, which]
             else:
                 best = block.argmax(axis=1)
                 top = block[np.arange(len(block)), best]
-                rows += [
-                    TagRow(int(products[i]), attribute.name, names[best[i]], float(top[i]), False)
-                    for i in np.flatnonzero(top >= attribute.min_score)
-                ]
+                where = np.flatnonzero(top >= attribute.min_score)
+                chosen, values = best[where], top[where]
+            key, multi = attribute.name, attribute.multi_label
+            rows += [
+                (pid, key, names[j], score, multi)
+                for pid, j, score in zip(
+                    products[where].tolist(), chosen.tolist(), values.tolist(), strict=True
+                )
+            ]
         return rows
 
     def tags(self, images: np.ndarray, owners: np.ndarray) -> list[TagRow]:
