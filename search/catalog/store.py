@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     bindparam,
+    cast,
     func,
     literal,
     null,
@@ -47,7 +48,7 @@ from search.catalog.schema import (
     ProductTag,
     RemovedImage,
 )
-from search.catalog.tag_store import TaggerCache, tags_of
+from search.catalog.tag_store import TAG_COLUMNS, TaggerCache, tag_views, tags_of
 
 _PRODUCT_COLUMNS = (
     Product.id,
@@ -80,12 +81,23 @@ _IMAGES_OF_PRODUCTS = (
     .where(ProductImage.product_id.in_(bindparam("ids", expanding=True)))
     .order_by(ProductImage.product_id, ProductImage.position)
 )
-# One round trip for a page of hits: each product's columns, then (LEFT JOIN) one row per image.
-_PRODUCTS_WITH_IMAGES = (
-    select(*_PRODUCT_COLUMNS, ProductImage.product_id, *_IMAGE_COLUMNS[1:])
+# One round trip for a page of hits: each product's columns, then (LEFT JOIN) one row per image, and
+# (UNION ALL) one row per tag, whose product and image columns are NULL.
+_PAGE_IDS = bindparam("ids", expanding=True)
+_PRODUCTS_WITH_IMAGES = union_all(
+    select(
+        *_PRODUCT_COLUMNS,
+        ProductImage.product_id,
+        *_IMAGE_COLUMNS[1:],
+        *(cast(null(), column.type) for column in TAG_COLUMNS),
+    )
     .outerjoin(ProductImage, ProductImage.product_id == Product.id)
-    .where(Product.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Product.id, ProductImage.position)
+    .where(Product.id.in_(_PAGE_IDS)),
+    select(
+        ProductTag.product_id,
+        *(cast(null(), column.type) for column in (*_PRODUCT_COLUMNS[1:], *_IMAGE_COLUMNS)),
+        *TAG_COLUMNS,
+    ).where(ProductTag.product_id.in_(_PAGE_IDS)),
 )
 _CHUNK = 500  # ids per IN (...) list: under every backend's parameter limit
 
@@ -183,14 +195,21 @@ class Catalog:
             return {}
         with self._connect() as connection:
             rows = connection.execute(_PRODUCTS_WITH_IMAGES, {"ids": [int(i) for i in ids]}).all()
-            tags = tags_of(connection, ids)
         images: dict[int, list[ImageRecord]] = {}
         products: dict[int, Any] = {}
+        tag_rows = []
         for row in rows:
+            if row[1] is None:  # a tag row (every product row has its external id)
+                tag_rows.append((row[0], *row[15:]))
+                continue
             products.setdefault(row[0], row)
             if row[8] is not None:  # the LEFT JOIN's image columns
-                images.setdefault(row[0], []).append(ImageRecord(*row[9:]))
-        return {pid: _record(row, images.get(pid, ()), tags.get(pid)) for pid, row in products.items()}
+                images.setdefault(row[0], []).append(ImageRecord(*row[9:15]))
+        tags = tag_views(tag_rows)
+        return {
+            pid: _record(row, sorted(images.get(pid, ()), key=lambda i: i.position), tags.get(pid))
+            for pid, row in products.items()
+        }
 
     def _records(
         self, where: ColumnElement[bool], connection: Connection | None = None

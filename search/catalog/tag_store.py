@@ -10,7 +10,7 @@ version older than the one committed before it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,27 +193,30 @@ def insert_tags(connection: Connection, rows: Sequence[TagRow]) -> None:
     )
 
 
+TAG_COLUMNS = (ProductTag.key, ProductTag.value, ProductTag.score, ProductTag.multi_label)
+
+
 def tags_of(connection: Connection, product_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """The ``tags`` of each product as an answer shows them: ``{"color": {"value", "score"}}``, or for a
-    multi-label attribute ``{"style": {"values": [{"value", "score"}, ...]}}`` best first."""
-    found: dict[int, dict[str, Any]] = {}
+    """The ``tags`` of each product (see ``tag_views``)."""
     ids = [int(i) for i in product_ids]
+    rows = []
     for start in range(0, len(ids), _CHUNK):
-        query = (
-            select(
-                ProductTag.product_id,
-                ProductTag.key,
-                ProductTag.value,
-                ProductTag.score,
-                ProductTag.multi_label,
-            )
-            .where(ProductTag.product_id.in_(ids[start : start + _CHUNK]))
-            .order_by(ProductTag.product_id, ProductTag.key, ProductTag.score.desc(), ProductTag.value)
+        query = select(ProductTag.product_id, *TAG_COLUMNS).where(
+            ProductTag.product_id.in_(ids[start : start + _CHUNK])
         )
-        for pid, key, value, score, multi in connection.execute(query):
-            tags = found.setdefault(pid, {})
-            if multi:
-                tags.setdefault(key, {"values": []})["values"].append({"value": value, "score": float(score)})
-            else:
-                tags[key] = {"value": value, "score": float(score)}
+        rows += connection.execute(query).all()
+    return tag_views(rows)
+
+
+def tag_views(rows: Iterable[Sequence[Any]]) -> dict[int, dict[str, Any]]:
+    """Rows (product id, key, value, score, multi_label) as each product's ``tags`` in an answer:
+    ``{"color": {"value", "score"}}``, or for a multi-label attribute ``{"style": {"values": [{"value",
+    "score"}, ...]}}`` best first."""
+    found: dict[int, dict[str, Any]] = {}
+    for pid, key, value, score, multi in sorted(rows, key=lambda r: (r[0], r[1], -r[3], r[2])):
+        tags = found.setdefault(pid, {})
+        if multi:
+            tags.setdefault(key, {"values": []})["values"].append({"value": value, "score": float(score)})
+        else:
+            tags[key] = {"value": value, "score": float(score)}
     return found
