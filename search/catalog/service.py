@@ -52,8 +52,8 @@ class ProductService:
         self.writer = writer
         self.image_store = image_store
         self.limits = limits
-        # Taxonomy, re-tagging, calibration and audit; shares the writer's tagger (one per process).
-        self.tagging = tagging or TaggingService(catalog, sync.model, writer.encoder, writer.tags)
+        # Taxonomy, re-tagging, calibration and audit.
+        self.tagging = tagging or TaggingService(catalog, sync.model, writer.encoder)
 
     @property
     def model(self) -> str:

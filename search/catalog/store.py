@@ -109,6 +109,8 @@ class Catalog:
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._local = threading.local()  # a connection pinned by reading()
+        # The stored taxonomy's tagger: every product write re-tags what it writes, in its transaction.
+        self.tags = TaggerCache()
 
     @classmethod
     def open(cls, url: str) -> Catalog:
@@ -507,14 +509,12 @@ class Catalog:
         revision, records, _ = self.upsert_reporting(writes)
         return revision, records
 
-    def upsert_reporting(
-        self, writes: Sequence[ProductWrite], tags: TaggerCache | None = None
-    ) -> tuple[int, list[ProductRecord], list[bool]]:
+    def upsert_reporting(self, writes: Sequence[ProductWrite]) -> tuple[int, list[ProductRecord], list[bool]]:
         """``upsert``, also saying which products were created. Decided inside the transaction, after
         the revision row's lock: of concurrent creates of one id, exactly one is told "created".
-        ``tags``: re-tag the written products in the same transaction."""
+        The written products are re-tagged by the stored taxonomy in the same transaction."""
         with self._write() as session, session.begin():
-            revision, ids, created = transactions.upsert(session, writes, tags)
+            revision, ids, created = transactions.upsert(session, writes, self.tags)
             # Read inside the transaction: the commit is the last thing that happens.
             records = self._records(Product.id.in_(ids), session.connection())
         return revision, [records[i] for i in ids], created

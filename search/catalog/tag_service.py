@@ -32,7 +32,6 @@ from search.catalog.schema import Product, ProductAttribute, ProductTag
 from search.catalog.store import Catalog
 from search.catalog.tag_store import (
     StoredTaxonomy,
-    TaggerCache,
     image_vectors,
     read_taxonomy,
     replace_tags,
@@ -74,14 +73,13 @@ class TaggingService:
         catalog: Catalog,
         model: str,
         encoder: Encoder | None = None,
-        cache: TaggerCache | None = None,
         *,
         batch: int = RETAG_BATCH,
     ) -> None:
         self.catalog = catalog
         self.model = model  # the embedding space of the catalog's vectors (and so of the value vectors)
         self.encoder = encoder
-        self.cache = cache or TaggerCache()
+        self.cache = catalog.tags  # the tagger the catalog's writes use: one per process
         self.batch = batch
         self._lock = threading.Lock()
         self._status = RetagStatus()

@@ -34,7 +34,6 @@ from search.catalog.plan import (
 )
 from search.catalog.records import ImageWrite, ProductRecord, ProductWrite, vector_to_bytes
 from search.catalog.store import Catalog
-from search.catalog.tag_store import TaggerCache
 from search.errors import BadInput
 from search.images.loader import ImageLoader, is_url
 from search.images.store import ImageStore, sha256_hex
@@ -95,8 +94,8 @@ class CatalogWriter:
         self.encoder = encoder
         # Writes to one id run one after another in this process (PUT, PATCH and DELETE alike).
         self.locks = IdLocks()
-        # The stored taxonomy's tagger: every commit re-tags what it writes, in its transaction.
-        self.tags = TaggerCache()
+        # The stored taxonomy's tagger (the catalog's): every commit re-tags what it writes.
+        self.tags = catalog.tags
         # Called with each commit's result (the index follows; tests count writes).
         self.listeners: list[Callable[[Committed], None]] = []
 
@@ -246,7 +245,7 @@ class CatalogWriter:
             for item in prepared:
                 for data in item.files.values():
                     files.enter_context(self.image_store.stored(data, self.catalog.references_image))
-            revision, records, created = self.catalog.upsert_reporting(writes, self.tags)
+            revision, records, created = self.catalog.upsert_reporting(writes)
         result = Committed(records, created, revision)
         self._announce(result)
         return result

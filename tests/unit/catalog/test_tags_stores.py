@@ -77,7 +77,7 @@ def write(service: ProductService, ids: range) -> None:
         )
         for i in ids
     ]
-    service.writer.catalog.upsert_reporting(writes, service.writer.tags)
+    service.catalog.upsert_reporting(writes)
 
 
 @pytest.fixture(params=STORES)
