@@ -220,3 +220,29 @@ def test_tag_filters_read_the_covering_index_on_sqlite(service: ProductService) 
     with service.catalog.engine.connect() as connection:
         plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}"))
     assert "COVERING INDEX ix_product_tags_key_value" in plan, plan
+
+
+def test_audit_of_a_multi_label_attribute_lists_exactly_the_contradictions(service: ProductService) -> None:
+    store_taxonomy(service)
+    write(service, range(N))
+    # The merchant says "rustic" for the even products and "modern, dark" (no such value) for the odd ones.
+    writes = []
+    for record in service.catalog.get_many(f"p{i:02d}" for i in range(N)).values():
+        given = "rustic" if int(record.external_id[1:]) % 2 == 0 else "modern, dark"
+        writes.append(
+            ProductWrite(
+                record.external_id, record.title, record.category, {**record.attributes, "style": given}
+            )
+        )
+    service.catalog.upsert_reporting(writes)
+    expected = []
+    for i in range(N):
+        values = expected_tags(i).get("style", {"values": []})["values"]
+        given = "rustic" if i % 2 == 0 else "modern, dark"
+        if values and given not in [v["value"] for v in values]:  # agreeing with any confident value agrees
+            expected.append((f"p{i:02d}", given, values[0]["value"], values[0]["score"].expected))
+    expected.sort(key=lambda row: (-row[3], row[0]))
+    rows, total, used = service.tagging.audit("style", None, 100, 0)
+    assert used == STYLE_MIN and total == len(expected) and expected
+    assert [(r.id, r.given, r.predicted) for r in rows] == [row[:3] for row in expected]
+    assert [r.score for r in rows] == pytest.approx([row[3] for row in expected], rel=1e-5)
