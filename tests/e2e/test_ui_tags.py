@@ -51,7 +51,9 @@ def test_tag_facets_filter_the_results(catalog_copy, start_server, page, tmp_pat
 
 def test_the_audit_view_lists_the_contradictions(catalog_copy, start_server, page, tmp_path):  # noqa: F811
     server = tagged_server(start_server)
-    expected = server.client.get("/audit", params={"attribute": "category", "min_score": 0, "limit": 50}).json()
+    expected = server.client.get(
+        "/audit", params={"attribute": "category", "min_score": 0, "limit": 50}
+    ).json()
     page.goto(f"{server.base_url}/ui/")
     page.get_by_role("button", name="Audit").click()
     page.locator("#audit-attribute").select_option("category")
