@@ -29,6 +29,7 @@ def product_view(record: ProductRecord) -> dict[str, Any]:
         "title": record.title,
         "category": record.category,
         "attributes": record.attributes,
+        "tags": record.tags,
         "image": first.image_ref if first else None,
         "image_url": f"{product_url(record.external_id)}/image",
         "images": [image_view(record, image) for image in record.images],

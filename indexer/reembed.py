@@ -69,6 +69,9 @@ def reembed(
     if not summary.interrupted and not ids_outside(service.catalog, space.key):
         record_space(service.catalog, space)
         summary.switched = True
+        # Tags follow the vectors: the taxonomy's prompts in the new space, then every product's tags.
+        service.tagging.reembed_prompts()
+        service.tagging.retag_all()
     service.rebuild()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -342,6 +342,7 @@ class Components:
 
     def close(self) -> None:
         if self.products is not None:
+            self.products.tagging.stop()
             try:
                 self.products.refresh()
                 self.products.save_index()

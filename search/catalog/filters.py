@@ -2,7 +2,9 @@
 
 ``{"color": "red"}`` is equality; ``{"color": {"in": [...]}}``, ``{"price": {"gte": 10, "lt": 50}}``,
 ``{"finish": {"not": "glossy"}}`` and ``{"sku": {"exists": true}}`` are the operators; several keys (and
-several operators in one object) are AND. ``category`` is a field like the others (a column of its own).
+several operators in one object) are AND. ``category`` is a field like the others (a column of its own),
+and so is ``tags.<name>``: the model's tag of taxonomy attribute <name> (product_tags, beside the
+merchant's attributes), which takes equality, ``in``, ``not`` and ``exists``.
 Equality, ``in`` and ``not`` compare the canonical text of the value (so a CSV's "60" equals a JSON 60);
 ranges compare numbers. A field no product has is simply an empty result; a malformed filter is a
 BadInput naming its key.
@@ -15,13 +17,19 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, and_, false, not_, select, true
 
-from search.catalog.schema import Product, ProductAttribute, attribute_text
+from search.catalog.schema import Product, ProductAttribute, ProductTag, attribute_text
 from search.errors import BadInput
 
 RANGE_OPERATORS = {"gte": "__ge__", "gt": "__gt__", "lte": "__le__", "lt": "__lt__"}
 OPERATORS = ("in", "not", "exists", *RANGE_OPERATORS)
 EXAMPLE = '{"category": "tile", "color": {"in": ["red", "blue"]}, "price": {"gte": 10, "lt": 50}}'
 CATEGORY = "category"
+TAGS_PREFIX = "tags."
+
+
+def tag_field(name: str) -> str | None:
+    """The taxonomy attribute a ``tags.<name>`` field names; None for any other field."""
+    return name[len(TAGS_PREFIX) :] or None if name.startswith(TAGS_PREFIX) else None
 
 
 @dataclass(frozen=True)
@@ -114,22 +122,24 @@ def _condition(key: str, value: object) -> Condition:
     ranges = tuple((op, _number(f"{where}.{op}", value[op])) for op in RANGE_OPERATORS if op in value)
     if ranges and key == CATEGORY:
         raise BadInput(f"{where}: category is text; ranges apply to numeric attributes")
+    if ranges and tag_field(key) is not None:
+        raise BadInput(f"{where}: tags are text; ranges apply to numeric attributes")
     exists = value.get("exists")
     if "exists" in value and not isinstance(exists, bool):
         raise BadInput(f"{where}.exists must be true or false")
     return Condition(key, one_of, none_of, ranges, exists)
 
 
-def _has(key: str, *tests: ColumnElement[bool], per_row: bool = False) -> ColumnElement[bool]:
+def _has(
+    key: str, *tests: ColumnElement[bool], per_row: bool = False, table: type = ProductAttribute
+) -> ColumnElement[bool]:
     """Products with an attribute ``key`` passing ``tests``: an indexed (key, ...) lookup, or per row
-    a (product_id, key) primary-key lookup."""
+    a (product_id, key) primary-key lookup. ``table``: the merchant's attributes, or the tags."""
     if per_row:
         return (
-            select(ProductAttribute.product_id)
-            .where(ProductAttribute.product_id == Product.id, ProductAttribute.key == key, *tests)
-            .exists()
+            select(table.product_id).where(table.product_id == Product.id, table.key == key, *tests).exists()
         )
-    return Product.id.in_(select(ProductAttribute.product_id).where(ProductAttribute.key == key, *tests))
+    return Product.id.in_(select(table.product_id).where(table.key == key, *tests))
 
 
 def _sql(condition: Condition, per_row: bool = False) -> ColumnElement[bool]:
@@ -143,21 +153,23 @@ def _sql(condition: Condition, per_row: bool = False) -> ColumnElement[bool]:
         if condition.exists is not None:
             parts.append(column.is_not(None) if condition.exists else column.is_(None))
         return and_(true(), *parts)
-    key = condition.field
+    key, table = condition.field, ProductAttribute
+    if (tag := tag_field(key)) is not None:  # the same tests on the tags table (no ranges: parse refuses)
+        key, table = tag, ProductTag
     if condition.one_of is not None:
         parts.append(
-            _has(key, ProductAttribute.value.in_(condition.one_of), per_row=per_row)
+            _has(key, table.value.in_(condition.one_of), per_row=per_row, table=table)
             if condition.one_of
             else false()
         )
     if condition.none_of:
-        parts.append(not_(_has(key, ProductAttribute.value.in_(condition.none_of), per_row=per_row)))
+        parts.append(not_(_has(key, table.value.in_(condition.none_of), per_row=per_row, table=table)))
     if condition.ranges:
         tests = [
             getattr(ProductAttribute.number, RANGE_OPERATORS[op])(bound) for op, bound in condition.ranges
         ]
         parts.append(_has(key, ProductAttribute.number.is_not(None), *tests, per_row=per_row))
     if condition.exists is not None:
-        has = _has(key, per_row=per_row)
+        has = _has(key, per_row=per_row, table=table)
         parts.append(has if condition.exists else not_(has))
     return and_(true(), *parts)

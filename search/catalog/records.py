@@ -34,6 +34,8 @@ class ProductRecord:
     revision: int
     created_at: datetime
     updated_at: datetime
+    # The model's tags (search/catalog/tagging.py), beside the merchant's attributes, never in them.
+    tags: dict[str, Any] = field(default_factory=dict)
 
     def image(self, position: int) -> ImageRecord | None:
         return next((image for image in self.images if image.position == position), None)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -115,6 +116,46 @@ class ProductAttribute(Base):
     key: Mapped[str] = mapped_column(String(256), primary_key=True)
     value: Mapped[str] = mapped_column(String(512))
     number: Mapped[float | None] = mapped_column(Float)
+
+
+class ProductTag(Base):
+    """One tag of a product: a value of a taxonomy attribute the model scored at or above the attribute's
+    threshold (search/catalog/tagging.py). Kept beside the merchant's ``product_attributes``, never in
+    them, and read by ``tags.<name>`` filters and facets through the covering (key, value, product_id)
+    index, as attributes are (0008). ``multi_label`` says how a product answer shows the attribute.
+
+    One index only, and on SQLite a table clustered on its key (WITHOUT ROWID): re-tagging a million
+    products writes millions of rows, and each extra B-tree nearly doubled that (bench_tagging.py)."""
+
+    __tablename__ = "product_tags"
+    __table_args__ = (
+        Index("ix_product_tags_key_value", "key", "value", "product_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512), primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    multi_label: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CatalogTaxonomy(Base):
+    """One row: the taxonomy document, its version (bumped by every change), and its values' text
+    embeddings in the embedding space ``model`` with that space's logit scale and bias, so tagging
+    reads vectors and never runs the text tower again for the same version."""
+
+    __tablename__ = "catalog_taxonomy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model: Mapped[str] = mapped_column(String(512))
+    value_vectors: Mapped[bytes] = mapped_column(LargeBinary)  # float32, one row per value, in order
+    dim: Mapped[int] = mapped_column(Integer)
+    logit_scale: Mapped[float] = mapped_column(Float)
+    logit_bias: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class RemovedImage(Base):

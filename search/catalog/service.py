@@ -17,6 +17,7 @@ from search.catalog.records import ProductRecord
 from search.catalog.search import CatalogSearch
 from search.catalog.store import Catalog
 from search.catalog.sync import IndexSync
+from search.catalog.tag_service import TaggingService
 from search.catalog.transactions import ConcurrentChange, MissingEmbedding
 from search.catalog.verify import VerifyReport, verify_catalog
 from search.catalog.writer import CatalogWriter, ImagesRead
@@ -43,6 +44,7 @@ class ProductService:
         writer: CatalogWriter,
         image_store: ImageStorage,
         limits: SearchLimits,
+        tagging: TaggingService | None = None,
     ) -> None:
         self.catalog = catalog
         self.sync = sync
@@ -50,6 +52,8 @@ class ProductService:
         self.writer = writer
         self.image_store = image_store
         self.limits = limits
+        # Taxonomy, re-tagging, calibration and audit.
+        self.tagging = tagging or TaggingService(catalog, sync.model, writer.encoder)
 
     @property
     def model(self) -> str:

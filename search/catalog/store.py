@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     bindparam,
+    cast,
     func,
     literal,
     null,
@@ -28,6 +29,7 @@ from sqlalchemy.orm import sessionmaker
 
 from search.catalog import transactions
 from search.catalog.db import WRITE_OPTION, create_db_engine
+from search.catalog.filters import tag_field
 from search.catalog.lexical import LexicalResult, exact_match_statement, query_words, ranking_statement
 from search.catalog.records import (
     Changes,
@@ -45,8 +47,10 @@ from search.catalog.schema import (
     Product,
     ProductAttribute,
     ProductImage,
+    ProductTag,
     RemovedImage,
 )
+from search.catalog.tag_store import TAG_COLUMNS, TaggerCache, tag_views, tags_of
 
 _PRODUCT_COLUMNS = (
     Product.id,
@@ -79,12 +83,23 @@ _IMAGES_OF_PRODUCTS = (
     .where(ProductImage.product_id.in_(bindparam("ids", expanding=True)))
     .order_by(ProductImage.product_id, ProductImage.position)
 )
-# One round trip for a page of hits: each product's columns, then (LEFT JOIN) one row per image.
-_PRODUCTS_WITH_IMAGES = (
-    select(*_PRODUCT_COLUMNS, ProductImage.product_id, *_IMAGE_COLUMNS[1:])
+# One round trip for a page of hits: each product's columns, then (LEFT JOIN) one row per image, and
+# (UNION ALL) one row per tag, whose product and image columns are NULL.
+_PAGE_IDS = bindparam("ids", expanding=True)
+_PRODUCTS_WITH_IMAGES = union_all(
+    select(
+        *_PRODUCT_COLUMNS,
+        ProductImage.product_id,
+        *_IMAGE_COLUMNS[1:],
+        *(cast(null(), column.type) for column in TAG_COLUMNS),
+    )
     .outerjoin(ProductImage, ProductImage.product_id == Product.id)
-    .where(Product.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Product.id, ProductImage.position)
+    .where(Product.id.in_(_PAGE_IDS)),
+    select(
+        ProductTag.product_id,
+        *(cast(null(), column.type) for column in (*_PRODUCT_COLUMNS[1:], *_IMAGE_COLUMNS)),
+        *TAG_COLUMNS,
+    ).where(ProductTag.product_id.in_(_PAGE_IDS)),
 )
 _CHUNK = 500  # ids per IN (...) list: under every backend's parameter limit
 
@@ -98,6 +113,8 @@ class Catalog:
         self._read = sessionmaker(expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._local = threading.local()  # a connection pinned by reading()
+        # The stored taxonomy's tagger: every product write re-tags what it writes, in its transaction.
+        self.tags = TaggerCache()
 
     @classmethod
     def open(cls, url: str, read_url: str | None = None, *, read_your_writes_wait_s: float = 1.0) -> Catalog:
@@ -136,6 +153,12 @@ class Catalog:
                 yield
             finally:
                 self._local.connection = None
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE) for the writers of tags and the taxonomy."""
+        with self._write() as session, session.begin():
+            yield session.connection()
 
     def _connect(self) -> AbstractContextManager[Connection]:
         pinned = getattr(self._local, "connection", None)
@@ -209,11 +232,19 @@ class Catalog:
             rows = connection.execute(_PRODUCTS_WITH_IMAGES, {"ids": [int(i) for i in ids]}).all()
         images: dict[int, list[ImageRecord]] = {}
         products: dict[int, Any] = {}
+        tag_rows = []
         for row in rows:
+            if row[1] is None:  # a tag row (every product row has its external id)
+                tag_rows.append((row[0], *row[15:]))
+                continue
             products.setdefault(row[0], row)
             if row[8] is not None:  # the LEFT JOIN's image columns
-                images.setdefault(row[0], []).append(ImageRecord(*row[9:]))
-        return {pid: _record(row, images.get(pid, ())) for pid, row in products.items()}
+                images.setdefault(row[0], []).append(ImageRecord(*row[9:15]))
+        tags = tag_views(tag_rows)
+        return {
+            pid: _record(row, sorted(images.get(pid, ()), key=lambda i: i.position), tags.get(pid))
+            for pid, row in products.items()
+        }
 
     def _records(
         self, where: ColumnElement[bool], connection: Connection | None = None
@@ -231,7 +262,8 @@ class Catalog:
         query_ids = {"ids": [row[0] for row in rows]}
         for product_id, *image in connection.execute(_IMAGES_OF_PRODUCTS, query_ids):
             images.setdefault(product_id, []).append(ImageRecord(*image))
-        return {row[0]: _record(row, images.get(row[0], ())) for row in rows}
+        tags = tags_of(connection, query_ids["ids"])
+        return {row[0]: _record(row, images.get(row[0], ()), tags.get(row[0])) for row in rows}
 
     def list_ids(self, where: ColumnElement[bool], offset: int, limit: int) -> list[int]:
         """Row ids of matching products in external-id order (a stable order for paging)."""
@@ -426,6 +458,10 @@ class Catalog:
                 value, tests = Product.category, [Product.category.is_not(None)]
                 if matching is not None:
                     tests.append(Product.id.in_(select(matching.c.id)))
+            elif (tag := tag_field(name)) is not None:
+                value, tests = ProductTag.value, [ProductTag.key == tag]
+                if matching is not None:
+                    tests.append(ProductTag.product_id.in_(select(matching.c.id)))
             else:
                 value, tests = ProductAttribute.value, [ProductAttribute.key == name]
                 if matching is not None:
@@ -529,9 +565,10 @@ class Catalog:
     ) -> tuple[int, list[ProductRecord], list[bool]]:
         """``upsert``, also saying which products were created. Decided inside the transaction, after
         the revision row's lock: of concurrent creates of one id, exactly one is told "created".
-        ``blobs``: stored images (name -> bytes) to keep in the database with the rows."""
+        ``blobs``: stored images (name -> bytes) to keep in the database with the rows.
+        The written products are re-tagged by the stored taxonomy in the same transaction."""
         with self._write() as session, session.begin():
-            revision, ids, created = transactions.upsert(session, writes, blobs)
+            revision, ids, created = transactions.upsert(session, writes, blobs, self.tags)
             # Read inside the transaction: the commit is the last thing that happens.
             records = self._records(Product.id.in_(ids), session.connection())
         self._wrote()
@@ -552,8 +589,8 @@ class Catalog:
         return removed
 
 
-def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:
-    """A record of a ``_PRODUCT_COLUMNS`` row and its images."""
+def _record(row: Any, images: Sequence[ImageRecord], tags: dict[str, Any] | None = None) -> ProductRecord:
+    """A record of a ``_PRODUCT_COLUMNS`` row, its images and its tags."""
     return ProductRecord(
         id=row[0],
         external_id=row[1],
@@ -564,6 +601,7 @@ def _record(row: Any, images: Sequence[ImageRecord]) -> ProductRecord:
         revision=row[5],
         created_at=row[6],
         updated_at=row[7],
+        tags=tags or {},
     )
 
 

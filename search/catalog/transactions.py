@@ -5,6 +5,7 @@ ask "what changed since R" and never see half a write. ``Catalog`` runs them in 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -16,12 +17,16 @@ from search.catalog.schema import (
     Product,
     ProductAttribute,
     ProductImage,
+    ProductTag,
     RemovedImage,
     attribute_rows,
     search_document,
     utcnow,
 )
 from search.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from search.catalog.tag_store import TaggerCache
 
 
 class ConcurrentChange(Conflict):
@@ -37,12 +42,16 @@ class ProductGone(NotFound):
 
 
 def upsert(
-    session: Session, writes: Sequence[ProductWrite], blobs: Mapping[str, bytes] | None = None
+    session: Session,
+    writes: Sequence[ProductWrite],
+    blobs: Mapping[str, bytes] | None = None,
+    tags: TaggerCache | None = None,
 ) -> tuple[int, list[int], list[bool]]:
     """Insert or update products (and their images); returns (revision, their row ids, which were created).
 
     ``blobs``: stored images (name -> bytes) the writes name, kept in the database (the database image
-    store); written in this transaction, after the revision lock, so no concurrent write drops them."""
+    store); written in this transaction, after the revision lock, so no concurrent write drops them.
+    With ``tags``, the written products are re-tagged by the stored taxonomy in the same transaction."""
     now = utcnow()
     created: list[bool] = []
     revision = _next_revision(session)
@@ -73,6 +82,8 @@ def upsert(
     _replace_attributes(session, rows)
     session.flush()
     _drop_unused_blobs(session, dropped_files)
+    if tags is not None:
+        tags.retag(session.connection(), [row.id for row in rows])
     return revision, [row.id for row in rows], created
 
 
@@ -93,6 +104,7 @@ def remove(session: Session, external_ids: list[str]) -> tuple[int, list[str]]:
         _log_removals(session, [(image_id, external[pid]) for image_id, pid, _ in images], revision)
         session.execute(delete(ProductImage).where(ProductImage.product_id.in_(row_ids)))
         session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
+        session.execute(delete(ProductTag).where(ProductTag.product_id.in_(row_ids)))
         session.execute(delete(Product).where(Product.id.in_(row_ids)))
         _drop_unused_blobs(session, {name for _, _, name in images if name})
     return revision, [ext for _, ext in rows]
