@@ -296,7 +296,14 @@ class RayEngine:
         dataset = (
             ray.data.from_items([{"item": item} for item in items], override_num_blocks=blocks)
             .map_batches(
-                _read_batch, fn_kwargs=read_args, batch_size=options.batch_size, batch_format="numpy"
+                _read_batch,
+                fn_kwargs=read_args,
+                batch_size=options.batch_size,
+                batch_format="numpy",
+                # Reading waits on the network and the disk: two read tasks per CPU. (Other resources
+                # than the actors' also keep Ray Data from fusing the read into the model's actor,
+                # where every fetch would keep the model, a GPU's included, waiting.)
+                num_cpus=0.5,
             )
             .map_batches(
                 _EmbedActor,

@@ -262,7 +262,7 @@ def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
     data_dir = tmp_path / "data"
     db = data_dir / "vitrine.db"
     args = ("add", slow_url_manifest, "--engine", "ray", "--batch-size", 2, "--no-progress", "--json")
-    env = {"VITRINE_URL_ALLOW_HOSTS": '["127.0.0.1"]'}
+    env = {"VITRINE_URL_ALLOW_HOSTS": "127.0.0.1"}
     job = start_indexer(tiny_model_dir, data_dir, *args, env=env)
     group = None
     try:
