@@ -62,7 +62,8 @@ def open_engine(context: Context) -> Iterator[Engine]:
     elif args.engine == "ray":
         from indexer.engines.ray import RayEngine
 
-        with RayEngine.open(context.settings, args.ray_address) as engine:
+        # Ray prints its workers' and raylets' messages on stdout: with --json they go to stderr.
+        with context.quiet_stdout(), RayEngine.open(context.settings, args.ray_address) as engine:
             yield engine
     else:
         raise BadInput(f"unknown engine {args.engine!r}: choose one of {', '.join(ENGINES)}")

@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -187,6 +188,61 @@ def test_reembed_on_ray_matches_the_local_reembed(
         summary = json.loads(run.stdout)
         assert (summary["updated"], summary["switched"]) == (SAMPLE_PRODUCTS, True), name
     assert_same_catalog(on_ray.data_dir, local.data_dir)
+
+
+def model_actor_processes() -> list[int]:
+    """This machine's Ray actor processes that run the model (their title names the actor class)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"_EmbedActor" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_model_worker_killed_mid_job_loses_nothing(
+    ray_cluster: Any, slow_url_manifest: Path, indexer_cli: Indexer, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    results: list[subprocess.CompletedProcess[str]] = []
+    job = threading.Thread(
+        target=lambda: results.append(
+            indexer_cli(
+                data_dir,
+                "add",
+                slow_url_manifest,
+                "--engine",
+                "ray",
+                "--batch-size",
+                2,
+                "--json",
+                "--no-progress",
+                url_allow_hosts=["127.0.0.1"],
+            )
+        )
+    )
+    job.start()
+    deadline = time.monotonic() + 240
+    killed = []
+    while not killed and job.is_alive() and time.monotonic() < deadline:
+        if product_count(data_dir / "vitrine.db") > 0:  # mid-job: batches are in flight
+            for pid in model_actor_processes():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.05)
+    job.join(timeout=300)
+    assert killed, "the job ended before a model worker could be killed"
+    assert results and results[0].returncode == 0, summary_of(results[0]) if results else "no result"
+    summary = json.loads(results[0].stdout)
+    assert (summary["added"], summary["failed"]) == (SAMPLE_PRODUCTS, 0), summary
+    with sqlite3.connect(data_dir / "vitrine.db") as conn:
+        images = conn.execute("SELECT count(*) FROM product_images").fetchone()[0]
+    assert images == SAMPLE_PRODUCTS
+    verify = indexer_cli(data_dir, "verify")
+    assert verify.returncode == 0, summary_of(verify)
 
 
 # A job killed mid-run ------------------------------------------------------------------------------------
