@@ -124,6 +124,7 @@ def _local_head() -> Iterator[str]:
     )
     reaper = subprocess.Popen(
         [sys.executable, "-m", "indexer.engines.reaper", str(head.pid)],
+        env=env,  # the token: the reaper also ends this Ray's workers, which leave the group
         stdin=subprocess.PIPE,
         start_new_session=True,
     )

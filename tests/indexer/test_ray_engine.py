@@ -279,11 +279,36 @@ def ray_head_of(driver: int) -> int | None:
     return None
 
 
-def assert_ray_gone(group: int, within: float = 20.0) -> None:
+def ray_token_of(head: int) -> bytes:
+    """The ``RAY_AUTH_TOKEN=...`` entry of a job's Ray head: every process of that Ray carries it."""
+    entries = Path(f"/proc/{head}/environ").read_bytes().split(b"\0")
+    return next(entry for entry in entries if entry.startswith(b"RAY_AUTH_TOKEN="))
+
+
+def live_processes_with(marker: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state != "Z":
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def assert_ray_gone(group: int, token: bytes, within: float = 20.0) -> None:
+    """No process of the job's Ray is left: neither in its head's group nor any with its token (Ray's
+    workers run in sessions of their own)."""
     deadline = time.monotonic() + within
-    while process_group(group) and time.monotonic() < deadline:
+    while (process_group(group) or live_processes_with(token)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = [Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in process_group(group)]
+    left = [
+        Path(f"/proc/{pid}/cmdline").read_bytes()[:80]
+        for pid in {*process_group(group), *live_processes_with(token)}
+    ]
     assert not left, f"Ray processes left behind: {left}"
 
 
@@ -324,7 +349,8 @@ def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
     try:
         deadline = time.monotonic() + 240
         while product_count(db) == 0:
-            group = group or ray_head_of(job.pid)
+            if group is None and (group := ray_head_of(job.pid)) is not None:
+                token = ray_token_of(group)
             assert job.poll() is None, summary_of(finish_indexer(job))
             assert time.monotonic() < deadline, "the Ray job committed nothing in 240 s"
             time.sleep(0.01)
@@ -337,12 +363,13 @@ def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
     committed = product_count(db)
     assert 0 < committed < SAMPLE_PRODUCTS, "the job must be killed in the middle"
     assert group is not None
-    assert_ray_gone(group)  # the reaper ended the dead job's Ray
+    assert_ray_gone(group, token)  # the reaper ended the dead job's Ray
 
     rerun = start_indexer(tiny_model_dir, data_dir, *args, env=env)
     group = None
     while rerun.poll() is None and group is None:
-        group = ray_head_of(rerun.pid)
+        if (group := ray_head_of(rerun.pid)) is not None:
+            token = ray_token_of(group)
         time.sleep(0.05)
     finished = finish_indexer(rerun)
     assert finished.returncode == 0, summary_of(finished)
@@ -353,7 +380,7 @@ def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
         0,
     )
     assert group is not None
-    assert_ray_gone(group, within=5)  # a job that ends normally leaves no Ray either
+    assert_ray_gone(group, token, within=5)  # a job that ends normally leaves no Ray either
     with sqlite3.connect(db) as conn:
         products = [row[0] for row in conn.execute("SELECT external_id FROM products")]
         images = conn.execute("SELECT count(*) FROM product_images").fetchone()[0]
