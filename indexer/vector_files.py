@@ -166,30 +166,35 @@ class VectorImporter:
     def run(self, path: Path, ids: Path | None = None) -> RunSummary:
         summary = RunSummary("import")
         started = time.perf_counter()
-        seen: set[str] = set()
-        carried: _Candidate | None = None
         try:
-            batches = read_batches(path, self.batch_size, ids)
-            batch = next(batches, None)
-            while batch is not None:
-                interrupts.check()
-                following = next(batches, None)
-                next_id = (
-                    following.column("id")[0].as_py()
-                    if following is not None and following.num_rows
-                    else None
-                )
-                carried = self._import_batch(batch, summary.total, seen, summary, carried, next_id)
-                summary.total += batch.num_rows
-                batch = following
-                if self.on_batch is not None:
-                    self.on_batch(summary)
+            # A folder of shards (``add --out``) replays the commits in order: a product written again
+            # by a later run is in a later shard, and updates the earlier one's rows.
+            for part in parquet_shards(path) if path.is_dir() else [path]:
+                self._import_file(part, ids, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
             summary.seconds = time.perf_counter() - started
             self.service.checkpoint()
         return summary
+
+    def _import_file(self, path: Path, ids: Path | None, summary: RunSummary) -> None:
+        seen: set[str] = set()
+        carried: _Candidate | None = None
+        self._last_id = None
+        batches = read_batches(path, self.batch_size, ids)
+        batch = next(batches, None)
+        while batch is not None:
+            interrupts.check()
+            following = next(batches, None)
+            next_id = (
+                following.column("id")[0].as_py() if following is not None and following.num_rows else None
+            )
+            carried = self._import_batch(batch, summary.total, seen, summary, carried, next_id)
+            summary.total += batch.num_rows
+            batch = following
+            if self.on_batch is not None:
+                self.on_batch(summary)
 
     def _import_batch(
         self,
