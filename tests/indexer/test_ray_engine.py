@@ -203,6 +203,7 @@ def model_actor_processes() -> list[int]:
     return found
 
 
+@pytest.mark.e2e  # kills a process
 def test_a_model_worker_killed_mid_job_loses_nothing(
     ray_cluster: Any, slow_url_manifest: Path, indexer_cli: Indexer, tmp_path: Path
 ) -> None:
