@@ -19,6 +19,7 @@ from search.catalog.service import ProductService
 from search.catalog.spaces import ids_outside, record_space
 from search.errors import BadInput, VitrineError
 from search.images.loader import ImageLoader, decode_image, is_url
+from search.images.store import ImageStore
 from search.model.encoder import Encoder
 from search.model.space import EmbeddingSpace
 
@@ -44,7 +45,7 @@ def reembed(
             for record in records.values():
                 try:
                     decoded = [
-                        decode_image(_image_bytes(service, images, image), images.limits)
+                        decode_image(image_bytes(service.image_store, images, image), images.limits)
                         for image in record.images
                     ]
                 except VitrineError as exc:
@@ -66,6 +67,14 @@ def reembed(
         summary.interrupted = True
     finally:
         progress.close(interrupted=summary.interrupted)
+    finish(service, space, summary)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def finish(service: ProductService, space: EmbeddingSpace, summary: RunSummary) -> None:
+    """After a run (of either engine): the catalog moves to ``space`` once no product is left outside
+    it, and the index is rebuilt for the vectors' new values."""
     if not summary.interrupted and not ids_outside(service.catalog, space.key):
         record_space(service.catalog, space)
         summary.switched = True
@@ -73,13 +82,12 @@ def reembed(
         service.tagging.reembed_prompts()
         service.tagging.retag_all()
     service.rebuild()
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
-def _image_bytes(service: ProductService, images: ImageLoader, image: ImageRecord) -> bytes:
+def image_bytes(image_store: ImageStore, images: ImageLoader, image: ImageRecord) -> bytes:
+    """A stored image's bytes to embed again: its stored copy, else its URL fetched again."""
     if image.image_file:
-        data = service.image_store.read(image.image_file)
+        data = image_store.read(image.image_file)
         if data is None:
             raise BadInput(f"the stored image {image.image_file} is missing")
         return data

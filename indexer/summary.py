@@ -36,6 +36,7 @@ class RunSummary:
     interrupted: bool = False
     switched: bool = False  # reembed: the catalog moved to the served model's space
     seconds: float = 0.0
+    nodes: dict[str, int] = field(default_factory=dict)  # --engine ray: images embedded per node id
 
     @property
     def images_per_second(self) -> float:
@@ -72,7 +73,7 @@ class RunSummary:
             "attribute_columns": self.attribute_columns,
             "skipped_files": self.skipped_files,
             "failures": [issue.as_dict() for issue in self.failed],
-        }
+        } | ({"nodes": self.nodes} if self.nodes else {})
 
     def lines(self) -> list[str]:
         updated = "re-embedded" if self.command != "import" else "new vectors"
@@ -87,6 +88,9 @@ class RunSummary:
             out.append(
                 f"{self.embedded} images embedded {timing} {self.seconds:.1f} s ({self.images_per_second:.2f} images/s)"
             )
+        if self.nodes:
+            shares = ", ".join(f"{node[:12]} {count}" for node, count in sorted(self.nodes.items()))
+            out.append(f"images embedded per Ray node: {shares}")
         if self.attribute_columns:
             out.append(f"columns kept as attributes: {', '.join(self.attribute_columns)}")
         if self.skipped_files:

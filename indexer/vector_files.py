@@ -1,5 +1,5 @@
 """Catalogs embedded elsewhere: Parquet files of (id, embedding, metadata) in and out, no model loaded
-(a ``.npy`` matrix with an ids file comes in too).
+(a ``.npy`` matrix with an ids file comes in too, and a folder of Parquet shards, ``add --out DIR``).
 
 Import reads the file in batches; each row is validated (id, dimension, finite values, not zero, not a
 later repeat of an id) and normalised; bad rows are reported by row number and skipped. Consecutive
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +23,11 @@ import pyarrow.parquet as pq
 
 from indexer import interrupts
 from indexer.summary import RowIssue, RunSummary
-from search.catalog import Catalog
+from search.catalog import Catalog, ImageRecord
 from search.catalog.plan import RESERVED_FIELDS, ProductDraft, check_external_id
+from search.catalog.records import ProductRecord
 from search.catalog.service import ProductService
+from search.catalog.writer import Committed
 from search.errors import BadInput, VitrineError
 from search.model.vectors import normalise_rows
 
@@ -43,6 +45,10 @@ def read_batches(path: Path, batch_size: int, ids: Path | None = None) -> Iterat
             embedding = pa.FixedSizeListArray.from_arrays(flat, chunk.shape[1]).cast(pa.list_(pa.float32()))
             column = pa.array(names[start : start + batch_size], pa.string())
             yield pa.RecordBatch.from_arrays([column, embedding], names=["id", EMBEDDING_COLUMN])
+        return
+    if path.is_dir():  # the shards of ``--out DIR``, in order
+        for shard in parquet_shards(path):
+            yield from read_batches(shard, batch_size)
         return
     try:
         parquet = pq.ParquetFile(path)
@@ -93,9 +99,18 @@ def _npy_with_ids(path: Path, ids: Path | None) -> tuple[np.ndarray, list[str]]:
     return matrix, names
 
 
+def parquet_shards(folder: Path) -> list[Path]:
+    shards = sorted(folder.glob("*.parquet"))
+    if not shards:
+        raise BadInput(f"{folder} holds no .parquet files")
+    return shards
+
+
 def row_count(path: Path, ids: Path | None = None) -> int:
     if path.suffix == ".npy":
         return len(_npy_with_ids(path, ids)[0])
+    if path.is_dir():
+        return sum(row_count(shard) for shard in parquet_shards(path))
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (OSError, pa.ArrowException) as exc:
@@ -151,30 +166,35 @@ class VectorImporter:
     def run(self, path: Path, ids: Path | None = None) -> RunSummary:
         summary = RunSummary("import")
         started = time.perf_counter()
-        seen: set[str] = set()
-        carried: _Candidate | None = None
         try:
-            batches = read_batches(path, self.batch_size, ids)
-            batch = next(batches, None)
-            while batch is not None:
-                interrupts.check()
-                following = next(batches, None)
-                next_id = (
-                    following.column("id")[0].as_py()
-                    if following is not None and following.num_rows
-                    else None
-                )
-                carried = self._import_batch(batch, summary.total, seen, summary, carried, next_id)
-                summary.total += batch.num_rows
-                batch = following
-                if self.on_batch is not None:
-                    self.on_batch(summary)
+            # A folder of shards (``add --out``) replays the commits in order: a product written again
+            # by a later run is in a later shard, and updates the earlier one's rows.
+            for part in parquet_shards(path) if path.is_dir() else [path]:
+                self._import_file(part, ids, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
             summary.seconds = time.perf_counter() - started
             self.service.checkpoint()
         return summary
+
+    def _import_file(self, path: Path, ids: Path | None, summary: RunSummary) -> None:
+        seen: set[str] = set()
+        carried: _Candidate | None = None
+        self._last_id = None
+        batches = read_batches(path, self.batch_size, ids)
+        batch = next(batches, None)
+        while batch is not None:
+            interrupts.check()
+            following = next(batches, None)
+            next_id = (
+                following.column("id")[0].as_py() if following is not None and following.num_rows else None
+            )
+            carried = self._import_batch(batch, summary.total, seen, summary, carried, next_id)
+            summary.total += batch.num_rows
+            batch = following
+            if self.on_batch is not None:
+                self.on_batch(summary)
 
     def _import_batch(
         self,
@@ -264,10 +284,24 @@ def export_vectors(catalog: Catalog, model: str, path: Path, batch_size: int = 1
     """
     kinds: dict[str, set[type]] = {}
     for rows in catalog.iter_products(model, batch_size):
-        for record, _, _ in rows:
-            for key, value in record.attributes.items():
-                if key not in RESERVED_FIELDS and key != EMBEDDING_COLUMN:
-                    kinds.setdefault(key, set()).update({type(value)} if value is not None else set())
+        _attribute_kinds(rows, kinds)
+    return _write_products(path, kinds, lambda: catalog.iter_products(model, batch_size))
+
+
+ProductRows = list[tuple[ProductRecord, ImageRecord, bytes]]
+
+
+def _attribute_kinds(rows: ProductRows, kinds: dict[str, set[type]]) -> None:
+    for record, _, _ in rows:
+        for key, value in record.attributes.items():
+            if key not in RESERVED_FIELDS and key != EMBEDDING_COLUMN:
+                kinds.setdefault(key, set()).update({type(value)} if value is not None else set())
+
+
+def _write_products(
+    path: Path, kinds: dict[str, set[type]], batches: Callable[[], Iterable[ProductRows]]
+) -> int:
+    """(product, image, vector) rows to a Parquet file, written atomically; the row count."""
     types = {
         key: _ARROW_TYPES.get(next(iter(found))) if len(found) == 1 else None for key, found in kinds.items()
     }
@@ -285,7 +319,7 @@ def export_vectors(catalog: Catalog, model: str, path: Path, batch_size: int = 1
     count = 0
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
-            for rows in catalog.iter_products(model, batch_size):
+            for rows in batches():
                 columns = [
                     [record.external_id for record, _, _ in rows],
                     [np.frombuffer(blob, dtype="<f4") for _, _, blob in rows],
@@ -309,6 +343,36 @@ def export_vectors(catalog: Catalog, model: str, path: Path, batch_size: int = 1
     finally:
         tmp.unlink(missing_ok=True)
     return count
+
+
+class ShardWriter:
+    """``--out DIR`` of ``indexer add|reembed``: after each commit, the products it wrote (every image
+    with its vector, as ``export`` writes them) as one more Parquet shard in DIR, which ``indexer
+    import DIR`` reads on any machine. Shards are numbered on from those already there, so a rerun adds
+    to them; a shard appears whole or not at all (written aside, then renamed)."""
+
+    def __init__(self, folder: Path, catalog: Catalog, model: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.catalog = catalog
+        self.model = model
+        self.next = max((int(p.stem.split("-")[1]) + 1 for p in folder.glob("part-*.parquet")), default=0)
+
+    def __call__(self, committed: Committed) -> None:
+        records = [record for record in committed.records if record.images]
+        if not records:
+            return
+        blobs = self.catalog.vector_bytes([record.id for record in records])
+        rows = [
+            (record, image, blobs[image.id])
+            for record in records
+            for image in record.images
+            if image.embedding_model == self.model and image.id in blobs
+        ]
+        kinds: dict[str, set[type]] = {}
+        _attribute_kinds(rows, kinds)
+        _write_products(self.folder / f"part-{self.next:06d}.parquet", kinds, lambda: [rows])
+        self.next += 1
 
 
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}

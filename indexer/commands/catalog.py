@@ -1,11 +1,20 @@
-"""Embedding products into the catalog: ``add`` (a manifest or a folder) and ``reembed`` (a new model)."""
+"""Embedding products into the catalog: ``add`` (a manifest or a folder) and ``reembed`` (a new model),
+on the local engine or on Ray (``--engine``, ``indexer.engines``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.cli import Command, Context, progress_arguments
+from indexer.engines import engine_arguments, job_options, open_engine
+
+if TYPE_CHECKING:
+    from indexer.engines import Engine
+    from search.catalog.service import ProductService
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,76 +26,50 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--refetch", action="store_true", help="download URLs again and re-embed if content changed"
     )
+    engine_arguments(parser)
     progress_arguments(parser)
+
+
+@contextlib.contextmanager
+def _products(context: Context, engine: Engine) -> Iterator[ProductService]:
+    """The catalog in the engine's embedding space, with ``--out`` shards following its commits."""
+    from indexer.vector_files import ShardWriter
+    from search.wiring import open_products
+
+    service = open_products(context.settings, engine.encoder, engine.images, model=engine.space.key)
+    try:
+        if context.args.out is not None:
+            service.writer.listeners.append(ShardWriter(context.args.out, service.catalog, engine.space.key))
+        yield service
+    finally:
+        service.catalog.close()
 
 
 def add(context: Context) -> int:
     from indexer.manifest import read_manifest
-    from indexer.pipeline import Indexer
-    from search.model.space import SpaceMismatch, space_of
-    from search.wiring import build_image_loader, json_limits, open_products, product_limits, settled_space
+    from search.model.space import SpaceMismatch
+    from search.wiring import json_limits, product_limits, settled_space
 
     args, settings = context.args, context.settings
     manifest = read_manifest(args.manifest, product_limits(settings), json_limits(settings))
-    with context.encoder() as encoder:
-        served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
-        recorded = settled_space(settings, served)
-        if recorded.key != served.key:
-            raise SpaceMismatch(recorded, served)
-        images = build_image_loader(settings, encoder.info.image_size)
-        service = open_products(settings, encoder=encoder, images=images, model=served.key)
-        indexer = Indexer(
-            service,
-            batch_size=args.batch_size or settings.batch_size,
-            workers=args.workers,
-            refetch=args.refetch,
-            progress=not args.no_progress,
-            progress_every=args.progress_every,
-        )
-        try:
-            summary = indexer.run(manifest)
-        finally:
-            images.close()
-            service.catalog.close()
+    with open_engine(context) as engine:
+        recorded = settled_space(settings, engine.space)
+        if recorded.key != engine.space.key:
+            raise SpaceMismatch(recorded, engine.space)
+        with _products(context, engine) as service:
+            summary = engine.add(service, manifest, job_options(context))
     return context.finish(summary)
 
 
 def _reembed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
+    engine_arguments(parser)
     progress_arguments(parser)
 
 
 def reembed(context: Context) -> int:
-    from indexer.progress import Progress
-    from indexer.reembed import reembed as run_reembed
-    from search.catalog import Catalog
-    from search.catalog.spaces import ids_outside
-    from search.model.space import space_of
-    from search.wiring import build_image_loader, open_products
-
-    args, settings = context.args, context.settings
-    with context.encoder() as encoder:
-        served = space_of(settings.model, encoder.info.embedding_dim, encoder.checkpoint)
-        images = build_image_loader(settings, encoder.info.image_size)
-        catalog = Catalog.open(settings.resolved_database_url)
-        try:
-            pending = len(ids_outside(catalog, served.key))
-        finally:
-            catalog.close()
-        service = open_products(settings, encoder=encoder, images=images, model=served.key)
-        progress = Progress(pending, enabled=not args.no_progress, every=args.progress_every)
-        try:
-            summary = run_reembed(
-                service,
-                encoder,
-                images,
-                served,
-                batch_size=args.batch_size or settings.batch_size,
-                progress=progress,
-            )
-        finally:
-            images.close()
-            service.catalog.close()
+    with open_engine(context) as engine, _products(context, engine) as service:
+        summary = engine.reembed(service, job_options(context))
     return context.finish(summary)
 
 

@@ -3,7 +3,8 @@ or ``CatalogWriter.remove``:
 
 - the API's PUT and PATCH: ``read_images`` (outside the product's lock), then ``plan`` and ``commit``
   under it; DELETE: ``remove`` under it;
-- ``indexer add``: ``prepare`` (read + plan) in worker threads, ``commit`` in batches;
+- ``indexer add``: ``prepare`` (read + plan) in worker threads, ``commit`` in batches; on Ray, the
+  workers ``read_images`` and embed, and ``plan_embedded`` plans with their vectors before ``commit``;
 - ``indexer import`` (vectors made elsewhere) and a distributed embedding job: ``plan_with_vectors``,
   then ``commit``;
 - ``indexer reembed``: ``reembedded``, then ``commit``.
@@ -174,6 +175,25 @@ class CatalogWriter:
                 raise BadInput(f"images[{missing[0]}] must be read again: the stored copy changed meanwhile")
             prepared.pixels = self._encoder().preprocess([read.pictures[i] for i in plan.embed])
         return prepared
+
+    def plan_embedded(
+        self,
+        draft: ProductDraft,
+        stored: ProductRecord | None,
+        sources: list[ImageSource] | None,
+        files: dict[str, bytes],
+        vectors: dict[int, np.ndarray],
+    ) -> PreparedWrite:
+        """The write of ``draft`` whose pictures a distributed job's workers read (``sources``, the
+        stored ``files``) and embedded (``vectors`` by image position): the same plan as ``plan``
+        makes, so the same skip / update / re-embed decisions, with the workers' vectors."""
+        plan = plan_write(draft, stored, sources, self.model)
+        missing = [i for i in plan.embed if i not in vectors]
+        if missing:  # the stored product changed since the workers planned against it
+            raise BadInput(f"images[{missing[0]}] must be read again: the stored product changed meanwhile")
+        for position in plan.embed:
+            plan.write.images[position].embedding = np.asarray(vectors[position], dtype=np.float32)
+        return PreparedWrite(draft, plan, files=files)
 
     def plan_with_vectors(
         self, draft: ProductDraft, stored: ProductRecord | None, vectors: list[np.ndarray]

@@ -61,14 +61,16 @@ def indexer_command(*args: object) -> list[str]:
     return [sys.executable, "-m", "indexer", *(str(arg) for arg in args)]
 
 
-def start_indexer(model_dir: Path, data_dir: Path, *args: object) -> subprocess.Popen[str]:
+def start_indexer(
+    model_dir: Path, data_dir: Path, *args: object, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """``python -m indexer`` as a process of its own, in the background: only for what a call cannot
     show (signals, a killed run, a second process writing at the same time). A run is mostly start-up
-    (importing torch and transformers, about 5 s)."""
+    (importing torch and transformers, about 5 s). ``env``: more variables (settings)."""
     return subprocess.Popen(
         indexer_command(*args),
         cwd=REPO_ROOT,
-        env=indexer_env(model_dir, data_dir),
+        env=indexer_env(model_dir, data_dir) | (env or {}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
