@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 import uvicorn
@@ -49,7 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     server = uvicorn.Server(config)
     server.run()
     if fatal:
-        sys.exit(f"vitrine could not start.\n{fatal[0]}")
+        print(f"vitrine could not start.\n{fatal[0]}", file=sys.stderr)
+    # Everything the server held is closed by now (the app's lifespan: index saved, export child
+    # killed). The interpreter's own teardown of torch and OpenVINO, or a model still loading on its
+    # daemon thread, would keep a stopped server alive for seconds: Ctrl-C ends it at once instead.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if fatal else 0)
 
 
 if __name__ == "__main__":

@@ -138,10 +138,11 @@ class Checkpoint:
     models are cached (weights and configuration: either changed means a new conversion).
     """
 
-    def __init__(self, folder: Path | str) -> None:
+    def __init__(self, folder: Path | str, *, export_key: str | None = None) -> None:
         self.folder = Path(folder)
         self._lock = threading.Lock()
         self._digests: dict[str, str] | None = None
+        self._export_key = export_key  # known already (an export's child process: its parent hashed)
 
     def digests(self) -> dict[str, str]:
         """sha256 by relative path: weight files at any depth, top-level configuration files."""
@@ -167,6 +168,8 @@ class Checkpoint:
     @property
     def export_key(self) -> str:
         """sha256 over the top-level weight and configuration files, by name."""
+        if self._export_key is not None:
+            return self._export_key
         digest = hashlib.sha256()
         for name, file_digest in sorted(self.digests().items()):
             if "/" not in name:
