@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings, on_fatal=on_fatal)
     config = server_config(app, args.host, args.port, log_config=None, access_log=True)
     server = uvicorn.Server(config)
-    server.run()
+    code = 0
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then raised the Ctrl-C again: done
+        code = 130
     if fatal:
         print(f"vitrine could not start.\n{fatal[0]}", file=sys.stderr)
     # Everything the server held is closed by now (the app's lifespan: index saved, export child
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1 if fatal else 0)
+    os._exit(1 if fatal else code)
 
 
 if __name__ == "__main__":
