@@ -73,7 +73,7 @@ class ServiceState:
             return export.status.as_dict()
         info = components.encoder.info
         serving = f"{info.runtime}-{info.dtype}"
-        return {"phase": f"serving {serving}", "serving": serving}
+        return {"phase": f"serving {serving}", "serving": serving, "export": "none"}
 
     def readiness(self, catalog_revision: int | None) -> dict[str, object]:
         """Facts for GET /ready once the model is loaded: the index, and how far behind the database it is.
