@@ -45,14 +45,18 @@ def first_start(model: Path, tmp_path: Path, **extra_env: str) -> tuple[subproce
         **extra_env,
     )
     port = free_port()
-    process = start_api(env, port)
+    # The log goes to a file: a pipe nobody reads until the end fills up (an access line per request)
+    # and then blocks the server's next log write.
+    log = (tmp_path / "server.log").open("w")
+    process = start_api(env, port, output=log)
+    process.log_path = tmp_path / "server.log"
     return process, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
 
 
-def wait_ready(process: subprocess.Popen[str], client: httpx.Client, timeout: float = 120) -> dict:
+def wait_ready(process: subprocess.Popen[str], client: httpx.Client, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        assert process.poll() is None, process.communicate()[1]
+        assert process.poll() is None, process.log_path.read_text()
         try:
             response = client.get("/ready")
             if response.status_code == 200:
@@ -89,13 +93,15 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def stop(process: subprocess.Popen[str]) -> str:
+    """End the server (if the test has not) and return its log."""
     if process.poll() is None:
         process.terminate()
     try:
-        return process.communicate(timeout=30)[1]
+        process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
-        return process.communicate()[1]
+        process.wait()
+    return process.log_path.read_text()
 
 
 def test_ready_before_the_export_then_switched_with_answers_within_0999(tiny_model_dir, tmp_path):

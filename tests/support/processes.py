@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from tests.support.paths import REPO_ROOT
 
@@ -32,7 +33,9 @@ def clean_env(*prefixes: str) -> dict[str, str]:
     return env
 
 
-def start_api(env: dict[str, str], port: int, *, output: int = subprocess.PIPE) -> subprocess.Popen[str]:
+def start_api(
+    env: dict[str, str], port: int, *, output: int | IO[str] = subprocess.PIPE
+) -> subprocess.Popen[str]:
     """``python -m api --host 127.0.0.1 --port PORT`` with exactly ``env``, from the repository root."""
     return subprocess.Popen(
         [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)],
