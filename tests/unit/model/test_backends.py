@@ -262,7 +262,7 @@ def test_openvino_int8_is_compressed_from_the_float_conversion_auto_falls_back_t
     def no_export(*args: object) -> None:
         raise AssertionError("the checkpoint was converted again")
 
-    monkeypatch.setattr(openvino_runtime, "export_towers", no_export)
+    monkeypatch.setattr(openvino_runtime, "_convert", no_export)
     shutil.rmtree(int8.export.folder)
     rebuilt = load_backend(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
     reference = TorchBackend.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
