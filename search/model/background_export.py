@@ -128,7 +128,7 @@ class BackgroundExport:
             child = self._child
         if child is not None:
             _end(child)
-            remove_partial(self.cache_dir / self.export_key[:16], child.pid)
+            remove_partial(self.cache_dir, child.pid)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if self.status.state in ("waiting", "building"):

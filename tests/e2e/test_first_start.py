@@ -173,7 +173,11 @@ def test_a_signal_during_the_export_stops_everything_within_2s_and_leaves_no_exp
         while not (children := export_children(process)):
             assert time.monotonic() < deadline, "no export child started"
             time.sleep(0.05)
-        time.sleep(1.0)  # well into the step: the child has imported torch and writes its temporary folder
+        # Well into the step: the child writes its temporary folder in the cache.
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "cache").glob("exports/*/.tmp-*")):
+            assert time.monotonic() < deadline and export_children(process), "no export step started writing"
+            time.sleep(0.05)
         process.send_signal(signum)
         started = time.monotonic()
         process.wait(timeout=10)
