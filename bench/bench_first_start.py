@@ -119,9 +119,13 @@ def first_start(name: str, code: Path, model: Path, timeout: float, results: dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "base-512")
-    parser.add_argument("--before", type=Path, help="a checkout of the code before (git worktree add ... main)")
+    parser.add_argument(
+        "--before", type=Path, help="a checkout of the code before (git worktree add ... main)"
+    )
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "first_start.json")
     args = parser.parse_args()
