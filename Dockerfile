@@ -13,6 +13,17 @@ COPY indexer indexer
 COPY migrations migrations
 COPY handler.py alembic.ini ./
 RUN pip install '.[cpu,postgres]'
+# Exports (ONNX/OpenVINO conversions) live in VITRINE_CACHE_DIR, keyed by the checkpoint's content:
+# mount a volume there to keep them across containers. To build the export into the image instead, name
+# a checkpoint the build can read: a hub id, or a folder copied into the image before this step
+#   docker build --build-arg EXPORT_MODEL=google/siglip2-base-patch16-512 .
+# (a mounted checkpoint: `docker run -v ...:/models -v vitrine-cache:/cache IMAGE python -m indexer
+# export-model` once, with the same VITRINE_MODEL the server uses).
+ENV VITRINE_CACHE_DIR=/cache
+ARG EXPORT_MODEL=
+RUN if [ -n "$EXPORT_MODEL" ]; then \
+        VITRINE_MODEL="$EXPORT_MODEL" VITRINE_DEVICE=cpu python -m indexer export-model; \
+    fi
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"

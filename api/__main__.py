@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 import uvicorn
@@ -47,9 +49,20 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings, on_fatal=on_fatal)
     config = server_config(app, args.host, args.port, log_config=None, access_log=True)
     server = uvicorn.Server(config)
-    server.run()
+    code = 0
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then raised the Ctrl-C again: done
+        code = 130
     if fatal:
-        sys.exit(f"vitrine could not start.\n{fatal[0]}")
+        print(f"vitrine could not start.\n{fatal[0]}", file=sys.stderr)
+    # Everything the server held is closed by now (the app's lifespan: index saved, export child
+    # killed). The interpreter's own teardown of torch and OpenVINO, or a model still loading on its
+    # daemon thread, would keep a stopped server alive for seconds: Ctrl-C ends it at once instead.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if fatal else code)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,15 +45,18 @@ def create_app(
     state = ServiceState(settings)
 
     def start_components() -> None:
-        components = Components.start(settings, encoder, with_catalog=True)
+        # A missing export is built in the background while torch serves (search/model/background_export.py).
+        components = Components.start(settings, encoder, with_catalog=True, export_in_background=True)
         if components.products is not None:
             probe = DatabaseProbe(settings.resolved_database_url)
             probe.check_now()  # /ready has a fact to answer from the moment it can be 200
             state.database_probe = probe
         state.components = components
+        if components.export is not None and not state.stopping:
+            components.export.start()
 
-    async def watch_database(loading: asyncio.Task[None]) -> None:
-        await loading
+    async def watch_database(loaded: asyncio.Event) -> None:
+        await loaded.wait()
         if state.database_probe is not None:
             await state.database_probe.run()
 
@@ -61,13 +66,14 @@ def create_app(
             log.info("bearer-token auth on: %d token(s) configured", len(settings.api_tokens))
         else:
             log.warning("no VITRINE_API_TOKENS configured: the API is OPEN to anyone who can reach it")
-        task = asyncio.create_task(asyncio.to_thread(_load, start_components, state, on_fatal))
+        loaded = asyncio.Event()
+        _start_loading(start_components, state, on_fatal, loaded)
         trimmer = asyncio.create_task(release_memory_when_idle(state, glibc_malloc_trim()))
-        watcher = asyncio.create_task(watch_database(task))
+        watcher = asyncio.create_task(watch_database(loaded))
         try:
             yield
         finally:
-            task.cancel()
+            state.stopping = True
             trimmer.cancel()
             watcher.cancel()
             if state.database_probe is not None:
@@ -93,6 +99,26 @@ def create_app(
     app.mount("/static/swagger", StaticFiles(directory=STATIC / "swagger"), name="swagger")
     app.mount("/ui", StaticFiles(directory=STATIC / "ui", html=True), name="ui")
     return app
+
+
+def _start_loading(
+    start: Callable[[], None],
+    state: ServiceState,
+    on_fatal: Callable[[str], None] | None,
+    loaded: asyncio.Event,
+) -> None:
+    """Load on a daemon thread: a Ctrl-C while the model loads ends the process at once instead of
+    waiting for the load (an executor's thread would be joined at exit)."""
+    loop = asyncio.get_running_loop()
+
+    def run() -> None:
+        try:
+            _load(start, state, on_fatal)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the server stopped meanwhile
+                loop.call_soon_threadsafe(loaded.set)
+
+    threading.Thread(target=run, name="vitrine-load", daemon=True).start()
 
 
 def _load(start: Callable[[], None], state: ServiceState, on_fatal: Callable[[str], None] | None) -> None:

@@ -35,6 +35,7 @@ class ServiceState:
         self.components: Components | None = None
         self.database_probe: DatabaseProbe | None = None  # set once a catalog is open
         self.load_error: str | None = None
+        self.stopping = False  # the server is shutting down: no background export may start
         self.in_flight = 0
         self.finished = 0  # admitted requests that have ended (the memory trimmer watches it)
         self.metrics = Metrics()
@@ -62,6 +63,18 @@ class ServiceState:
             raise NotReady("the product catalog is not enabled on this server")
         return components.products
 
+    def model_phase(self) -> dict[str, object]:
+        """What serves and what is being built: "serving torch-bfloat16; building openvino-int8, 40%"."""
+        components = self.components
+        if components is None:
+            return {"phase": "loading the model"}
+        export = components.export
+        if export is not None:
+            return export.status.as_dict()
+        info = components.encoder.info
+        serving = f"{info.runtime}-{info.dtype}"
+        return {"phase": f"serving {serving}", "serving": serving, "export": "none"}
+
     def readiness(self, catalog_revision: int | None) -> dict[str, object]:
         """Facts for GET /ready once the model is loaded: the index, and how far behind the database it is.
 
@@ -71,7 +84,7 @@ class ServiceState:
         components = self.components
         products = components.products if components else None
         if components is None or products is None:
-            return {"index": {"loaded": False}}
+            return {"model": self.model_phase(), "index": {"loaded": False}}
         index = products.index
         mismatch = components.space_mismatch()
         catalog: dict[str, object] = {"mismatch": mismatch is not None}
@@ -82,6 +95,7 @@ class ServiceState:
         if mismatch is not None:
             catalog["error"] = mismatch.message
         return {
+            "model": self.model_phase(),
             "index": {"loaded": True, "size": len(index), "revision": index.revision},
             "catalog": catalog,
         }
@@ -123,6 +137,17 @@ class ServiceState:
                 "dtype": encoder.info.dtype,
                 "random_weights": str(encoder.info.random_weights).lower(),
             }
+            export = self.components.export
+            if export is not None:
+                status = export.status
+                gauges["vitrine_export_building"] = (
+                    "1 while the faster runtime's export is built in the background.",
+                    float(status.state == "building"),
+                )
+                gauges["vitrine_export_progress_percent"] = (
+                    "How far the background export has got (100: switched to it).",
+                    float(status.percent),
+                )
             for tower, queue in (("image", encoder.images_queue), ("text", encoder.texts_queue)):
                 gauges |= queue_gauges(tower, queue.stats)
             products = self.components.products

@@ -4,6 +4,8 @@ extend these in ``api/settings.py``; ``search/wiring.py`` turns settings into co
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,6 +15,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_MODEL = "google/siglip2-base-patch16-512"
 
 MiB = 1024 * 1024
+
+
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The user's cache folder for vitrine (the XDG convention, as huggingface_hub's own cache)."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vitrine"
 
 
 def split_csv(value: object) -> object:
@@ -50,6 +58,18 @@ class Settings(BaseSettings):
 
     # Storage
     data_dir: Path = Path("data")
+    cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir(),
+        description="Exported models, shared by every data folder (keyed by the checkpoint's content); "
+        "default: $XDG_CACHE_HOME/vitrine or ~/.cache/vitrine.",
+    )
+    export_memory_budget: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes a background export step may use; default: the container's memory limit "
+        "(cgroup) or the machine's available memory, less a reserve. Below the export's need the "
+        "server serves torch and says how to build the export elsewhere (python -m indexer export-model).",
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under data_dir.")
     database_read_url: str | None = Field(
         None,
@@ -116,6 +136,9 @@ class Settings(BaseSettings):
 
     # Search index
     search_max_k: int = Field(1000, ge=1)
+    search_max_sorted: int = Field(
+        10_000, ge=1, le=30_000, description="Most products a sort orders when cut-offs choose the set"
+    )
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="auto: exact below index_exact_limit vectors, ivf above; flat; hnsw; ivf"
     )
@@ -169,8 +192,8 @@ class Settings(BaseSettings):
 
     @property
     def exports_dir(self) -> Path:
-        """Exported and quantised models, keyed by checkpoint content."""
-        return self.data_dir / "models"
+        """Exported and quantised models, keyed by checkpoint content: one cache for every data folder."""
+        return self.cache_dir / "exports"
 
     @property
     def images_dir(self) -> Path:

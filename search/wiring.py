@@ -29,6 +29,7 @@ from search.strict_json import JsonLimits
 
 if TYPE_CHECKING:  # the maintenance commands never load torch: the model's modules load when used
     from search.endpoint import InferenceService, RequestLimits
+    from search.model.background_export import BackgroundExport
     from search.model.encoder import BatchSettings, Encoder
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def search_limits(settings: Settings) -> SearchLimits:
         max_images=settings.max_images_per_request,
         max_product_examples=settings.max_product_examples,
         max_filter_keys=settings.max_attributes,
+        max_sorted=settings.search_max_sorted,
     )
 
 
@@ -110,12 +112,15 @@ def quiet_transformers() -> None:
     huggingface_hub.utils.enable_progress_bars()  # ...which downloads need
 
 
-def load_encoder(settings: Settings) -> Encoder:
+def load_encoder(settings: Settings, *, export_in_background: bool = False) -> Encoder:
+    """The encoder of ``settings``. ``export_in_background``: serve torch now rather than build a missing
+    export first (``background_export`` then builds it and switches)."""
     import torch
 
     from search.model.encoder import Encoder
 
-    quiet_transformers()
+    if settings.log_level.upper() != "DEBUG":
+        quiet_transformers()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     encoder = Encoder.load(
@@ -126,6 +131,7 @@ def load_encoder(settings: Settings) -> Encoder:
         cache_dir=settings.exports_dir,
         threads=settings.torch_threads,
         batching=batch_settings(settings),
+        allow_build=not export_in_background,
     )
     encoder.max_text_chars = settings.max_text_chars
     info = encoder.info
@@ -145,6 +151,36 @@ def load_encoder(settings: Settings) -> Encoder:
             info.model_id,
         )
     return encoder
+
+
+def background_export(settings: Settings, encoder: Encoder) -> BackgroundExport | None:
+    """The export to build while ``encoder`` serves (not started), or None where nothing faster is missing."""
+    from search.model.backends import pending_exports
+    from search.model.background_export import BackgroundExport
+
+    checkpoint = encoder.checkpoint
+    if checkpoint is None:
+        return None
+    pending = pending_exports(
+        encoder.backend.choice,
+        settings.runtime,
+        settings.dtype,
+        encoder.info.device,
+        settings.exports_dir,
+        checkpoint,
+    )
+    if not pending:
+        return None
+    return BackgroundExport(
+        encoder,
+        pending,
+        model_folder=checkpoint.folder,
+        cache_dir=settings.exports_dir,
+        export_key=checkpoint.export_key,
+        memory_budget=settings.export_memory_budget,
+        threads=settings.torch_threads,
+        log_level="DEBUG" if settings.log_level.upper() == "DEBUG" else "WARNING",
+    )
 
 
 def build_image_loader(settings: Settings, model_side: int | None = None) -> ImageLoader:
@@ -287,15 +323,23 @@ class Components:
     # The catalog's embedding space and the served model's; catalog routes need them equal.
     catalog_space: EmbeddingSpace | None = None
     served_space: EmbeddingSpace | None = None
+    # The faster runtime's export being built while this serves (not started: the caller starts it).
+    export: BackgroundExport | None = None
 
     @classmethod
     def start(
-        cls, settings: Settings, encoder: Encoder | None = None, *, with_catalog: bool = False
+        cls,
+        settings: Settings,
+        encoder: Encoder | None = None,
+        *,
+        with_catalog: bool = False,
+        export_in_background: bool = False,
     ) -> Components:
         from search.endpoint import InferenceService
 
         owns_encoder = encoder is None
-        encoder = encoder or load_encoder(settings)
+        encoder = encoder or load_encoder(settings, export_in_background=export_in_background)
+        export = background_export(settings, encoder) if export_in_background and owns_encoder else None
         images = build_image_loader(settings, encoder.info.image_size)
         products = catalog_space = served_space = None
         if with_catalog:
@@ -331,6 +375,7 @@ class Components:
             owns_encoder,
             catalog_space,
             served_space,
+            export,
         )
 
     def space_mismatch(self) -> SpaceMismatch | None:
@@ -341,6 +386,8 @@ class Components:
         return SpaceMismatch(self.catalog_space, self.served_space)
 
     def close(self) -> None:
+        if self.export is not None:
+            self.export.stop()
         if self.products is not None:
             self.products.tagging.stop()
             try:

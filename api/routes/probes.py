@@ -52,6 +52,7 @@ async def info(state: ServiceState = Depends(admitted)) -> dict[str, Any]:
         "device": encoder.device,
         "dtype": encoder.dtype,
         "random_weights": encoder.random_weights,
+        **state.model_phase(),
         **await run_in_threadpool(state.catalog_info),
     }
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -148,15 +148,16 @@ class Encoder:
         self.logit_scale = float(backend.logit_scale)
         self.logit_bias = float(backend.logit_bias)
         batching = batching or BatchSettings()
+        # The queues read ``self.backend`` at each batch: ``use_backend`` switches runtimes between batches.
         self.images_queue = TowerQueue(
             "images",
-            lambda pixels: normalise(backend.image_features(pixels)),
+            lambda pixels: normalise(self.backend.image_features(pixels)),
             batching.image_policy(choice.device),
             setting="VITRINE_IMAGE_QUEUE_MAX",
         )
         self.texts_queue = TowerQueue(
             "texts",
-            lambda ids: normalise(backend.text_features(ids)),
+            lambda ids: normalise(self.backend.text_features(ids)),
             batching.text_policy(choice.device),
             setting="VITRINE_TEXT_QUEUE_MAX",
         )
@@ -175,8 +176,12 @@ class Encoder:
         cache_dir: Path | None = None,
         threads: int | None = None,
         batching: BatchSettings | None = None,
+        allow_build: bool = True,
     ) -> Encoder:
-        """Load a checkpoint (hub id or local folder). Raises ModelLoadError with an actionable message."""
+        """Load a checkpoint (hub id or local folder). Raises ModelLoadError with an actionable message.
+
+        ``allow_build`` False: runtimes whose export is not built yet are passed over (a server builds
+        them in the background: ``search.model.background_export``)."""
         # Decided before transformers sees the id: offline it would retry the hub for half a minute.
         local_only = locate_weights(model_id).local_files_only
         try:
@@ -194,6 +199,7 @@ class Encoder:
                 cache_dir=cache_dir,
                 threads=threads,
                 checkpoint=checkpoint,
+                allow_build=allow_build,
             )
             processor = AutoProcessor.from_pretrained(model_id, local_files_only=local_only)
         except ModelLoadError:
@@ -201,6 +207,20 @@ class Encoder:
         except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors, ...
             raise ModelLoadError(_load_failure_message(model_id, exc)) from exc
         return cls(adapter, processor, config, model_id=model_id, batching=batching, checkpoint=checkpoint)
+
+    def use_backend(self, backend: ModelBackend) -> None:
+        """Serve from ``backend`` from the next batch on (a batch running now finishes on the old one).
+
+        Both must pass the 0.999 cosine check against float32; cached text vectors are dropped all the
+        same, so that every answer after the switch comes from one runtime.
+        """
+        choice = backend.choice
+        with self._cache_lock:
+            self.backend = backend
+            self.info = replace(
+                self.info, runtime=choice.runtime, dtype=choice.precision, device=choice.device
+            )
+            self._text_cache.clear()
 
     def with_batching(self, batching: BatchSettings) -> Encoder:
         """The same loaded model behind its own scheduler queues (another server's batching settings)."""

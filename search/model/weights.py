@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +48,16 @@ def ways_forward(model_id: str) -> str:
         "Three ways forward:\n"
         f"  1. a local copy of the checkpoint: VITRINE_MODEL=/path/to/{name} make serve\n"
         "  2. everything offline with a random tiny model and a sample catalog: make demo\n"
-        f"  3. download the weights where the hub is reachable: make weights (or `hf download {hub_id} "
-        f"--local-dir models/{name}`), copy models/{name} here and set VITRINE_MODEL=models/{name}"
+        f"  3. download the weights where the hub is reachable: make weights (or `{download_command(hub_id, name)}`), "
+        f"copy models/{name} here and set VITRINE_MODEL=models/{name}"
     )
+
+
+def download_command(hub_id: str, name: str) -> str:
+    """The hub's download command as it works when pasted: by this interpreter's path (``hf`` alone is
+    on PATH only inside the virtual environment)."""
+    python = shlex.quote(sys.executable)
+    return f"{python} -m huggingface_hub.cli.hf download {hub_id} --local-dir models/{name}"
 
 
 def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_SECONDS) -> bool:
@@ -138,10 +147,11 @@ class Checkpoint:
     models are cached (weights and configuration: either changed means a new conversion).
     """
 
-    def __init__(self, folder: Path | str) -> None:
+    def __init__(self, folder: Path | str, *, export_key: str | None = None) -> None:
         self.folder = Path(folder)
         self._lock = threading.Lock()
         self._digests: dict[str, str] | None = None
+        self._export_key = export_key  # known already (an export's child process: its parent hashed)
 
     def digests(self) -> dict[str, str]:
         """sha256 by relative path: weight files at any depth, top-level configuration files."""
@@ -167,6 +177,8 @@ class Checkpoint:
     @property
     def export_key(self) -> str:
         """sha256 over the top-level weight and configuration files, by name."""
+        if self._export_key is not None:
+            return self._export_key
         digest = hashlib.sha256()
         for name, file_digest in sorted(self.digests().items()):
             if "/" not in name:

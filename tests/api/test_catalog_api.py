@@ -181,3 +181,15 @@ def test_single_input_forms_are_unchanged_and_bad_compositions_are_400(server: L
     assert "mode" in assert_error(
         server.client.post("/search", json={"image": png(1), "mode": "lexical"}), 400
     )
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+@pytest.mark.parametrize("mode", [None, "vector", "lexical", "hybrid"])
+def test_an_empty_text_query_is_400_in_every_mode(server: LiveServer, text: str, mode: str | None) -> None:
+    body = {"text": text} if mode is None else {"text": text, "mode": mode}
+    assert (
+        assert_error(server.client.post("/search", json=body), 400)
+        == "text is empty; give words to search for"
+    )
+    composed = {"positive": [{"text": "oak"}], "negative": [{"text": text}]}
+    assert "text is empty" in assert_error(server.client.post("/search", json=composed), 400)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -56,7 +58,26 @@ def assert_one_message_with_the_ways_forward(result: subprocess.CompletedProcess
     assert "hf download google/siglip2-base-patch16-512 --local-dir models/siglip2-base-patch16-512" in (
         result.stderr
     )
+    assert_the_download_command_runs_as_pasted(result.stderr)
     assert "Retrying" not in output and "retry" not in output.lower()
+
+
+def assert_the_download_command_runs_as_pasted(message: str) -> None:
+    """The command between backticks, pasted into a shell with a bare PATH, starts (its --help: the
+    download itself needs the hub)."""
+    command = re.search(r"`([^`]*hf download[^`]*)`", message).group(1)
+    words = shlex.split(command)
+    assert words[-4:] == [
+        "download",
+        "google/siglip2-base-patch16-512",
+        "--local-dir",
+        "models/siglip2-base-patch16-512",
+    ]
+    result = subprocess.run(
+        [*words[:-3], "--help"], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--local-dir" in result.stdout
 
 
 def test_unreachable_hub_fails_at_once_with_the_three_ways_forward(offline_starts):

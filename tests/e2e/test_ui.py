@@ -97,7 +97,9 @@ def test_typing_a_query_shows_result_cards_with_images_and_scores(catalog_copy, 
     page.keyboard.press("Enter")
     page.locator("#results .card").first.wait_for()
     assert len(card_ids(page)) == 24
-    assert page.locator("#results .card .score").first.inner_text().startswith("score ")
+    # Relevance in words for people, the raw scores on hover.
+    assert "best match" in page.locator("#results .card .score").first.inner_text()
+    assert page.locator("#results .card .score").first.get_attribute("title").startswith("score ")
     wait_until(
         page, "[...document.querySelectorAll('#results img')].slice(0, 8).every(i => i.naturalWidth > 0)"
     )
@@ -136,7 +138,8 @@ def test_more_like_this_shows_neighbours_without_the_product_itself(
     first.wait_for()
     product_id = first.get_attribute("data-id")
     first.get_by_role("button", name="More like this").click()
-    wait_until(page, "document.querySelector('#summary').textContent.startsWith('More like')")
+    wait_until(page, "document.querySelector('#summary').textContent.startsWith('Products that look like')")
+    assert page.locator("#q").input_value() == ""  # the box no longer shows a query that is not searched
     page.locator("#results .card").first.wait_for()
     ids = card_ids(page)
     assert ids and product_id not in ids

@@ -78,3 +78,14 @@ def test_maintenance_commands_answer_in_json_too(run_cli, tmp_path):
     assert json.loads(run_cli("rebuild", "--json")[1]) == {"index_vectors": 3}
     removed = json.loads(run_cli("remove", "sku-00000", "nope", "--json")[1])
     assert removed == {"removed": ["sku-00000"], "not_found": ["nope"]}
+
+
+def test_an_interrupted_summary_says_interrupted_after_never_finished_in() -> None:
+    from indexer.summary import RunSummary
+
+    for command in ("add", "import", "reembed"):
+        interrupted = "\n".join(RunSummary(command, total=9, interrupted=True, seconds=3.2).lines())
+        finished = "\n".join(RunSummary(command, total=9, seconds=3.2).lines())
+        assert "interrupted after 3.2 s" in interrupted and "INTERRUPTED" in interrupted
+        assert "finished in" not in interrupted and " in 3.2 s" not in interrupted
+        assert "in 3.2 s" in finished and "interrupted" not in finished.lower()

@@ -6,6 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from typing import IO
 
 from tests.support.paths import REPO_ROOT
 
@@ -17,12 +20,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Exports that test processes build (keyed by the checkpoint's content, so sharing them is safe): never
+# in the user's own cache folder.
+TEST_EXPORTS = Path(tempfile.gettempdir()) / "vitrine-test-exports"
+
+
 def clean_env(*prefixes: str) -> dict[str, str]:
-    """This process's environment without the variables that start with ``prefixes`` (VITRINE_ always)."""
-    return {key: value for key, value in os.environ.items() if not key.startswith(("VITRINE_", *prefixes))}
+    """This process's environment without the variables that start with ``prefixes`` (VITRINE_ always),
+    with the export cache in a temporary folder (a test that needs its own sets VITRINE_CACHE_DIR)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VITRINE_", *prefixes))}
+    env["VITRINE_CACHE_DIR"] = str(TEST_EXPORTS)
+    return env
 
 
-def start_api(env: dict[str, str], port: int, *, output: int = subprocess.PIPE) -> subprocess.Popen[str]:
+def start_api(
+    env: dict[str, str], port: int, *, output: int | IO[str] = subprocess.PIPE
+) -> subprocess.Popen[str]:
     """``python -m api --host 127.0.0.1 --port PORT`` with exactly ``env``, from the repository root."""
     return subprocess.Popen(
         [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)],

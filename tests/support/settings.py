@@ -16,6 +16,7 @@ def settings_for(model_dir: Path, data_dir: Path, **overrides: object) -> Server
         "url_allow_hosts": ["127.0.0.1"],
         "device": "cpu",
         "dtype": "float32",
+        "cache_dir": data_dir.parent / "cache",  # exports: never the user's own cache
     }
     values.update(overrides)
     return ServerSettings(**values)
@@ -29,6 +30,7 @@ def indexer_settings(model_dir: Path, data_dir: Path, **overrides: object) -> Se
         "data_dir": data_dir,
         "device": "cpu",
         "dtype": "float32",
+        "cache_dir": data_dir.parent / "cache",
     }
     values.update(overrides)
     return Settings(**values)

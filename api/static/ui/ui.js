@@ -11,7 +11,10 @@ const state = {
   crop: null,             // {x, y, w, h} in the picture's own pixels
   blobUrls: [],
   attributeKeys: [],
+  page: 0,                // pages of PAGE_SIZE results already shown, less one
+  topScore: null,         // the first result's score: relevance is shown relative to it
 };
+const PAGE_SIZE = 24;
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -79,6 +82,8 @@ async function start() {
     unlock();
     const catalog = info.catalog ? `${info.catalog.products} products` : "no catalog";
     setStatus(`${catalog} · ${info.model}${info.random_weights ? " (random weights: scores are meaningless)" : ""}`);
+    // Hooks (browse.js: the URL's search or the landing page) start from here, once the page can ask.
+    document.dispatchEvent(new CustomEvent("vitrine:started", { detail: { info } }));
   } catch (error) {
     if (error.status === 503) { setStatus(`${error.message} — retrying…`); setTimeout(start, 2000); }
     else if (error.status !== 401) setStatus(error.message, true);
@@ -113,32 +118,72 @@ $("token-form").addEventListener("submit", async (event) => {
 
 // Search ---------------------------------------------------------------------------------------------
 
-async function runSearch(query, label) {
+// ``page``: 0 for a new search; a later page is appended below the results shown ("Load more").
+// ``push``: false when the search comes from the URL (Back, Forward, a shared link).
+async function runSearch(query, label, { page = 0, push = true } = {}) {
   state.lastQuery = { query, label };
-  const body = { ...query, k: 24 };
+  state.page = page;
+  const body = { ...query, k: PAGE_SIZE, offset: page * PAGE_SIZE };
+  if (query.text && $("mode").value) body.mode = $("mode").value;
+  const sort = $("sort").value;
+  if (sort) body.sort = [{ field: sort.replace(/^-/, ""), order: sort.startsWith("-") ? "desc" : "asc" }];
   if (Object.keys(state.filters).length) body.filters = { ...state.filters };
   if (state.facetsSupported) body.facets = ["category", ...state.attributeKeys].slice(0, 8);
+  if (push) document.dispatchEvent(new CustomEvent("vitrine:search", { detail: { query, label, page } }));
   setStatus("Searching…");
   try {
     const answer = await api("/search", { method: "POST", json: body });
-    renderResults(answer, label);
-    setStatus(`${answer.count} result${answer.count === 1 ? "" : "s"} in ${Math.round(answer.took_ms)} ms`);
+    renderResults(answer, label, page > 0);
+    const shown = $("results").children.length;
+    const total = answer.total !== undefined ? ` of ${answer.total}` : "";
+    setStatus(`${shown}${total} result${shown === 1 ? "" : "s"} in ${Math.round(answer.took_ms)} ms`);
+    // A full page may have more behind it; a sorted answer says how many exactly.
+    const more = answer.total !== undefined ? shown < answer.total : answer.results.length === PAGE_SIZE;
+    $("more").hidden = !more;
   } catch (error) {
     if (error.status !== 401) setStatus(error.message, true);
   }
 }
 
-function renderResults(answer, label) {
-  releaseBlobs();
+function renderResults(answer, label, append = false) {
+  if (!append) { releaseBlobs(); state.topScore = answer.results.length ? answer.results[0].score : null; }
   $("summary").textContent = label;
+  $("landing").hidden = true;
   const keys = new Set(state.attributeKeys);
   const cards = answer.results.map((hit) => {
     Object.keys(hit.attributes || {}).forEach((key) => keys.add(key));
     return card(hit);
   });
   state.attributeKeys = [...keys];
-  $("results").replaceChildren(...cards);
+  if (append) $("results").append(...cards); else $("results").replaceChildren(...cards);
   renderFacets(answer.facets);
+  document.dispatchEvent(new CustomEvent("vitrine:results", { detail: { answer, append } }));
+}
+
+// How well a result matches, for a person: its score against the best result's (100% for the first),
+// in words and a bar; the raw scores stay on hover (and in the API).
+function relevance(hit) {
+  const element = document.createElement("span");
+  element.className = "score";
+  if (hit.score === undefined) return element;  // a listing (the landing page): no query to match
+  const share = state.topScore > 0 && hit.score > 0 ? Math.min(1, hit.score / state.topScore) : null;
+  const words = share === null ? "match" : share >= 0.9 ? "best match" : share >= 0.7 ? "good match" : "weaker match";
+  const meter = document.createElement("span");
+  meter.className = "meter";
+  meter.setAttribute("role", "meter");
+  meter.setAttribute("aria-valuemin", "0");
+  meter.setAttribute("aria-valuemax", "100");
+  meter.setAttribute("aria-valuenow", String(share === null ? 0 : Math.round(share * 100)));
+  meter.setAttribute("aria-label", "relevance");
+  const fill = document.createElement("span");
+  fill.style.width = `${share === null ? 0 : Math.round(share * 100)}%`;
+  meter.append(fill);
+  element.append(meter, ` ${words}${hit.category ? ` · ${hit.category}` : ""}`);
+  const raw = [`score ${hit.score}`];
+  if (hit.vector_score !== undefined) raw.push(`vector ${hit.vector_score}`);
+  if (hit.lexical_score !== undefined && hit.lexical_score !== null) raw.push(`lexical ${hit.lexical_score}`);
+  element.title = raw.join(" · ");
+  return element;
 }
 
 function card(hit) {
@@ -156,14 +201,19 @@ function card(hit) {
   body.className = "body";
   const title = button(hit.title || hit.id, () => openProduct(hit.id), "title");
   title.setAttribute("aria-label", `Details of ${hit.title || hit.id}`);
-  const score = document.createElement("span");
-  score.className = "score";
-  score.textContent = `score ${hit.score.toFixed(3)}${hit.category ? ` · ${hit.category}` : ""}`;
+  const score = relevance(hit);
   const actions = document.createElement("div");
   actions.className = "actions";
   actions.append(button("More like this", () => moreLikeThis(hit.id, hit.title), "more"));
   if (hit.category) actions.append(button(hit.category, () => addFilter("category", hit.category), "secondary"));
   body.append(title, score);
+  const price = (hit.attributes || {}).price;
+  if (price !== undefined && price !== null) {
+    const tag = document.createElement("span");
+    tag.className = "price";
+    tag.textContent = `${Number(price).toFixed(2)}`;
+    body.append(tag);
+  }
   if (hit.images && hit.images.length > 1 && matched) {
     const which = document.createElement("span");
     which.className = "matched";
@@ -172,6 +222,10 @@ function card(hit) {
   }
   body.append(actions);
   item.append(img, body);
+  // The whole card opens the product (its buttons keep their own actions).
+  item.tabIndex = 0;
+  item.addEventListener("click", (event) => { if (!event.target.closest("button")) openProduct(hit.id); });
+  item.addEventListener("keydown", (event) => { if (event.key === "Enter" && event.target === item) openProduct(hit.id); });
   return item;
 }
 
@@ -184,8 +238,10 @@ function button(text, onClick, className = "") {
   return element;
 }
 
+// The text box is cleared: this search is by the product's pictures, and the label says so.
 function moreLikeThis(id, title) {
-  runSearch({ product_id: id }, `More like “${title || id}”`);
+  $("q").value = "";
+  runSearch({ product_id: id }, `Products that look like “${title || id}”`);
 }
 
 function addFilter(field, value) {
@@ -193,6 +249,17 @@ function addFilter(field, value) {
   renderFilters();
   if (state.lastQuery) runSearch(state.lastQuery.query, state.lastQuery.label);
 }
+
+$("more").addEventListener("click", () => {
+  if (state.lastQuery) runSearch(state.lastQuery.query, state.lastQuery.label, { page: state.page + 1 });
+});
+["sort", "mode"].forEach((id) => $(id).addEventListener("change", () => {
+  if (state.lastQuery) runSearch(state.lastQuery.query, state.lastQuery.label);
+}));
+$("filters-toggle").addEventListener("click", () => {
+  const open = $("facets").classList.toggle("open");
+  $("filters-toggle").setAttribute("aria-expanded", String(open));
+});
 
 function renderFilters() {
   const chips = Object.entries(state.filters).map(([field, value]) => {

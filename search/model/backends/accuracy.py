@@ -10,6 +10,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -70,6 +71,22 @@ class Reference:
             scale = float(model.logit_scale.float().exp().item())
             bias = float(model.logit_bias.float().item())
         return cls(pixels, ids, image, text, scale, bias)
+
+    def save(self, path: Path) -> None:
+        np.savez(
+            path,
+            pixels=self.pixels,
+            ids=self.ids,
+            image=self.image,
+            text=self.text,
+            logits=np.array([self.logit_scale, self.logit_bias], np.float64),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Reference:
+        with np.load(path) as saved:
+            scale, bias = saved["logits"].tolist()
+            return cls(saved["pixels"], saved["ids"], saved["image"], saved["text"], scale, bias)
 
     def check(
         self,

@@ -4,7 +4,9 @@ Layout: ``<cache>/<checkpoint export key[:16]>/<runtime>-<precision>/`` holding 
 ``manifest.json`` written last, with each file's size and sha256, the checkpoint hash, the accuracy
 check's cosines and its verdict. An export is built in a temporary folder beside its final place and
 renamed into it, so a crash leaves either nothing or a whole export; on load every file is checked
-against the manifest, and anything missing, truncated or altered is rebuilt, never served.
+against the manifest, and anything missing, truncated or altered is rebuilt, never served. The
+temporary folder's name carries the builder's process id, so whoever kills a builder removes what it
+left (``remove_partial``), and one found with no live builder is swept on the next build.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 MIN_COSINE = 0.999  # an export must be this close to the float32 reference on every probe
 # Raised whenever the accuracy check changes (probes, threshold): older verdicts are not trusted.
-CHECK_VERSION = 2
+CHECK_VERSION = 3  # 3: OpenVINO IR converted from torch tower by tower, reference kept
 
 
 @dataclass
@@ -60,22 +62,75 @@ def verify(folder: Path) -> dict | None:
     return manifest
 
 
-Builder = Callable[[Path], dict]
-"""Writes the model files into a folder and returns the manifest's extra facts (cosines, accepted, ...)."""
+class ExportMissing(Exception):
+    """No verified export yet, and the caller asked not to build one here."""
 
 
-def load_or_build(root: Path, checkpoint: str, variant: str, build: Builder) -> Export:
-    """The verified export ``variant`` of ``checkpoint`` under ``root``, built first where missing or broken."""
-    final = root / checkpoint[:16] / variant
+def is_built(root: Path, checkpoint: str, variant: str) -> bool:
+    """Whether a complete, verified export of ``variant`` is cached (accepted or refused)."""
+    return _current(root / checkpoint[:16] / variant, checkpoint) is not None
+
+
+def _current(final: Path, checkpoint: str) -> dict | None:
     manifest = verify(final)
     if (
         manifest is not None
         and manifest.get("checkpoint") == checkpoint
         and manifest.get("check_version") == CHECK_VERSION
     ):
+        return manifest
+    return None
+
+
+def _temp_name(variant: str, pid: int) -> str:
+    return f".tmp-{variant}-{pid}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_partial(root: Path, pid: int) -> list[Path]:
+    """Remove the temporary folders a (killed) builder process ``pid`` left anywhere under ``root``."""
+    removed = []
+    for temp in root.glob(f"*/.tmp-*-{pid}-*"):
+        shutil.rmtree(temp, ignore_errors=True)
+        removed.append(temp)
+    return removed
+
+
+def _sweep_orphans(folder: Path) -> None:
+    """Temporary folders whose builder is gone (killed by SIGKILL, a power cut): never an export."""
+    for temp in folder.glob(".tmp-*"):
+        parts = temp.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+Builder = Callable[[Path], dict]
+"""Writes the model files into a folder and returns the manifest's extra facts (cosines, accepted, ...)."""
+
+
+def load_or_build(
+    root: Path, checkpoint: str, variant: str, build: Builder, *, allow_build: bool = True
+) -> Export:
+    """The verified export ``variant`` of ``checkpoint`` under ``root``, built first where missing or broken
+    (``allow_build`` False: ``ExportMissing`` instead)."""
+    final = root / checkpoint[:16] / variant
+    manifest = _current(final, checkpoint)
+    if manifest is not None:
         return Export(final, manifest)
+    if not allow_build:
+        raise ExportMissing(f"no {variant} export of checkpoint {checkpoint[:16]} in {root} yet")
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.parent / f".tmp-{variant}-{uuid.uuid4().hex[:8]}"
+    _sweep_orphans(final.parent)
+    temp = final.parent / _temp_name(variant, os.getpid())
     temp.mkdir()
     try:
         log.info("building %s export of checkpoint %s (once; cached in %s)", variant, checkpoint[:16], final)

@@ -16,6 +16,7 @@ import numpy as np
 from search.model.backends.accuracy import Reference
 from search.model.backends.base import BackendUnavailable, RuntimeChoice
 from search.model.backends.export_cache import MIN_COSINE, Export, load_or_build
+from search.model.backends.progress import report
 from search.model.weights import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -58,23 +59,11 @@ class OnnxBackend:
         *,
         threads: int | None = None,
         checkpoint: Checkpoint | None = None,
+        allow_build: bool = True,
     ) -> OnnxBackend:
         """The cached export for this checkpoint (built first where missing or broken), if it passed
         its accuracy check."""
-        if choice.precision not in PRECISIONS:
-            raise BackendUnavailable(f"onnx runs float32 or int8, not {choice.precision}")
-        if choice.device != "cpu":
-            raise BackendUnavailable("the onnx runtime adapter runs on CPU; use torch on CUDA")
-        _import_ort()
-        key = (checkpoint or Checkpoint(model_id)).export_key
-        export = load_or_build(
-            cache_dir, key, f"onnx-{choice.precision}", lambda folder: build(model_id, choice, folder)
-        )
-        if not export.accepted:
-            raise BackendUnavailable(
-                f"onnx {choice.precision} export of {model_id} is refused: cosine to float32 "
-                f"{export.manifest.get('cosine')} < {MIN_COSINE}"
-            )
+        export = ensure_export(model_id, choice, cache_dir, checkpoint=checkpoint, allow_build=allow_build)
         return cls(export, choice, threads)
 
     def image_features(self, pixels: np.ndarray) -> np.ndarray:
@@ -89,13 +78,46 @@ class OnnxBackend:
 # Export ---------------------------------------------------------------------------------------------------
 
 
+def ensure_export(
+    model_id: str,
+    choice: RuntimeChoice,
+    cache_dir: Path,
+    *,
+    checkpoint: Checkpoint | None = None,
+    allow_build: bool = True,
+) -> Export:
+    """The accepted, verified export for ``choice`` (built first unless ``allow_build`` is False:
+    ``ExportMissing`` then). An export refused by its accuracy check raises BackendUnavailable."""
+    if choice.precision not in PRECISIONS:
+        raise BackendUnavailable(f"onnx runs float32 or int8, not {choice.precision}")
+    if choice.device != "cpu":
+        raise BackendUnavailable("the onnx runtime adapter runs on CPU; use torch on CUDA")
+    _import_ort()
+    key = (checkpoint or Checkpoint(model_id)).export_key
+    export = load_or_build(
+        cache_dir,
+        key,
+        f"onnx-{choice.precision}",
+        lambda folder: build(model_id, choice, folder),
+        allow_build=allow_build,
+    )
+    if not export.accepted:
+        raise BackendUnavailable(
+            f"onnx {choice.precision} export of {model_id} is refused: cosine to float32 "
+            f"{export.manifest.get('cosine')} < {MIN_COSINE}"
+        )
+    return export
+
+
 def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
     """Export both towers to ONNX (int8: then quantise the weights), and check them against float32."""
     import torch
     from transformers import SiglipModel
 
     ort = _import_ort()
+    report(2, "loading the checkpoint in float32")
     model = SiglipModel.from_pretrained(model_id, dtype=torch.float32).eval()
+    report(5, "computing the float32 reference on the probe inputs")
     reference = Reference.of(model)
     float_dir = folder / "float32" if choice.precision == "int8" else folder
     float_dir.mkdir(exist_ok=True)
@@ -103,6 +125,7 @@ def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
     if choice.precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        report(50, "quantising the weights to int8")
         # Dynamic quantisation: int8 weights, activations quantised per batch at run time (no calibration).
         # Per channel: one scale per output column keeps the cosine to float32 above 0.999 where a
         # single scale per tensor does not (measured on the tiny model: 0.9996 against 0.9990).
@@ -112,6 +135,7 @@ def build(model_id: str, choice: RuntimeChoice, folder: Path) -> dict:
             path.unlink()
         float_dir.rmdir()
     del model
+    report(75, f"checking {choice} against float32")
     options = ort.SessionOptions()
     vision = ort.InferenceSession(str(folder / VISION), options, providers=["CPUExecutionProvider"])
     text = ort.InferenceSession(str(folder / TEXT), options, providers=["CPUExecutionProvider"])
@@ -151,6 +175,7 @@ def export_towers(model: object, folder: Path) -> None:
         TEXT: (Text(), torch.ones(2, length, dtype=torch.int64), "input_ids"),
     }
     for name, (module, example, input_name) in examples.items():
+        report(10 if name == VISION else 20, f"exporting the {name.split('.')[0]} tower to ONNX")
         torch.onnx.export(
             module,
             (example,),

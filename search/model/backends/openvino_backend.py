@@ -16,16 +16,17 @@ IR is built.
 
 from __future__ import annotations
 
+import gc
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from search.model.backends.accuracy import Reference
+from search.model.backends.accuracy import Reference, probe_inputs
 from search.model.backends.base import BackendUnavailable, RuntimeChoice
 from search.model.backends.export_cache import MIN_COSINE, Export, load_or_build
-from search.model.backends.onnx_backend import TEXT, VISION, export_towers
+from search.model.backends.onnx_backend import TEXT, VISION
+from search.model.backends.progress import report
 from search.model.backends.torch_backend import cpu_has_native_bf16
 from search.model.weights import Checkpoint
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 IR = {VISION: "vision.xml", TEXT: "text.xml"}
+REFERENCE = "reference.npz"  # the float32 outputs on the probe inputs, kept with the float IR
 # Activation channels per int8 scale. Measured on siglip2-base shapes at batch 1 (bench/bench_int8.py,
 # 2-core Zen 4, same run): bf16 598 ms; groups of 64 / 128 / 256 / 768: 468 / 432 / 418 / 411 ms, worst
 # cosine 0.99944 / 0.99944 / 0.99942 / 0.99939. 256 divides base's 768 and 3072 (large's 1024, 4096).
@@ -52,6 +54,8 @@ def _import_nncf() -> object:
         import nncf
     except ImportError as exc:
         raise BackendUnavailable("nncf is not installed (pip install 'vitrine[cpu]' or nncf)") from exc
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        nncf.set_log_level(logging.ERROR)  # its import sets INFO: compression tables in a service log
     return nncf
 
 
@@ -93,36 +97,9 @@ class OpenVinoBackend:
         *,
         threads: int | None = None,
         checkpoint: Checkpoint | None = None,
+        allow_build: bool = True,
     ) -> OpenVinoBackend:
-        if choice.precision not in PRECISIONS:
-            raise BackendUnavailable(f"openvino runs float32, bfloat16 or int8, not {choice.precision}")
-        if choice.device != "cpu":
-            raise BackendUnavailable("the openvino runtime adapter runs on CPU; use torch on CUDA")
-        _import_openvino()
-        if choice.precision == "int8":
-            _import_nncf()
-        key = (checkpoint or Checkpoint(model_id)).export_key
-
-        def build_export(folder: Path) -> dict:
-            if choice.precision != "int8":
-                return build(model_id, choice, folder)
-            # int8 compresses the float conversion that ``auto`` falls back to when int8 is refused: built
-            # (and kept) first, so that fallback never converts the checkpoint a second time.
-            float_choice = RuntimeChoice("openvino", float_fallback())
-            source = load_or_build(
-                cache_dir,
-                key,
-                f"openvino-{float_choice.precision}",
-                lambda f: build(model_id, float_choice, f),
-            )
-            return build(model_id, choice, folder, source=source.folder)
-
-        export = load_or_build(cache_dir, key, f"openvino-{choice.precision}", build_export)
-        if not export.accepted:
-            raise BackendUnavailable(
-                f"openvino {choice.precision} of {model_id} is refused: cosine to float32 "
-                f"{export.manifest.get('cosine')} < {MIN_COSINE}"
-            )
+        export = ensure_export(model_id, choice, cache_dir, checkpoint=checkpoint, allow_build=allow_build)
         return cls(export, choice, threads)
 
     def image_features(self, pixels: np.ndarray) -> np.ndarray:
@@ -134,6 +111,50 @@ class OpenVinoBackend:
         return np.asarray(self.text(ids)[0], dtype=np.float32)
 
 
+def ensure_export(
+    model_id: str,
+    choice: RuntimeChoice,
+    cache_dir: Path,
+    *,
+    checkpoint: Checkpoint | None = None,
+    allow_build: bool = True,
+) -> Export:
+    """The accepted, verified conversion for ``choice`` (built first unless ``allow_build`` is False:
+    ``ExportMissing`` then). A conversion refused by its accuracy check raises BackendUnavailable."""
+    if choice.precision not in PRECISIONS:
+        raise BackendUnavailable(f"openvino runs float32, bfloat16 or int8, not {choice.precision}")
+    if choice.device != "cpu":
+        raise BackendUnavailable("the openvino runtime adapter runs on CPU; use torch on CUDA")
+    _import_openvino()
+    if choice.precision == "int8":
+        _import_nncf()
+    key = (checkpoint or Checkpoint(model_id)).export_key
+
+    def build_export(folder: Path) -> dict:
+        if choice.precision != "int8":
+            return build(model_id, choice, folder)
+        # int8 compresses the float conversion that ``auto`` falls back to when int8 is refused: built
+        # (and kept) first, so that fallback never converts the checkpoint a second time.
+        float_choice = RuntimeChoice("openvino", float_fallback())
+        source = load_or_build(
+            cache_dir,
+            key,
+            f"openvino-{float_choice.precision}",
+            lambda f: build(model_id, float_choice, f),
+        )
+        return build(model_id, choice, folder, source=source.folder)
+
+    export = load_or_build(
+        cache_dir, key, f"openvino-{choice.precision}", build_export, allow_build=allow_build
+    )
+    if not export.accepted:
+        raise BackendUnavailable(
+            f"openvino {choice.precision} of {model_id} is refused: cosine to float32 "
+            f"{export.manifest.get('cosine')} < {MIN_COSINE}"
+        )
+    return export
+
+
 def float_fallback() -> str:
     """The float precision OpenVINO runs best here: the one ``auto`` falls back to from int8."""
     return "bfloat16" if cpu_has_native_bf16() else "float32"
@@ -141,37 +162,104 @@ def float_fallback() -> str:
 
 def build(model_id: str, choice: RuntimeChoice, folder: Path, source: Path | None = None) -> dict:
     """OpenVINO IR of the checkpoint (float32 weights), or for int8 the float IR in ``source`` with its
-    weights compressed to int8; then the accuracy check at the chosen precision."""
+    weights compressed to int8; then the accuracy check at the chosen precision.
+
+    One tower at a time, converted straight from torch (no ONNX file in between), each freed before the
+    next: the peak holds one tower, not the whole model plus its ONNX graph plus its IR (measured for
+    siglip2-base-512: bench/RESULTS.md, "First start"). The float32 reference outputs are kept in the
+    float export (``reference.npz``), so the int8 step never loads torch's model.
+    """
     import torch
-    from transformers import SiglipModel
 
     ov = _import_openvino()
-    model = SiglipModel.from_pretrained(model_id, dtype=torch.float32).eval()
-    reference = Reference.of(model)
     if source is None:
-        _convert(ov, model, folder)
-    del model  # 1.5 GB for siglip2-base: freed before the IR is compressed and compiled
-    if source is not None:
+        reference = _convert(ov, model_id, folder)
+    else:
+        reference = Reference.load(source / REFERENCE)
+        report(62, "compressing the weights to int8")
         _compress(ov, source, folder)
-    vision = _compile(ov, folder / IR[VISION], choice.precision, None)
-    text = _compile(ov, folder / IR[TEXT], choice.precision, None)
+    base = 85 if source is not None else 45
+    report(base, f"checking {choice} against float32")
     facts = reference.check(
         choice,
-        lambda pixels: vision(pixels)[0],
-        lambda ids: text(ids)[0],
+        lambda pixels: _run_once(ov, folder / IR[VISION], choice.precision, pixels),
+        lambda ids: _run_once(ov, folder / IR[TEXT], choice.precision, ids),
     )
     return facts | {"openvino": ov.__version__, "torch": torch.__version__}
 
 
-def _convert(ov: object, model: object, folder: Path) -> None:
-    """The towers of a float32 transformers model as OpenVINO IR with float32 weights (the precision is
-    chosen when compiling, per machine)."""
-    onnx_dir = folder / "onnx"
-    onnx_dir.mkdir()
-    export_towers(model, onnx_dir)
-    for name, ir_name in IR.items():
-        ov.save_model(ov.convert_model(str(onnx_dir / name)), str(folder / ir_name), compress_to_fp16=False)
-    shutil.rmtree(onnx_dir)
+def _run_once(ov: object, path: Path, precision: str, inputs: np.ndarray) -> np.ndarray:
+    """One tower compiled, run on ``inputs`` and released (so the two towers are never compiled at once)."""
+    compiled = _compile(ov, path, precision, None)
+    try:
+        return np.asarray(compiled(inputs)[0], dtype=np.float32)
+    finally:
+        del compiled
+        gc.collect()
+
+
+def _convert(ov: object, model_id: str, folder: Path) -> Reference:
+    """Each tower of the checkpoint as OpenVINO IR with float32 weights (the precision is chosen when
+    compiling, per machine), and the float32 reference outputs, saved beside them."""
+    import torch
+    from transformers import AutoConfig, SiglipTextModel, SiglipVisionModel
+
+    config = AutoConfig.from_pretrained(model_id)
+    pixels, ids = probe_inputs(config)
+    outputs = {}
+    towers = (
+        (VISION, SiglipVisionModel, "pixel_values", pixels, 5),
+        (TEXT, SiglipTextModel, "input_ids", ids, 25),
+    )
+    for name, tower_class, input_name, probes, percent in towers:
+        tower = name.split(".")[0]
+        report(percent, f"loading the {tower} tower in float32")
+        model = tower_class.from_pretrained(model_id, dtype=torch.float32).eval()
+        report(percent + 5, f"computing the {tower} tower's float32 reference")
+        with torch.inference_mode():
+            outputs[name] = model(**{input_name: torch.from_numpy(probes)}).pooler_output.numpy()
+        report(percent + 8, f"converting the {tower} tower to OpenVINO IR")
+        graph = ov.convert_model(_pooled(model, input_name), example_input=torch.from_numpy(probes[:2]))
+        ov.save_model(graph, str(folder / IR[name]), compress_to_fp16=False)
+        del graph, model
+        gc.collect()
+    scale, bias = _logit_scale_and_bias(model_id)
+    reference = Reference(pixels, ids, outputs[VISION], outputs[TEXT], scale, bias)
+    reference.save(folder / REFERENCE)
+    return reference
+
+
+def _pooled(model: object, input_name: str) -> object:
+    """A tower's pooled output as a plain module of one input (what the converter traces)."""
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            return self.model(**{input_name: inputs}).pooler_output
+
+    return Pooled()
+
+
+def _logit_scale_and_bias(model_id: str) -> tuple[float, float]:
+    """exp(logit_scale) and logit_bias, read from the weight files alone (not the 1.5 GB model)."""
+    import torch
+
+    for path in sorted(Path(model_id).glob("*.safetensors")):
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as weights:
+            if "logit_scale" in weights.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                scale = weights.get_tensor("logit_scale").float()
+                bias = weights.get_tensor("logit_bias").float()
+                return float(scale.exp().item()), float(bias.item())
+    from transformers import SiglipModel  # .bin checkpoints: the whole model, once
+
+    model = SiglipModel.from_pretrained(model_id, dtype=torch.float32)
+    return float(model.logit_scale.float().exp().item()), float(model.logit_bias.float().item())
 
 
 def _compress(ov: object, source: Path, folder: Path) -> None:

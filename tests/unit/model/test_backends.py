@@ -183,6 +183,7 @@ def test_indexer_export_model_builds_the_chosen_export(own_checkpoint, tmp_path,
 
     monkeypatch.setenv("VITRINE_MODEL", str(own_checkpoint))
     monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VITRINE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("VITRINE_DEVICE", "cpu")
     monkeypatch.setenv("VITRINE_RUNTIME", "onnx")
     monkeypatch.setenv("VITRINE_DTYPE", "int8")
@@ -191,7 +192,7 @@ def test_indexer_export_model_builds_the_chosen_export(own_checkpoint, tmp_path,
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "runtime onnx, int8, cpu" in out and "cosine to float32: image 0.99" in out
-    folder = tmp_path / "data" / "models" / Checkpoint(str(own_checkpoint)).export_key[:16] / "onnx-int8"
+    folder = tmp_path / "cache" / "exports" / Checkpoint(str(own_checkpoint)).export_key[:16] / "onnx-int8"
     assert (folder / "manifest.json").is_file()
 
 
@@ -261,7 +262,7 @@ def test_openvino_int8_is_compressed_from_the_float_conversion_auto_falls_back_t
     def no_export(*args: object) -> None:
         raise AssertionError("the checkpoint was converted again")
 
-    monkeypatch.setattr(openvino_runtime, "export_towers", no_export)
+    monkeypatch.setattr(openvino_runtime, "_convert", no_export)
     shutil.rmtree(int8.export.folder)
     rebuilt = load_backend(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
     reference = TorchBackend.load(str(own_checkpoint), RuntimeChoice("torch", "float32"))
