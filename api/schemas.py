@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from search.catalog.filters import Filters
 from search.catalog.plan import ProductDraft, ProductLimits, ProductPatch
 from search.catalog.query import Example, SearchLimits, SearchQuery
+from search.catalog.sorting import SortKey
 from search.errors import BadInput
 from search.strict_json import JsonLimits, parse_json
 
@@ -28,6 +29,13 @@ class ExampleBody(BaseModel):
     product_id: str | None = None
     vector: list[float] | None = None
     weight: float | int = Field(1.0, description="how much this example counts (above 0)")
+
+
+class SortBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    field: str
+    order: Literal["asc", "desc"] = "asc"
 
 
 class SearchBody(BaseModel):
@@ -49,6 +57,15 @@ class SearchBody(BaseModel):
     limit: int | None = None
     offset: int = 0
     min_score: float | int | None = None
+    min_vector_score: float | int | None = Field(None, description="cut-off on the cosine (vector, hybrid)")
+    min_lexical_score: float | int | None = Field(
+        None, description="cut-off on the full-text score: BM25 on SQLite, ts_rank on PostgreSQL"
+    )
+    sort: list[SortBody] | None = Field(
+        None,
+        description="order the hits that pass the cut-offs by fields (attributes, category, created_at, "
+        "updated_at); without a cut-off, the top k by relevance",
+    )
 
     def to_query(self, limits: SearchLimits) -> SearchQuery:
         given = [name for name in SINGLE_FORMS if getattr(self, name) is not None]
@@ -76,6 +93,11 @@ class SearchBody(BaseModel):
             offset=self.offset,
             min_score=self.min_score,
             lexical_weight=self.lexical_weight,
+            min_vector_score=self.min_vector_score,
+            min_lexical_score=self.min_lexical_score,
+            sort=SortKey.parse_list(
+                [item.model_dump() for item in self.sort] if self.sort is not None else None
+            ),
         )
 
 

@@ -56,6 +56,8 @@ def search_view(answer: SearchAnswer, offset: int) -> dict[str, Any]:
         "took_ms": answer.took_ms,
         "encode_ms": answer.encode_ms,
     }
+    if answer.total is not None:
+        out["total"] = answer.total  # a sort: how many products passed the cut-offs
     if answer.facets is not None:
         out["facets"] = answer.facets
     return out

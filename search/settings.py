@@ -99,6 +99,9 @@ class Settings(BaseSettings):
 
     # Search index
     search_max_k: int = Field(1000, ge=1)
+    search_max_sorted: int = Field(
+        10_000, ge=1, le=30_000, description="Most products a sort orders when cut-offs choose the set"
+    )
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="auto: exact below index_exact_limit vectors, ivf above; flat; hnsw; ivf"
     )

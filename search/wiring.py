@@ -67,6 +67,7 @@ def search_limits(settings: Settings) -> SearchLimits:
         max_images=settings.max_images_per_request,
         max_product_examples=settings.max_product_examples,
         max_filter_keys=settings.max_attributes,
+        max_sorted=settings.search_max_sorted,
     )
 
 

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from search.catalog.cutoffs import Cutoffs
 from search.catalog.filters import Filters
 from search.catalog.records import ImageRecord, ProductRecord
+from search.catalog.sorting import SortKey
 from search.errors import BadInput, TooLarge
 
 Mode = Literal["vector", "lexical", "hybrid"]
@@ -39,6 +41,13 @@ class SearchQuery:
     offset: int = 0
     min_score: float | None = None
     lexical_weight: float | None = None
+    min_vector_score: float | None = None
+    min_lexical_score: float | None = None
+    sort: list[SortKey] = field(default_factory=list)  # orders the set that passed the cut-offs
+
+    @property
+    def cutoffs(self) -> Cutoffs:
+        return Cutoffs(self.min_score, self.min_vector_score, self.min_lexical_score)
 
     @property
     def examples(self) -> list[Example]:
@@ -63,6 +72,8 @@ class SearchLimits:
     max_list_limit: int = 1000
     # A listing's deepest offset: a bound that every database's OFFSET takes (64-bit at most).
     max_list_offset: int = 1_000_000_000
+    # The most products a sort orders when cut-offs choose the set (VITRINE_SEARCH_MAX_SORTED).
+    max_sorted: int = 10_000
 
     def check(self, query: SearchQuery) -> None:
         """Every range of a search, checked before any work starts."""
@@ -74,8 +85,7 @@ class SearchLimits:
             raise BadInput(f"offset + k may be at most {10 * self.max_k}; narrow the query with filters")
         if query.mode is not None and query.mode not in MODES:
             raise BadInput(f"mode must be one of {', '.join(MODES)}")
-        if query.min_score is not None and not math.isfinite(query.min_score):
-            raise BadInput("min_score must be a finite number")
+        query.cutoffs.check(query.mode)
         weight = query.lexical_weight
         if weight is not None and not (isinstance(weight, int | float) and 0 <= weight <= 1):
             raise BadInput("lexical_weight must be a number from 0 to 1")
@@ -158,6 +168,7 @@ class SearchAnswer:
     facets: dict[str, dict[str, int]] | None
     took_ms: float
     encode_ms: float
+    total: int | None = None  # with a sort: how many products passed the cut-offs (the sorted set)
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """Catalog search as named steps: check -> query vector -> candidates (vector, lexical; the filter inside
-each) -> fuse -> cut -> boost -> page -> hydrate -> facets.
+each) -> fuse -> cut -> boost -> (sort) -> page -> hydrate -> facets.
+
+The cut keeps the candidates passing every cut-off (cutoffs.py). A sort (sorting.py) orders the set
+that passed -- every product above the cut-offs, or without one the top k by relevance -- and the page
+and the facets are taken from that set.
 
 Each step takes and returns plain values (``Candidate`` lists), and every SQL statement goes through the
 store. A hybrid search with a filter and facets costs five statements: the index's revision, the
@@ -20,6 +24,8 @@ from search.catalog.fusion import reciprocal_rank_fusion
 from search.catalog.lexical import LexicalResult
 from search.catalog.query import Candidate, Example, Mode, ProductHit, SearchAnswer, SearchLimits, SearchQuery
 from search.catalog.retrieval import IndexRetrieval
+from search.catalog.schema import Product
+from search.catalog.sorting import SortKey, sort_ids
 from search.catalog.store import Catalog
 from search.errors import BadInput, NotFound
 from search.images.loader import ImageLoader
@@ -59,6 +65,7 @@ class CatalogSearch:
         started = time.perf_counter()
         self.limits.check(query)
         mode = self.mode_of(query)
+        query.cutoffs.check(mode)
         vector, excluded = (
             (None, []) if mode == "lexical" else self.query_vector(query.positive, query.negative)
         )
@@ -66,36 +73,47 @@ class CatalogSearch:
         if vector is not None:
             self.vectors.catch_up()
         with self.catalog.reading():  # the steps' statements share one connection and transaction
-            hits, facets = self.ranked_page(query, mode, vector, excluded)
+            hits, facets, total = self.ranked_page(query, mode, vector, excluded)
         return SearchAnswer(
             hits,
             mode,
             facets,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
             encode_ms=round((encoded - started) * 1000, 3),
+            total=total,
         )
 
     def ranked_page(
         self, query: SearchQuery, mode: Mode, vector: np.ndarray | None, excluded: list[int]
-    ) -> tuple[list[ProductHit], dict[str, dict[str, int]] | None]:
-        """candidates -> fuse -> cut -> boost -> page -> hydrate, and the facets."""
-        want = query.offset + query.k
+    ) -> tuple[list[ProductHit], dict[str, dict[str, int]] | None, int | None]:
+        """candidates -> fuse -> cut -> boost -> (sort) -> page -> hydrate, and the facets; with a sort,
+        also the size of the sorted set."""
+        cutoffs = query.cutoffs
+        want = self.relevant_window(query)
         where = query.filters.clause() if query.filters else None
         window = want if mode == "vector" else max(FUSION_WINDOW, want)
-        # The vector list is cut by min_score in the index only when it is the ranking itself.
+        # The index stops at the vector cut-off (min_vector_score, or min_score when it is the ranking).
         vector_list = (
             []
             if vector is None
-            else self.vectors.nearest(
-                vector, window, query.filters, excluded, query.min_score if mode == "vector" else None
-            )
+            else self.vectors.nearest(vector, window, query.filters, excluded, cutoffs.vector_floor(mode))
         )
         lexical = self.lexical_candidates(query, mode, where, window)
         ranked = self.fuse(mode, vector_list, lexical, query.lexical_weight)
-        if query.min_score is not None and mode != "vector":
-            ranked = [c for c in ranked if c.score >= query.min_score]
-        ranked = self.boost(ranked, lexical.exact)
-        return self.hydrate(ranked[query.offset : want]), self.facets(where, query.facets)
+        ranked = self.boost(cutoffs.apply(ranked), lexical.exact)
+        if not query.sort:
+            return self.hydrate(ranked[query.offset : want]), self.facets(where, query.facets), None
+        relevant = self.sort(ranked[:want], query.sort)
+        in_set = Product.id.in_([c.product for c in relevant])  # facets count the sorted set
+        page = relevant[query.offset : query.offset + query.k]
+        return self.hydrate(page), self.facets(in_set, query.facets), len(relevant)
+
+    def relevant_window(self, query: SearchQuery) -> int:
+        """How many of the ranking's best the page is taken from: offset + k; with a sort, every product
+        that passes the cut-offs (at most ``max_sorted``), or without a cut-off the top k by relevance."""
+        if not query.sort:
+            return query.offset + query.k
+        return self.limits.max_sorted if query.cutoffs else query.k
 
     # Steps -------------------------------------------------------------------------------------------
 
@@ -157,6 +175,13 @@ class CatalogSearch:
             candidate.score = top + 1e-6 * (len(first) - i)
         exact_set = set(exact)
         return first + [c for c in ranked if c.product not in exact_set]
+
+    def sort(self, ranked: list[Candidate], keys: list[SortKey]) -> list[Candidate]:
+        """The relevant set ordered by the sort keys (one statement per field and 500 products)."""
+        ids = [c.product for c in ranked]
+        values = {key.field: self.catalog.sort_values(ids, key.field) for key in keys}
+        by_id = {c.product: c for c in ranked}
+        return [by_id[pid] for pid in sort_ids(ids, keys, values)]
 
     def hydrate(self, page: list[Candidate]) -> list[ProductHit]:
         """The page's products with their images (one statement); a product removed since it was ranked

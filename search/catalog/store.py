@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -262,6 +263,35 @@ class Catalog:
                     exact_ids.append((external_id, int(pid)))
         ranking.sort(key=lambda item: (-item[1], item[0]))  # a UNION keeps no order: restore it
         return LexicalResult(ranking, [pid for _, pid in sorted(exact_ids)])
+
+    def sort_values(self, ids: Sequence[int], field: str) -> dict[int, tuple[int, float, str]]:
+        """Each product's value of ``field`` as a sort key (search/catalog/sorting.py): (0, number, "")
+        for numbers and times, (1, 0, text) for text; products without it are left out."""
+        if field in ("created_at", "updated_at"):
+            column = getattr(Product, field)
+            query = select(Product.id, column, null(), null()).where(column.is_not(None))
+            owner = Product.id
+        elif field == "category":
+            query = select(Product.id, null(), null(), Product.category).where(Product.category.is_not(None))
+            owner = Product.id
+        else:
+            query = select(
+                ProductAttribute.product_id, null(), ProductAttribute.number, ProductAttribute.value
+            ).where(ProductAttribute.key == field)
+            owner = ProductAttribute.product_id
+        found: dict[int, tuple[int, float, str]] = {}
+        with self._connect() as connection:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = [int(i) for i in ids[start : start + _CHUNK]]
+                for pid, moment, number, text in connection.execute(query.where(owner.in_(chunk))):
+                    if moment is not None:
+                        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite: naive UTC
+                        found[int(pid)] = (0, moment.timestamp(), "")
+                    elif number is not None:
+                        found[int(pid)] = (0, float(number), "")
+                    else:
+                        found[int(pid)] = (1, 0.0, str(text))
+        return found
 
     def embeddings_of(self, external_ids: Sequence[str]) -> dict[str, list[tuple[int, np.ndarray]]]:
         """(image id, vector) of every image of each product that exists, in position order: one
