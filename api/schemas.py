@@ -61,6 +61,7 @@ class SearchBody(BaseModel):
     min_lexical_score: float | int | None = Field(
         None, description="cut-off on the full-text score: BM25 on SQLite, ts_rank on PostgreSQL"
     )
+    explain: bool = Field(False, description="each hit says how its score was made (hit.explain)")
     sort: list[SortBody] | None = Field(
         None,
         description="order the hits that pass the cut-offs by fields (attributes, category, created_at, "
@@ -93,6 +94,7 @@ class SearchBody(BaseModel):
             offset=self.offset,
             min_score=self.min_score,
             lexical_weight=self.lexical_weight,
+            explain=self.explain,
             min_vector_score=self.min_vector_score,
             min_lexical_score=self.min_lexical_score,
             sort=SortKey.parse_list(
