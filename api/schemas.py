@@ -61,6 +61,9 @@ class SearchBody(BaseModel):
     min_lexical_score: float | int | None = Field(
         None, description="cut-off on the full-text score: BM25 on SQLite, ts_rank on PostgreSQL"
     )
+    min_relevance: float | int | None = Field(
+        None, description="cut-off on the calibrated probability of relevance (indexer evaluate --calibrate)"
+    )
     explain: bool = Field(False, description="each hit says how its score was made (hit.explain)")
     sort: list[SortBody] | None = Field(
         None,
@@ -95,6 +98,7 @@ class SearchBody(BaseModel):
             min_score=self.min_score,
             lexical_weight=self.lexical_weight,
             explain=self.explain,
+            min_relevance=self.min_relevance,
             min_vector_score=self.min_vector_score,
             min_lexical_score=self.min_lexical_score,
             sort=SortKey.parse_list(

@@ -13,6 +13,7 @@
     migrate            apply database migrations
     sample OUT_DIR     write a synthetic catalog (images + manifest.csv)
     export-model       build (or verify) the exported model VITRINE_RUNTIME/VITRINE_DTYPE choose
+    evaluate FILE      ranking quality on your judgements (NDCG, recall, MRR); --save, --gate, --calibrate
 
 Exit codes: 0 done, 1 verify found problems or the command failed, 2 some rows failed, 130 interrupted.
 Each command lives in ``indexer/commands/`` (one module per group); ``COMMANDS`` there is the table.

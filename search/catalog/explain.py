@@ -91,6 +91,7 @@ def explain(
         "vector": None,
         "lexical": None,
         "exact_match_boost": candidate.boost,
+        "relevance": candidate.relevance,
     }
     if candidate.vector_score is not None or candidate.vector_rank is not None:
         out["vector"] = {

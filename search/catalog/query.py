@@ -45,10 +45,11 @@ class SearchQuery:
     min_lexical_score: float | None = None
     sort: list[SortKey] = field(default_factory=list)  # orders the set that passed the cut-offs
     explain: bool = False  # each hit says how its score was made (explain.py)
+    min_relevance: float | None = None
 
     @property
     def cutoffs(self) -> Cutoffs:
-        return Cutoffs(self.min_score, self.min_vector_score, self.min_lexical_score)
+        return Cutoffs(self.min_score, self.min_vector_score, self.min_lexical_score, self.min_relevance)
 
     @property
     def examples(self) -> list[Example]:
@@ -154,6 +155,7 @@ class Candidate:
     vector_rank: int | None = None  # 1-based place in each list, as fusion counts it
     lexical_rank: int | None = None
     boost: float = 0.0  # what the exact-match boost added to the score
+    relevance: float | None = None  # the calibrated probability of relevance, where calibrated
 
 
 @dataclass
@@ -164,6 +166,7 @@ class ProductHit:
     vector_score: float | None = None
     lexical_score: float | None = None
     explain: dict[str, Any] | None = None
+    relevance: float | None = None
 
 
 @dataclass

@@ -35,6 +35,7 @@ from search.errors import BadInput, NotFound
 from search.images.loader import ImageLoader
 from search.index.query_log import QueryLog
 from search.model.vectors import normalise_vector
+from search.relevance.calibration import Calibration, CalibrationCache
 
 if TYPE_CHECKING:
     from search.model.encoder import Encoder
@@ -51,6 +52,7 @@ class Prepared:
     vector: np.ndarray | None
     excluded: list[int]
     parts: list[QueryPart]
+    calibration: Calibration | None = None
 
 
 @dataclass
@@ -86,6 +88,7 @@ class CatalogSearch:
         self.images = images
         self.default_mode = default_mode
         self.lexical_weight = lexical_weight
+        self.calibration = CalibrationCache(catalog)
 
     def search(self, query: SearchQuery) -> SearchAnswer:
         started = time.perf_counter()
@@ -107,13 +110,19 @@ class CatalogSearch:
         self.limits.check(query)
         mode = self.mode_of(query)
         query.cutoffs.check(mode)
+        calibration = self.calibration.get()
+        if query.min_relevance is not None and (calibration is None or mode not in calibration.models):
+            raise BadInput(
+                f"min_relevance needs a relevance calibration for the {mode} mode: "
+                "run python -m indexer evaluate JUDGEMENTS.csv --calibrate"
+            )
         parts: list[QueryPart] = []
         vector, excluded = (
             (None, []) if mode == "lexical" else self.query_vector(query.positive, query.negative, parts)
         )
         if vector is not None:
             self.vectors.catch_up()
-        return Prepared(mode, vector, excluded, parts)
+        return Prepared(mode, vector, excluded, parts, calibration)
 
     def rank(self, query: SearchQuery, prepared: Prepared) -> Ranking:
         """candidates -> fuse -> cut -> boost -> (sort): every list, for the page and for explaining it."""
@@ -131,6 +140,8 @@ class CatalogSearch:
         )
         lexical = self.lexical_candidates(query, mode, where, window)
         fused = self.fuse(mode, vector_list, lexical, query.lexical_weight)
+        if prepared.calibration is not None:
+            self.score_relevance(fused, prepared)
         ranked = self.boost(cutoffs.apply(fused), lexical.exact)
         if query.sort:
             ranked = self.sort(ranked[:want], query.sort)
@@ -154,6 +165,29 @@ class CatalogSearch:
         if not query.sort:
             return query.offset + query.k
         return self.limits.max_sorted if query.cutoffs else query.k
+
+    def score_relevance(self, candidates: list[Candidate], prepared: Prepared) -> None:
+        """Each candidate's calibrated relevance. A hybrid candidate found by the lexical list alone has
+        its cosine computed from its stored vectors (one statement per 500): the model needs both."""
+        calibration = prepared.calibration
+        assert calibration is not None
+        cosines: dict[int, float] = {}
+        unseen = [c.product for c in candidates if c.vector_score is None]
+        if prepared.mode == "hybrid" and unseen and prepared.vector is not None:
+            stored = self.catalog.vector_bytes(unseen)
+            owners = self.catalog.owners(list(stored))
+            query_vector = np.asarray(prepared.vector, dtype=np.float32)
+            for image_id, blob in stored.items():
+                cosine = float(np.dot(bytes_to_vector(blob), query_vector))
+                product = owners[image_id]
+                cosines[product] = max(cosine, cosines.get(product, -1.0))
+        for candidate in candidates:
+            cosine = (
+                candidate.vector_score
+                if candidate.vector_score is not None
+                else cosines.get(candidate.product)
+            )
+            candidate.relevance = calibration.probability(prepared.mode, cosine, candidate.lexical_score)
 
     def weight_of(self, query: SearchQuery) -> float:
         return self.lexical_weight if query.lexical_weight is None else query.lexical_weight
@@ -281,6 +315,7 @@ class CatalogSearch:
                     candidate.vector_score,
                     candidate.lexical_score,
                     explain(candidate, matched) if explain else None,
+                    candidate.relevance,
                 )
             )
         return hits
