@@ -22,8 +22,9 @@ PRODUCTS = 120
 
 
 def price_of(i: int) -> float | None:
-    """Prices with ties (every value twice) and a few products without one."""
-    return None if i % 11 == 0 else float(10 + (i * 7) % 50)
+    """Prices with ties (each value two or three times), one to three digits (so that comparing their
+    text would order them wrongly), and a few products without one."""
+    return None if i % 11 == 0 else float(5 + ((i * 7) % 50) * 3)
 
 
 @contextlib.contextmanager

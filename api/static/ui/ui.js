@@ -116,6 +116,7 @@ $("token-form").addEventListener("submit", async (event) => {
 async function runSearch(query, label) {
   state.lastQuery = { query, label };
   const body = { ...query, k: 24 };
+  state.lastBody = body;
   if (Object.keys(state.filters).length) body.filters = { ...state.filters };
   if (state.facetsSupported) body.facets = ["category", ...state.attributeKeys].slice(0, 8);
   setStatus("Searching…");
@@ -259,6 +260,7 @@ async function openProduct(id) {
     });
     $("product-attributes").replaceChildren(...rows);
     $("product-similar").onclick = () => { $("product").close(); moreLikeThis(product.id, product.title); };
+    document.dispatchEvent(new CustomEvent("vitrine:product", { detail: { id: product.id, query: state.lastBody } }));
     $("product").showModal();
   } catch (error) {
     if (error.status !== 401) setStatus(error.message, true);
