@@ -6,7 +6,7 @@
    the vector and the hybrid mode, plus one why-not (POST /search/explain's core) per query.
 2. ``evaluate`` through the service's search path: the time for --eval-queries (1,000) judged queries
    per mode on the generated catalog (devtools/sample_hybrid.py: SKU codes in titles, looks simulated
-   in vectors), and ``--suggest-weight`` on a balanced set (SKU, look, brand+look queries): the best
+   in vectors), and ``--suggest-weight`` on a smaller mixed set (SKU, look, brand+look queries): the best
    weight's NDCG@10 against the default 0.5's.
 
     nice -n 10 .venv/bin/python bench/bench_relevance.py [--products 100000] [--dim 768]
@@ -208,7 +208,8 @@ def evaluate_part(args: argparse.Namespace) -> dict[str, object]:
     )
     s = out["suggest"]
     print(
-        f"suggest-weight on {s['queries']} queries ({args.sku_queries} SKU, 24 look, 96 brand+look), "
+        f"suggest-weight on {s['queries']} queries ({args.sku_queries} SKU, {len(look)} look, "
+        f"{len(brand_look)} brand+look), "
         f"{s['seconds']:.1f} s: best w={s['best_weight']:g} NDCG@10 {s['best_ndcg']:.4f}; "
         f"default 0.5: {s['default_ndcg']:.4f}; vector {s['vector_ndcg']:.4f}, lexical {s['lexical_ndcg']:.4f}"
     )

@@ -26,6 +26,8 @@ def test_ndcg_recall_and_rr_of_a_hand_computed_example() -> None:
     assert second.ndcg == pytest.approx(1 / math.log2(3)) and second.recall == 1.0 and second.rr == 0.5
     # The same results cut at k=1: the relevant c is out.
     assert query_figures(["b", "c"], {"c": 1}, 1).__dict__ == {"ndcg": 0.0, "recall": 0.0, "rr": 0.0}
+    # A judged but not relevant product first: RR counts from the first *relevant* one.
+    assert query_figures(["d", "a"], {"a": 3, "d": 0}, 3).rr == 0.5
     none = query_figures(["a"], {"a": 0}, 3)  # no relevant judgement: no figures
     assert none is None
     means = summary([figures, second, none], [10.0, 30.0, 20.0])
