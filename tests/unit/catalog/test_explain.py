@@ -117,9 +117,13 @@ def test_why_not_names_the_filter_key_that_removed_a_product(hybrid) -> None:
     service, _ = hybrid
     pid = service.search(query(k=1)).hits[0].record.external_id
     other = next(c for c in ("floor", "wall", "outdoor") if c != service.get(pid).category)
-    filters = Filters.parse({"finish": {"exists": True}, "category": other}, 100)
+    # The failing key between two that pass: the one named is the one it fails, not the last.
+    filters = Filters.parse({"finish": {"exists": True}, "category": other, "sku": {"exists": False}}, 100)
     answer = why_not(service.finder, query(filters=filters), pid)
     assert answer["excluded_by"] == {"filter": "category"} and not answer["in_results"]
+    # Two failing keys: the first, in the query's order.
+    both = Filters.parse({"finish": "no such finish", "category": other}, 100)
+    assert why_not(service.finder, query(filters=both), pid)["excluded_by"] == {"filter": "finish"}
     assert answer["vector"]["rank"] == 1 and answer["vector"]["filtered"] is False  # its unfiltered rank
 
 
