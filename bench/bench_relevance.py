@@ -232,6 +232,7 @@ def main() -> None:
     parser.add_argument("--eval-queries", type=int, default=1000)
     parser.add_argument("--sku-queries", type=int, default=120)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument(
         "--faiss-threads",
         type=int,
@@ -246,7 +247,8 @@ def main() -> None:
     result: dict[str, object] = {"args": vars(args)}
     if not args.skip_scale:
         result["scale"] = scale_part(args)
-    result["evaluate"] = evaluate_part(args)
+    if not args.skip_eval:
+        result["evaluate"] = evaluate_part(args)
     print(f"results: {write_result('relevance', result)}")
 
 

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 # How many candidates each side hands to fusion (at least offset + k).
 FUSION_WINDOW = 100
+# A vector cut-off's first request (then x 8 while every product asked for passed it).
+FIRST_STEP = 256
 
 
 @dataclass
@@ -131,13 +133,7 @@ class CatalogSearch:
         where = query.filters.clause() if query.filters else None
         window = want if mode == "vector" else max(FUSION_WINDOW, want)
         # The index stops at the vector cut-off (min_vector_score, or min_score when it is the ranking).
-        vector_list = (
-            []
-            if prepared.vector is None
-            else self.vectors.nearest(
-                prepared.vector, window, query.filters, prepared.excluded, cutoffs.vector_floor(mode)
-            )
-        )
+        vector_list = self.vector_candidates(query, prepared, window)
         lexical = self.lexical_candidates(query, mode, where, window)
         fused = self.fuse(mode, vector_list, lexical, query.lexical_weight)
         if prepared.calibration is not None:
@@ -146,6 +142,20 @@ class CatalogSearch:
         if query.sort:
             ranked = self.sort(ranked[:want], query.sort)
         return Ranking(vector_list, lexical, fused, ranked, window, where)
+
+    def vector_candidates(self, query: SearchQuery, prepared: Prepared, window: int) -> list[Candidate]:
+        """The vector list: at most ``window`` products, stopping at the vector cut-off. A wide window
+        above a cut-off (a sort's set) is asked for in growing steps: the products above the cut-off
+        are usually far fewer than the window, and one request for all of it reads window x 2 image hits."""
+        if prepared.vector is None:
+            return []
+        floor = query.cutoffs.vector_floor(prepared.mode)
+        want = window if floor is None else min(window, FIRST_STEP)
+        while True:
+            found = self.vectors.nearest(prepared.vector, want, query.filters, prepared.excluded, floor)
+            if len(found) < want or want >= window:  # every product above the cut-off, or the window
+                return found
+            want = min(window, want * 8)
 
     def ranked_page(
         self, query: SearchQuery, prepared: Prepared
