@@ -61,6 +61,10 @@ class SearchBody(BaseModel):
     min_lexical_score: float | int | None = Field(
         None, description="cut-off on the full-text score: BM25 on SQLite, ts_rank on PostgreSQL"
     )
+    min_relevance: float | int | None = Field(
+        None, description="cut-off on the calibrated probability of relevance (indexer evaluate --calibrate)"
+    )
+    explain: bool = Field(False, description="each hit says how its score was made (hit.explain)")
     sort: list[SortBody] | None = Field(
         None,
         description="order the hits that pass the cut-offs by fields (attributes, category, created_at, "
@@ -93,6 +97,8 @@ class SearchBody(BaseModel):
             offset=self.offset,
             min_score=self.min_score,
             lexical_weight=self.lexical_weight,
+            explain=self.explain,
+            min_relevance=self.min_relevance,
             min_vector_score=self.min_vector_score,
             min_lexical_score=self.min_lexical_score,
             sort=SortKey.parse_list(

@@ -45,6 +45,10 @@ def hit_view(hit: ProductHit) -> dict[str, Any]:
     if (hit.vector_score is not None and hit.lexical_score is not None) or hit.lexical_score is not None:
         view["vector_score"] = hit.vector_score
         view["lexical_score"] = hit.lexical_score
+    if hit.relevance is not None:
+        view["relevance"] = hit.relevance  # the calibrated probability that the hit is relevant
+    if hit.explain is not None:
+        view["explain"] = hit.explain
     return view
 
 

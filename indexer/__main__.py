@@ -15,6 +15,7 @@
     export-model       build (or verify) the exported model VITRINE_RUNTIME/VITRINE_DTYPE choose
     tag                store a taxonomy, calibrate thresholds, re-tag every product (stored vectors only)
     audit              list merchant values that contradict a confident tag
+    evaluate FILE      ranking quality on your judgements (NDCG, recall, MRR); --save, --gate, --calibrate
 
 Exit codes: 0 done, 1 verify found problems or the command failed, 2 some rows failed, 130 interrupted.
 Each command lives in ``indexer/commands/`` (one module per group); ``COMMANDS`` there is the table.

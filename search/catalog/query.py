@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from search.catalog.cutoffs import Cutoffs
 from search.catalog.filters import Filters
@@ -44,10 +44,12 @@ class SearchQuery:
     min_vector_score: float | None = None
     min_lexical_score: float | None = None
     sort: list[SortKey] = field(default_factory=list)  # orders the set that passed the cut-offs
+    explain: bool = False  # each hit says how its score was made (explain.py)
+    min_relevance: float | None = None
 
     @property
     def cutoffs(self) -> Cutoffs:
-        return Cutoffs(self.min_score, self.min_vector_score, self.min_lexical_score)
+        return Cutoffs(self.min_score, self.min_vector_score, self.min_lexical_score, self.min_relevance)
 
     @property
     def examples(self) -> list[Example]:
@@ -150,6 +152,10 @@ class Candidate:
     image: int | None = None  # its best image among the vector hits (a vector id)
     vector_score: float | None = None  # that image's cosine to the query
     lexical_score: float | None = None  # BM25 (SQLite) or ts_rank (PostgreSQL)
+    vector_rank: int | None = None  # 1-based place in each list, as fusion counts it
+    lexical_rank: int | None = None
+    boost: float = 0.0  # what the exact-match boost added to the score
+    relevance: float | None = None  # the calibrated probability of relevance, where calibrated
 
 
 @dataclass
@@ -159,6 +165,8 @@ class ProductHit:
     matched_image: ImageRecord | None = None
     vector_score: float | None = None
     lexical_score: float | None = None
+    explain: dict[str, Any] | None = None
+    relevance: float | None = None
 
 
 @dataclass

@@ -115,5 +115,5 @@ def _best_per_product(hits: list[SearchHit], owners: dict[int, int]) -> list[Can
     for hit in hits:
         product = owners.get(hit.id)
         if product is not None and product not in best:
-            best[product] = Candidate(product, hit.score, hit.id, vector_score=hit.score)
+            best[product] = Candidate(product, hit.score, hit.id, hit.score, vector_rank=len(best) + 1)
     return list(best.values())

@@ -195,6 +195,33 @@ class CatalogSpace(Base):
     dim: Mapped[int] = mapped_column(Integer)
 
 
+class RelevanceRun(Base):
+    """One saved ``python -m indexer evaluate --save``: what was judged, in which embedding space, with
+    which settings, and the figures (``--gate`` compares against the last run on the same judgements)."""
+
+    __tablename__ = "relevance_runs"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    judgements_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    space_key: Mapped[str | None] = mapped_column(String(128))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RelevanceCalibration(Base):
+    """One row: the logistic models (per mode) fitted by ``evaluate --calibrate`` on the judgements."""
+
+    __tablename__ = "relevance_calibration"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    judgements_sha256: Mapped[str] = mapped_column(String(64))
+    space_key: Mapped[str | None] = mapped_column(String(128))
+    models: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 def attribute_text(value: object) -> str | None:
     """The canonical text of a filterable value; None for values that are not filterable."""
     if isinstance(value, bool):

@@ -14,15 +14,19 @@ page's products with their images, and the facet counts.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import ColumnElement
 
 from search.catalog.compose import compose, product_vector
+from search.catalog.explain import QueryPart, explain, query_parts
 from search.catalog.fusion import reciprocal_rank_fusion
 from search.catalog.lexical import LexicalResult
 from search.catalog.query import Candidate, Example, Mode, ProductHit, SearchAnswer, SearchLimits, SearchQuery
+from search.catalog.records import ImageRecord, bytes_to_vector
 from search.catalog.retrieval import IndexRetrieval
 from search.catalog.schema import Product
 from search.catalog.sorting import SortKey, sort_ids
@@ -31,12 +35,38 @@ from search.errors import BadInput, NotFound
 from search.images.loader import ImageLoader
 from search.index.query_log import QueryLog
 from search.model.vectors import normalise_vector
+from search.relevance.calibration import Calibration, CalibrationCache
 
 if TYPE_CHECKING:
     from search.model.encoder import Encoder
 
 # How many candidates each side hands to fusion (at least offset + k).
 FUSION_WINDOW = 100
+# A vector cut-off's first request (then x 8 while every product asked for passed it).
+FIRST_STEP = 256
+
+
+@dataclass
+class Prepared:
+    """A checked query ready to rank: its mode, query vector, excluded image ids and composed parts."""
+
+    mode: Mode
+    vector: np.ndarray | None
+    excluded: list[int]
+    parts: list[QueryPart]
+    calibration: Calibration | None = None
+
+
+@dataclass
+class Ranking:
+    """Every list a search ranked: for its page, and for explaining where a product went (why_not.py)."""
+
+    vector: list[Candidate]
+    lexical: LexicalResult
+    fused: list[Candidate]  # before the cut-offs
+    ranked: list[Candidate]  # cut, boosted and sorted: the page is taken from it
+    window: int  # how many candidates each list could hand over
+    where: ColumnElement[bool] | None
 
 
 class CatalogSearch:
@@ -60,53 +90,84 @@ class CatalogSearch:
         self.images = images
         self.default_mode = default_mode
         self.lexical_weight = lexical_weight
+        self.calibration = CalibrationCache(catalog)
 
     def search(self, query: SearchQuery) -> SearchAnswer:
         started = time.perf_counter()
-        self.limits.check(query)
-        mode = self.mode_of(query)
-        query.cutoffs.check(mode)
-        vector, excluded = (
-            (None, []) if mode == "lexical" else self.query_vector(query.positive, query.negative)
-        )
+        prepared = self.prepare(query)
         encoded = time.perf_counter()
-        if vector is not None:
-            self.vectors.catch_up()
         with self.catalog.reading():  # the steps' statements share one connection and transaction
-            hits, facets, total = self.ranked_page(query, mode, vector, excluded)
+            hits, facets, total = self.ranked_page(query, prepared)
         return SearchAnswer(
             hits,
-            mode,
+            prepared.mode,
             facets,
             took_ms=round((time.perf_counter() - started) * 1000, 3),
             encode_ms=round((encoded - started) * 1000, 3),
             total=total,
         )
 
-    def ranked_page(
-        self, query: SearchQuery, mode: Mode, vector: np.ndarray | None, excluded: list[int]
-    ) -> tuple[list[ProductHit], dict[str, dict[str, int]] | None, int | None]:
-        """candidates -> fuse -> cut -> boost -> (sort) -> page -> hydrate, and the facets; with a sort,
-        also the size of the sorted set."""
-        cutoffs = query.cutoffs
+    def prepare(self, query: SearchQuery) -> Prepared:
+        """check -> mode -> query vector, and the index caught up (before any read connection)."""
+        self.limits.check(query)
+        mode = self.mode_of(query)
+        query.cutoffs.check(mode)
+        calibration = self.calibration.get()
+        if query.min_relevance is not None and (calibration is None or mode not in calibration.models):
+            raise BadInput(
+                f"min_relevance needs a relevance calibration for the {mode} mode: "
+                "run python -m indexer evaluate JUDGEMENTS.csv --calibrate"
+            )
+        parts: list[QueryPart] = []
+        vector, excluded = (
+            (None, []) if mode == "lexical" else self.query_vector(query.positive, query.negative, parts)
+        )
+        if vector is not None:
+            self.vectors.catch_up()
+        return Prepared(mode, vector, excluded, parts, calibration)
+
+    def rank(self, query: SearchQuery, prepared: Prepared) -> Ranking:
+        """candidates -> fuse -> cut -> boost -> (sort): every list, for the page and for explaining it."""
+        mode, cutoffs = prepared.mode, query.cutoffs
         want = self.relevant_window(query)
         where = query.filters.clause() if query.filters else None
         window = want if mode == "vector" else max(FUSION_WINDOW, want)
         # The index stops at the vector cut-off (min_vector_score, or min_score when it is the ranking).
-        vector_list = (
-            []
-            if vector is None
-            else self.vectors.nearest(vector, window, query.filters, excluded, cutoffs.vector_floor(mode))
-        )
+        vector_list = self.vector_candidates(query, prepared, window)
         lexical = self.lexical_candidates(query, mode, where, window)
-        ranked = self.fuse(mode, vector_list, lexical, query.lexical_weight)
-        ranked = self.boost(cutoffs.apply(ranked), lexical.exact)
+        fused = self.fuse(mode, vector_list, lexical, query.lexical_weight)
+        if prepared.calibration is not None:
+            self.score_relevance(fused, prepared)
+        ranked = self.boost(cutoffs.apply(fused), lexical.exact)
+        if query.sort:
+            ranked = self.sort(ranked[:want], query.sort)
+        return Ranking(vector_list, lexical, fused, ranked, window, where)
+
+    def vector_candidates(self, query: SearchQuery, prepared: Prepared, window: int) -> list[Candidate]:
+        """The vector list: at most ``window`` products, stopping at the vector cut-off. A wide window
+        above a cut-off (a sort's set) is asked for in growing steps: the products above the cut-off
+        are usually far fewer than the window, and one request for all of it reads window x 2 image hits."""
+        if prepared.vector is None:
+            return []
+        floor = query.cutoffs.vector_floor(prepared.mode)
+        want = window if floor is None else min(window, FIRST_STEP)
+        while True:
+            found = self.vectors.nearest(prepared.vector, want, query.filters, prepared.excluded, floor)
+            if len(found) < want or want >= window:  # every product above the cut-off, or the window
+                return found
+            want = min(window, want * 8)
+
+    def ranked_page(
+        self, query: SearchQuery, prepared: Prepared
+    ) -> tuple[list[ProductHit], dict[str, dict[str, int]] | None, int | None]:
+        """The ranking's page, hydrated, and the facets; with a sort, also the size of the sorted set."""
+        ranking = self.rank(query, prepared)
+        page = ranking.ranked[query.offset : query.offset + query.k]
+        explain = self.explainer(query, prepared, page) if query.explain else None
         if not query.sort:
-            return self.hydrate(ranked[query.offset : want]), self.facets(where, query.facets), None
-        relevant = self.sort(ranked[:want], query.sort)
-        in_set = Product.id.in_([c.product for c in relevant])  # facets count the sorted set
-        page = relevant[query.offset : query.offset + query.k]
-        return self.hydrate(page), self.facets(in_set, query.facets), len(relevant)
+            return self.hydrate(page, explain), self.facets(ranking.where, query.facets), None
+        in_set = Product.id.in_([c.product for c in ranking.ranked])  # facets count the sorted set
+        return self.hydrate(page, explain), self.facets(in_set, query.facets), len(ranking.ranked)
 
     def relevant_window(self, query: SearchQuery) -> int:
         """How many of the ranking's best the page is taken from: offset + k; with a sort, every product
@@ -114,6 +175,56 @@ class CatalogSearch:
         if not query.sort:
             return query.offset + query.k
         return self.limits.max_sorted if query.cutoffs else query.k
+
+    def score_relevance(self, candidates: list[Candidate], prepared: Prepared) -> None:
+        """Each candidate's calibrated relevance. A hybrid candidate found by the lexical list alone has
+        its cosine computed from its stored vectors (one statement per 500): the model needs both."""
+        calibration = prepared.calibration
+        assert calibration is not None
+        cosines: dict[int, float] = {}
+        unseen = [c.product for c in candidates if c.vector_score is None]
+        if prepared.mode == "hybrid" and unseen and prepared.vector is not None:
+            stored = self.catalog.vector_bytes(unseen)
+            owners = self.catalog.owners(list(stored))
+            query_vector = np.asarray(prepared.vector, dtype=np.float32)
+            for image_id, blob in stored.items():
+                cosine = float(np.dot(bytes_to_vector(blob), query_vector))
+                product = owners[image_id]
+                cosines[product] = max(cosine, cosines.get(product, -1.0))
+        for candidate in candidates:
+            cosine = (
+                candidate.vector_score
+                if candidate.vector_score is not None
+                else cosines.get(candidate.product)
+            )
+            candidate.relevance = calibration.probability(prepared.mode, cosine, candidate.lexical_score)
+
+    def weight_of(self, query: SearchQuery) -> float:
+        return self.lexical_weight if query.lexical_weight is None else query.lexical_weight
+
+    def explainer(
+        self, query: SearchQuery, prepared: Prepared, page: list[Candidate]
+    ) -> Callable[[Candidate, ImageRecord | None], dict[str, Any]]:
+        """How each hit of ``page`` is explained (explain.py); a composed query's parts are compared
+        with the matched images' stored vectors (one statement)."""
+        composed = len(prepared.parts) > 1
+        vectors = self.catalog.vector_bytes([c.product for c in page]) if composed else {}
+        scorer = "bm25" if self.catalog.dialect == "sqlite" else "ts_rank"
+        weight = self.weight_of(query)
+
+        def explain_one(candidate: Candidate, image: ImageRecord | None) -> dict[str, Any]:
+            blob = vectors.get(candidate.image) if candidate.image is not None else None
+            return explain(
+                candidate,
+                prepared.mode,
+                weight,
+                scorer,
+                image.position if image else None,
+                prepared.parts,
+                bytes_to_vector(blob) if blob is not None else None,
+            )
+
+        return explain_one
 
     # Steps -------------------------------------------------------------------------------------------
 
@@ -141,23 +252,29 @@ class CatalogSearch:
         if mode == "vector":
             return vector
         if mode == "lexical":
-            return [Candidate(pid, score, lexical_score=score) for pid, score in lexical.ranking]
+            return [
+                Candidate(pid, score, lexical_score=score, lexical_rank=rank)
+                for rank, (pid, score) in enumerate(lexical.ranking, start=1)
+            ]
         weight = self.lexical_weight if lexical_weight is None else lexical_weight
         fused = reciprocal_rank_fusion(
             [pid for pid, _ in lexical.ranking], [c.product for c in vector], weight
         )
         by_vector = {c.product: c for c in vector}
-        by_text = dict(lexical.ranking)
+        by_text = {pid: (rank, score) for rank, (pid, score) in enumerate(lexical.ranking, start=1)}
         out = []
         for pid, score in fused:
             seen = by_vector.get(pid)
+            text_rank, text_score = by_text.get(pid, (None, None))
             out.append(
                 Candidate(
                     pid,
                     score,
                     seen.image if seen else None,
                     seen.vector_score if seen else None,
-                    by_text.get(pid),
+                    text_score,
+                    seen.vector_rank if seen else None,
+                    text_rank,
                 )
             )
         return out
@@ -170,9 +287,10 @@ class CatalogSearch:
             return ranked
         top = ranked[0].score if ranked else 1.0
         by_product = {c.product: c for c in ranked}
-        first = [by_product.get(pid) or Candidate(pid, top) for pid in exact]
+        first = [by_product.get(pid) or Candidate(pid, 0.0) for pid in exact]
         for i, candidate in enumerate(first):
-            candidate.score = top + 1e-6 * (len(first) - i)
+            lifted = top + 1e-6 * (len(first) - i)
+            candidate.boost, candidate.score = lifted - candidate.score, lifted
         exact_set = set(exact)
         return first + [c for c in ranked if c.product not in exact_set]
 
@@ -183,7 +301,11 @@ class CatalogSearch:
         by_id = {c.product: c for c in ranked}
         return [by_id[pid] for pid in sort_ids(ids, keys, values)]
 
-    def hydrate(self, page: list[Candidate]) -> list[ProductHit]:
+    def hydrate(
+        self,
+        page: list[Candidate],
+        explain: Callable[[Candidate, ImageRecord | None], dict[str, Any]] | None = None,
+    ) -> list[ProductHit]:
         """The page's products with their images (one statement); a product removed since it was ranked
         is left out."""
         records = self.catalog.get_by_ids([c.product for c in page])
@@ -197,7 +319,13 @@ class CatalogSearch:
             )
             hits.append(
                 ProductHit(
-                    record, float(candidate.score), matched, candidate.vector_score, candidate.lexical_score
+                    record,
+                    float(candidate.score),
+                    matched,
+                    candidate.vector_score,
+                    candidate.lexical_score,
+                    explain(candidate, matched) if explain else None,
+                    candidate.relevance,
                 )
             )
         return hits
@@ -207,8 +335,11 @@ class CatalogSearch:
 
     # Query vectors ---------------------------------------------------------------------------------
 
-    def query_vector(self, positive: list[Example], negative: list[Example]) -> tuple[np.ndarray, list[int]]:
-        """The composed query vector, and the image ids of example products (never their own results)."""
+    def query_vector(
+        self, positive: list[Example], negative: list[Example], parts: list[QueryPart] | None = None
+    ) -> tuple[np.ndarray, list[int]]:
+        """The composed query vector, and the image ids of example products (never their own results);
+        ``parts``, when given, receives the composition's parts (for explanations)."""
         examples = [*positive, *negative]
         vectors: list[np.ndarray | None] = [None] * len(examples)
         excluded: list[int] = []
@@ -239,6 +370,8 @@ class CatalogSearch:
             elif example.vector is not None:
                 vectors[i] = self._caller_vector(example.vector)
                 self._log_query(vectors[i])
+        if parts is not None and len(examples) > 1:
+            parts += query_parts(examples, vectors, len(positive))  # type: ignore[arg-type]
         pairs = [(vector, example.weight) for vector, example in zip(vectors, examples, strict=True)]
         if len(examples) == 1:
             return np.asarray(pairs[0][0], dtype=np.float32), excluded  # unchanged single-input form

@@ -67,3 +67,35 @@ def test_search_sorts_the_hits_above_the_cut_off_and_says_how_many(server: LiveS
 def test_a_bad_sort_or_cut_off_is_a_400_naming_it(server: LiveServer, extra: dict, message: str) -> None:
     response = server.client.post("/search", json={"image": png(705), "mode": "vector", **extra})
     assert message in assert_error(response, 400)
+
+
+def test_explain_on_search_and_why_not_over_http(server: LiveServer) -> None:
+    body = {"text": "tile glazed", "mode": "hybrid", "k": 3, "explain": True}
+    hits = server.client.post("/search", json=body).json()["results"]
+    for hit in hits:
+        parts = [
+            hit["explain"][side]["contribution"] for side in ("lexical", "vector") if hit["explain"][side]
+        ]
+        assert sum(parts) + hit["explain"]["exact_match_boost"] == pytest.approx(hit["score"], rel=1e-12)
+    assert (
+        "explain" not in server.client.post("/search", json={**body, "explain": False}).json()["results"][0]
+    )
+    inside = server.client.post("/search/explain", json={"query": body, "product_id": hits[0]["id"]}).json()
+    assert inside["in_results"] and inside["rank"] == 1 and inside["excluded_by"] is None
+    filtered = {**body, "filters": {"category": "wood"}}
+    tile = next(f"p{i:02d}" for i in range(1, 12, 2))
+    answer = server.client.post("/search/explain", json={"query": filtered, "product_id": tile}).json()
+    assert answer["excluded_by"] == {"filter": "category"} and answer["in_results"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"query": {"text": "tile"}}, 400, "product_id"),
+        ({"query": {"text": "tile"}, "product_id": 7}, 400, "product_id must be a non-empty string"),
+        ({"query": {"text": "tile", "k": 0}, "product_id": "p01"}, 400, "k must be"),
+        ({"query": {"text": "tile"}, "product_id": "nope"}, 404, "no product with id 'nope'"),
+    ],
+)
+def test_why_not_refuses_bad_bodies(server: LiveServer, body: dict, status: int, message: str) -> None:
+    assert message in assert_error(server.client.post("/search/explain", json=body), status)

@@ -127,6 +127,7 @@ async function runSearch(query, label, { page = 0, push = true } = {}) {
   if (query.text && $("mode").value) body.mode = $("mode").value;
   const sort = $("sort").value;
   if (sort) body.sort = [{ field: sort.replace(/^-/, ""), order: sort.startsWith("-") ? "desc" : "asc" }];
+  state.lastBody = body;
   if (Object.keys(state.filters).length) body.filters = { ...state.filters };
   if (state.facetsSupported) body.facets = ["category", ...state.attributeKeys].slice(0, 8);
   if (push) document.dispatchEvent(new CustomEvent("vitrine:search", { detail: { query, label, page } }));
@@ -326,6 +327,7 @@ async function openProduct(id) {
     });
     $("product-attributes").replaceChildren(...rows);
     $("product-similar").onclick = () => { $("product").close(); moreLikeThis(product.id, product.title); };
+    document.dispatchEvent(new CustomEvent("vitrine:product", { detail: { id: product.id, query: state.lastBody } }));
     $("product").showModal();
   } catch (error) {
     if (error.status !== 401) setStatus(error.message, true);

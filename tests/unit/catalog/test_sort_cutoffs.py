@@ -158,3 +158,30 @@ def test_a_cut_off_that_cannot_apply_is_refused(hybrid, fields: dict, message: s
     service, _ = hybrid
     with pytest.raises(BadInput, match=message):
         service.search(SearchQuery([Example(text=QUERY)], **fields))
+
+
+def test_the_vector_side_steps_up_until_every_product_above_the_cut_off_is_found(
+    hybrid, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sort's wide window is asked for in steps (x 8 from FIRST_STEP): from a first step of 2, the
+    60 products above the cut-off take three requests (2, 16, 128), and none is missed."""
+    from search.catalog import search
+
+    service, sample = hybrid
+    cosines = best_cosines(sample, encoder.embed_texts([QUERY])[0])
+    cut = threshold_between(list(cosines.values()), 60)
+    passing = {pid for pid, cosine in cosines.items() if cosine >= cut}
+    asked: list[int] = []
+    nearest = service.finder.vectors.nearest
+    monkeypatch.setattr(search, "FIRST_STEP", 2)
+    monkeypatch.setattr(
+        service.finder.vectors,
+        "nearest",
+        lambda v, want, *rest: asked.append(want) or nearest(v, want, *rest),
+    )
+    query = SearchQuery(
+        [Example(text=QUERY)], mode="vector", min_vector_score=cut, sort=[SortKey("price")], k=100
+    )
+    answer = service.search(query)
+    assert {hit.record.external_id for hit in answer.hits} == passing and answer.total == len(passing)
+    assert asked == [2, 16, 128]

@@ -1,0 +1,1 @@
+"""Relevance on the user's own judgements: metrics, the judgements file, evaluation runs, calibration."""
