@@ -49,6 +49,9 @@ class SearchBody(BaseModel):
     limit: int | None = None
     offset: int = 0
     min_score: float | int | None = None
+    collapse: Literal["duplicates"] | None = Field(
+        None, description="duplicates: one product per duplicate group, the best-scoring (docs/duplicates.md)"
+    )
 
     def to_query(self, limits: SearchLimits) -> SearchQuery:
         given = [name for name in SINGLE_FORMS if getattr(self, name) is not None]
@@ -76,6 +79,7 @@ class SearchBody(BaseModel):
             offset=self.offset,
             min_score=self.min_score,
             lexical_weight=self.lexical_weight,
+            collapse=self.collapse,
         )
 
 

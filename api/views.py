@@ -44,6 +44,8 @@ def hit_view(hit: ProductHit) -> dict[str, Any]:
     if (hit.vector_score is not None and hit.lexical_score is not None) or hit.lexical_score is not None:
         view["vector_score"] = hit.vector_score
         view["lexical_score"] = hit.lexical_score
+    if hit.duplicates is not None:
+        view["duplicates"] = hit.duplicates
     return view
 
 

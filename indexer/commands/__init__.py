@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from indexer.cli import Command
-from indexer.commands import catalog, maintenance, model, sample, vectors
+from indexer.commands import catalog, duplicates, maintenance, model, sample, vectors
 
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for group in (catalog, vectors, maintenance, model, sample)
+    for group in (catalog, vectors, maintenance, duplicates, model, sample)
     for command in group.COMMANDS
 }

@@ -1,5 +1,5 @@
 """Catalog search as named steps: check -> query vector -> candidates (vector, lexical; the filter inside
-each) -> fuse -> cut -> boost -> page -> hydrate -> facets.
+each) -> fuse -> cut -> boost -> collapse (asked for) -> page -> hydrate -> facets.
 
 Each step takes and returns plain values (``Candidate`` lists), and every SQL statement goes through the
 store. A hybrid search with a filter and facets costs five statements: the index's revision, the
@@ -27,10 +27,13 @@ from search.index.query_log import QueryLog
 from search.model.vectors import normalise_vector
 
 if TYPE_CHECKING:
+    from search.catalog.duplicate_groups import DuplicateService
     from search.model.encoder import Encoder
 
 # How many candidates each side hands to fusion (at least offset + k).
 FUSION_WINDOW = 100
+# A collapsing search widens its window (x4) while groups leave the page short, up to this many.
+COLLAPSE_MAX_WINDOW = 10_000
 
 
 class CatalogSearch:
@@ -45,7 +48,9 @@ class CatalogSearch:
         images: ImageLoader | None = None,
         default_mode: Mode = "hybrid",
         lexical_weight: float = 0.5,
+        duplicates: DuplicateService | None = None,
     ) -> None:
+        self.duplicates = duplicates
         self.catalog = catalog
         self.vectors = vectors
         self.limits = limits
@@ -65,6 +70,8 @@ class CatalogSearch:
         encoded = time.perf_counter()
         if vector is not None:
             self.vectors.catch_up()
+        if query.collapse:
+            self._duplicates().catch_up()  # groups at the catalog's revision, before the reads pin one
         with self.catalog.reading():  # the steps' statements share one connection and transaction
             hits, facets = self.ranked_page(query, mode, vector, excluded)
         return SearchAnswer(
@@ -78,24 +85,35 @@ class CatalogSearch:
     def ranked_page(
         self, query: SearchQuery, mode: Mode, vector: np.ndarray | None, excluded: list[int]
     ) -> tuple[list[ProductHit], dict[str, dict[str, int]] | None]:
-        """candidates -> fuse -> cut -> boost -> page -> hydrate, and the facets."""
+        """candidates -> fuse -> cut -> boost -> collapse (asked for) -> page -> hydrate, and the facets."""
         want = query.offset + query.k
         where = query.filters.clause() if query.filters else None
         window = want if mode == "vector" else max(FUSION_WINDOW, want)
-        # The vector list is cut by min_score in the index only when it is the ranking itself.
-        vector_list = (
-            []
-            if vector is None
-            else self.vectors.nearest(
-                vector, window, query.filters, excluded, query.min_score if mode == "vector" else None
+        while True:
+            # The vector list is cut by min_score in the index only when it is the ranking itself.
+            vector_list = (
+                []
+                if vector is None
+                else self.vectors.nearest(
+                    vector, window, query.filters, excluded, query.min_score if mode == "vector" else None
+                )
             )
-        )
-        lexical = self.lexical_candidates(query, mode, where, window)
-        ranked = self.fuse(mode, vector_list, lexical, query.lexical_weight)
-        if query.min_score is not None and mode != "vector":
-            ranked = [c for c in ranked if c.score >= query.min_score]
-        ranked = self.boost(ranked, lexical.exact)
-        return self.hydrate(ranked[query.offset : want]), self.facets(where, query.facets)
+            lexical = self.lexical_candidates(query, mode, where, window)
+            ranked = self.fuse(mode, vector_list, lexical, query.lexical_weight)
+            if query.min_score is not None and mode != "vector":
+                ranked = [c for c in ranked if c.score >= query.min_score]
+            ranked = self.boost(ranked, lexical.exact)
+            if not query.collapse:
+                return self.hydrate(ranked[query.offset : want]), self.facets(where, query.facets)
+            collapsed, groups = self.collapse(ranked)
+            more = len(vector_list) >= window or len(lexical.ranking) >= window
+            if len(collapsed) >= want or not more or window >= COLLAPSE_MAX_WINDOW:
+                break
+            window *= 4  # groups took places in the window: widen it until the page is full
+        page = collapsed[query.offset : want]
+        hits = self.hydrate(page)
+        self.name_duplicates(hits, groups)
+        return hits, self.facets(where, query.facets, collapse=True)
 
     # Steps -------------------------------------------------------------------------------------------
 
@@ -158,6 +176,36 @@ class CatalogSearch:
         exact_set = set(exact)
         return first + [c for c in ranked if c.product not in exact_set]
 
+    def collapse(self, ranked: list[Candidate]) -> tuple[list[Candidate], dict[int, int]]:
+        """One product per duplicate group, its best-ranked (the ranking is best first); and the group of
+        each kept product that is in one."""
+        group_of = self._duplicates().groups_of([c.product for c in ranked])
+        seen: set[int] = set()
+        kept, groups = [], {}
+        for candidate in ranked:
+            group = group_of.get(candidate.product)
+            if group is not None:
+                if group in seen:
+                    continue
+                seen.add(group)
+                groups[candidate.product] = group
+            kept.append(candidate)
+        return kept, groups
+
+    def name_duplicates(self, hits: list[ProductHit], groups: dict[int, int]) -> None:
+        """Each collapsed hit names the other products of its group (external ids, in id order)."""
+        members = self._duplicates().group_members(
+            list({groups[h.record.id] for h in hits if h.record.id in groups})
+        )
+        others = [
+            p for hit in hits if hit.record.id in groups for p in members.get(groups[hit.record.id], [])
+        ]
+        names = {pid: record.external_id for pid, record in self.catalog.get_by_ids(others).items()}
+        for hit in hits:
+            group = groups.get(hit.record.id)
+            mates = members.get(group, []) if group is not None else []
+            hit.duplicates = sorted(names[p] for p in mates if p != hit.record.id and p in names)
+
     def hydrate(self, page: list[Candidate]) -> list[ProductHit]:
         """The page's products with their images (one statement); a product removed since it was ranked
         is left out."""
@@ -177,8 +225,17 @@ class CatalogSearch:
             )
         return hits
 
-    def facets(self, where: ColumnElement[bool] | None, names: list[str]) -> dict[str, dict[str, int]] | None:
-        return self.catalog.facet_counts(where, names) if names else None
+    def facets(
+        self, where: ColumnElement[bool] | None, names: list[str], *, collapse: bool = False
+    ) -> dict[str, dict[str, int]] | None:
+        """Counts of products matching the filter; collapsed, a duplicate group counts once."""
+        if not names:
+            return None
+        return (
+            self.catalog.facet_counts(where, names, collapse=collapse)
+            if collapse
+            else self.catalog.facet_counts(where, names)
+        )
 
     # Query vectors ---------------------------------------------------------------------------------
 
@@ -236,6 +293,11 @@ class CatalogSearch:
         if self.encoder is None:
             raise BadInput("this operation needs the model, which is not loaded here")
         return self.encoder
+
+    def _duplicates(self) -> DuplicateService:
+        if self.duplicates is None:
+            raise BadInput("collapsing duplicates needs the catalog's duplicate groups, not wired here")
+        return self.duplicates
 
 
 def _side(index: int, positive: list[Example]) -> str:

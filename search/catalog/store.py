@@ -40,6 +40,7 @@ from search.catalog.records import (
 from search.catalog.schema import (
     CatalogSpace,
     CatalogState,
+    DuplicateMember,
     Product,
     ProductAttribute,
     ProductImage,
@@ -361,9 +362,15 @@ class Catalog:
             return [(row[0], row[1]) for row in connection.execute(query)]
 
     def facet_counts(
-        self, where: ColumnElement[bool] | None, fields: Sequence[str], limit: int = 100
+        self,
+        where: ColumnElement[bool] | None,
+        fields: Sequence[str],
+        limit: int = 100,
+        *,
+        collapse: bool = False,
     ) -> dict[str, dict[str, int]]:
-        """For each field, value -> number of products matching ``where`` (None: all), most frequent first.
+        """For each field, value -> number of products matching ``where`` (None: all), most frequent first;
+        with ``collapse``, the products of one duplicate group count once.
 
         One statement for every field, so a filter is evaluated once (a CTE read by each field's count),
         not once per facet; without a filter the counts come straight from the indexes.
@@ -374,17 +381,24 @@ class Catalog:
         parts = []
         for name in dict.fromkeys(fields):
             if name == "category":
-                value, tests = Product.category, [Product.category.is_not(None)]
+                value, tests, owner = Product.category, [Product.category.is_not(None)], Product.id
                 if matching is not None:
                     tests.append(Product.id.in_(select(matching.c.id)))
             else:
                 value, tests = ProductAttribute.value, [ProductAttribute.key == name]
+                owner = ProductAttribute.product_id
                 if matching is not None:
                     tests.append(ProductAttribute.product_id.in_(select(matching.c.id)))
             count = func.count()
+            if collapse:  # each group once: its id (the representative's) stands for its members
+                count = func.count(func.distinct(func.coalesce(DuplicateMember.group_id, owner)))
+            top = select(literal(name).label("field"), value.label("value"), count.label("n"))
+            if collapse:
+                top = top.select_from(
+                    owner.table.outerjoin(DuplicateMember, DuplicateMember.product_id == owner)
+                )
             top = (
-                select(literal(name).label("field"), value.label("value"), count.label("n"))
-                .where(*tests)
+                top.where(*tests)
                 .group_by(value)
                 .order_by(count.desc(), value)
                 .limit(limit)

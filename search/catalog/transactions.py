@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from search.catalog.records import ProductWrite, vector_to_bytes
 from search.catalog.schema import (
     CatalogState,
+    DuplicateDecision,
+    DuplicateMember,
     Product,
     ProductAttribute,
     ProductImage,
@@ -81,8 +83,22 @@ def remove(session: Session, external_ids: list[str]) -> tuple[int, list[str]]:
         _log_removals(session, [(image_id, external[pid]) for image_id, pid in images], revision)
         session.execute(delete(ProductImage).where(ProductImage.product_id.in_(row_ids)))
         session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
+        _forget_duplicates(session, row_ids)
         session.execute(delete(Product).where(Product.id.in_(row_ids)))
     return revision, [ext for _, ext in rows]
+
+
+def _forget_duplicates(session: Session, row_ids: list[int]) -> None:
+    """A removed product's decisions go with it; its group's mates are formed again at the next catch-up
+    (search/catalog/duplicate_groups.py)."""
+    session.execute(
+        delete(DuplicateDecision).where(
+            DuplicateDecision.product_a.in_(row_ids) | DuplicateDecision.product_b.in_(row_ids)
+        )
+    )
+    groups = select(DuplicateMember.group_id).where(DuplicateMember.product_id.in_(row_ids))
+    session.execute(update(DuplicateMember).where(DuplicateMember.group_id.in_(groups)).values(dirty=True))
+    session.execute(delete(DuplicateMember).where(DuplicateMember.product_id.in_(row_ids)))
 
 
 def prune_removals(session: Session, through_revision: int) -> int:

@@ -267,6 +267,34 @@ class IvfStore:
         base_scores, base_ids = self._search_base(query, k, allowed, excluded, nprobe)
         return self._merge_delta(query, k, allowed, excluded, base_scores, base_ids)
 
+    def neighbours(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batched k-NN by the 8-bit codes (approximate scores, no re-scoring: a whole-catalog pass reads
+        no float32 rows), merged with the side index (exact)."""
+        n = len(queries)
+        scores = np.full((n, k), -np.inf, np.float32)
+        ids = np.full((n, k), -1, np.int64)
+        if self._live_base:
+            probes = int(min(nprobe or self.tuned.nprobe, self.ivf.nlist))
+            if self._live_base == len(self.slot_ids):
+                params = faiss.SearchParametersIVF(nprobe=probes)
+            else:
+                selector = packed_selector(self._live_packed(), len(self.slot_ids))
+                params = faiss.SearchParametersIVF(sel=selector, nprobe=probes)
+            base_scores, slots = self.ivf.search(queries, k, params=params)
+            found = slots >= 0
+            scores = np.where(found, base_scores, -np.inf).astype(np.float32)
+            ids = np.where(found, self.slot_ids[np.maximum(slots, 0)], -1)
+        if len(self.delta):
+            delta_scores, delta_ids = self.delta.neighbours(queries, k)
+            delta_scores = np.where(delta_ids >= 0, delta_scores, -np.inf)
+            scores = np.concatenate([scores, delta_scores], axis=1)
+            ids = np.concatenate([ids, delta_ids], axis=1)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+        return scores, ids
+
     def _merge_delta(
         self,
         query: np.ndarray,

@@ -150,6 +150,19 @@ class VectorIndex:
             hits = [hit for hit in hits if hit.score >= min_score]
         return hits
 
+    def neighbours(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest stored vectors of each of many queries, in one batched FAISS call: (scores,
+        ids), each ``(len(queries), k)``, -1 ids padding. Scores are approximate on IVF (its 8-bit codes,
+        no re-scoring): a caller keeping hits near a cut re-scores them. ``nprobe``: IVF lists probed
+        (near-copies lie in the query's own list; default the tuned count)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            if k <= 0 or len(self._store) == 0 or len(queries) == 0:
+                return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            return self._store.neighbours(queries, min(k, len(self._store)), nprobe)
+
     # Where searches run ----------------------------------------------------------------------------
 
     def _place(self) -> Placement:
