@@ -3,6 +3,7 @@ precision reaches the target (so recall is as high as that precision allows)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ def fit_threshold(scores: Sequence[float], labels: Sequence[bool], target_precis
         precision = true_positives / (i + 1)
         if label and precision >= target_precision:
             best = Fit(
-                round(float(score), 6),
+                math.floor(float(score) * 1e6) / 1e6,  # rounded down: the pair scoring it stays in
                 precision,
                 true_positives / positives,
                 len(scores),
