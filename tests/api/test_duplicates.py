@@ -10,6 +10,7 @@ while re-encoded and resized copies stay above 0.99 (docs/duplicates.md)."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_reencoded_resized_and_byte_copies_are_found_and_distinct_pictures_are_n
         put(server, f"other-{n}", png(seed))
 
     found = duplicates_of(server, "original")
-    assert [r["id"] for r in found][0] == "byte-copy"  # exact first
+    assert found[0]["id"] == "byte-copy"  # exact first
     assert {r["id"] for r in found} == {"byte-copy", "low-quality", "resized"}
     by_id = {r["id"]: r for r in found}
     assert by_id["byte-copy"]["exact"] is True and by_id["byte-copy"]["score"] == 1.0
@@ -184,7 +185,7 @@ def test_a_distinct_decision_holds_after_a_restart_and_after_reembed(
     assert result.returncode == 0, summary_of(result)
     moved = run_indexer_in_process(indexer_settings(other, tmp_path / "data"), "duplicates", "--json")
     assert moved.returncode == 0, summary_of(moved)
-    groups = [sorted(g["products"]) for g in __import__("json").loads(moved.stdout)["groups"]]
+    groups = [sorted(g["products"]) for g in json.loads(moved.stdout)["groups"]]
     assert groups == [["b", "b-relisted"]]  # in the new space the control pair is found, "a" is not
 
 
@@ -272,7 +273,7 @@ def test_calibration_fits_and_stores_the_catalogs_threshold(
         tmp_path / "data", "duplicates", "--calibrate", pairs, "--precision", "0.95", "--json"
     )
     assert result.returncode == 0, summary_of(result)
-    answer = __import__("json").loads(result.stdout)
+    answer = json.loads(result.stdout)
     fitted = answer["calibration"]
     assert fitted["precision"] == 1.0 and fitted["recall"] == 1.0 and fitted["pairs"] == 11
     assert 0.9 < fitted["threshold"] <= 1.0
