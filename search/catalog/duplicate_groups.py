@@ -96,8 +96,8 @@ class DuplicateService:
                     return False
                 self._store_pass(self.finder.all_pairs(threshold), threshold, revision)
                 return True
-            if state.groups_revision == revision and not self.store.dirty():
-                return True
+            if state.groups_revision == revision:
+                return True  # dirty marks come with a removal, which moves the revision
             changed = set(self.store.changed_since(state.groups_revision)) | set(self.store.dirty())
             if len(changed) > CATCH_UP_LIMIT:
                 self._store_pass(self.finder.all_pairs(threshold), threshold, revision)
