@@ -79,30 +79,33 @@ class DuplicateService:
     # Groups ---------------------------------------------------------------------------------------------
 
     def catch_up(self, *, required: bool = True) -> bool:
-        """Bring the stored groups to the catalog's revision; False if they cannot be now (``required``:
-        raise ``Conflict`` instead)."""
+        """Bring the stored groups to the catalog's revision. Not ``required`` (after a write): only the
+        written products are formed again, and groups not formed yet are left to the next reader (False);
+        required, they are formed by a whole pass if the catalog is small enough, else ``Conflict``."""
         with self._lock:
             self.sync.refresh()
             state = self.store.state()
             threshold = self.threshold(state)
             revision = self.catalog.revision()
-            if state.groups_threshold != threshold or state.groups_model != self.sync.model:
-                if self.catalog.count_images(self.sync.model) > self.live_pass_max_images:
-                    if required:
-                        raise Conflict(
-                            f"duplicate groups at threshold {threshold} are not formed yet for this catalog; "
-                            "run `python -m indexer duplicates` once (whole-catalog pass)"
-                        )
-                    return False
-                self._store_pass(self.finder.all_pairs(threshold), threshold, revision)
-                return True
-            if state.groups_revision == revision:
+            formed = state.groups_threshold == threshold and state.groups_model == self.sync.model
+            if formed and state.groups_revision == revision:
                 return True  # dirty marks come with a removal, which moves the revision
-            changed = set(self.store.changed_since(state.groups_revision)) | set(self.store.dirty())
-            if len(changed) > CATCH_UP_LIMIT:
-                self._store_pass(self.finder.all_pairs(threshold), threshold, revision)
-            else:
+            changed = (
+                set(self.store.changed_since(state.groups_revision)) | set(self.store.dirty())
+                if formed
+                else set()
+            )
+            if formed and len(changed) <= CATCH_UP_LIMIT:
                 self._regroup(changed, threshold, groups_revision=revision)
+                return True
+            if not required:
+                return False
+            if self.catalog.count_images(self.sync.model) > self.live_pass_max_images:
+                raise Conflict(
+                    f"duplicate groups at threshold {threshold} are not formed for the catalog as it is now; "
+                    "run `python -m indexer duplicates` (the whole-catalog pass)"
+                )
+            self._store_pass(self.finder.all_pairs(threshold), threshold, revision)
             return True
 
     def full_pass(
