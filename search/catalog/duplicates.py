@@ -157,6 +157,46 @@ class DuplicateFinder:
         """Every pair of products with an image pair within ``threshold``, decisions applied."""
         index = self.sync.index
         found: dict[tuple[int, int], float] = {}  # image id pairs (smaller, larger) -> exact score
+        joined = index.near_pairs(threshold)
+        if joined is not None:  # IVF: a self-join of its lists
+            for left, right, scores in joined:
+                for x, y, score in zip(left.tolist(), right.tolist(), scores.tolist(), strict=True):
+                    key = ordered(x, y)
+                    found[key] = max(score, found.get(key, -1.0))
+                if progress is not None:
+                    progress(len(left))
+        else:
+            self._neighbour_pairs(found, threshold, k, nprobe, batch, progress)
+        kept = {pair: score for pair, score in found.items() if score >= threshold}
+        owners = self.catalog.owners(list({i for pair in kept for i in pair}))
+        pairs = Pairs({}, set())
+        for (x, y), score in kept.items():
+            a, b = owners.get(x), owners.get(y)
+            if a is None or b is None or a == b:
+                continue
+            key = ordered(a, b)
+            if score > pairs.scores.get(key, -1.0):
+                pairs.scores[key] = score
+        for images in self.store.shared_content():
+            products = sorted({pid for pid, _ in images})
+            for i, a in enumerate(products):
+                for b in products[i + 1 :]:
+                    pairs.scores[(a, b)] = 1.0
+                    pairs.exact.add((a, b))
+        self.apply_decisions(pairs, self.store.all_decisions())
+        return pairs
+
+    def _neighbour_pairs(
+        self,
+        found: dict[tuple[int, int], float],
+        threshold: float,
+        k: int,
+        nprobe: int,
+        batch: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        """The stored vectors in batches, a batched k-NN each; pairs near the threshold re-scored."""
+        index = self.sync.index
         cut = threshold - PASS_MARGIN
         for ids, vectors in self.catalog.iter_embeddings(self.sync.model, batch):
             if len(ids) == 0 or vectors.shape[1] != index.dim:
@@ -179,24 +219,6 @@ class DuplicateFinder:
                     found.setdefault(ordered(int(ids[row]), hit.id), hit.score)
             if progress is not None:
                 progress(len(ids))
-        kept = {pair: score for pair, score in found.items() if score >= threshold}
-        owners = self.catalog.owners(list({i for pair in kept for i in pair}))
-        pairs = Pairs({}, set())
-        for (x, y), score in kept.items():
-            a, b = owners.get(x), owners.get(y)
-            if a is None or b is None or a == b:
-                continue
-            key = ordered(a, b)
-            if score > pairs.scores.get(key, -1.0):
-                pairs.scores[key] = score
-        for images in self.store.shared_content():
-            products = sorted({pid for pid, _ in images})
-            for i, a in enumerate(products):
-                for b in products[i + 1 :]:
-                    pairs.scores[(a, b)] = 1.0
-                    pairs.exact.add((a, b))
-        self.apply_decisions(pairs, self.store.all_decisions())
-        return pairs
 
     def apply_decisions(self, pairs: Pairs, decisions: dict[tuple[int, int], str]) -> None:
         for key, decision in decisions.items():

@@ -47,6 +47,10 @@ _CHUNK = 50_000
 # text queries on hard data needed 320 probes instead of 256 (bench/RESULTS.md).
 TRAIN_POINTS_PER_LIST = 32
 TRAIN_ITERATIONS = 10
+# near_pairs: a vector also joins the list of its second-nearest centroid, looked for among this many
+# centroids nearest its own; a side-index vector's pairs are its nearest MAX_NEAR.
+NEAR_LISTS = 8
+MAX_NEAR = 1000
 
 
 @dataclass
@@ -294,6 +298,65 @@ class IvfStore:
             top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             scores, ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
         return scores, ids
+
+    def near_pairs(
+        self, cut: float, neighbour_lists: int = NEAR_LISTS
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every pair of live base vectors with cosine >= ``cut``: (ids, ids, exact scores) list by list.
+
+        A self-join inside the inverted lists instead of a k-NN search per vector: each list is joined
+        with the vectors whose second-nearest centroid it is (looked for among the centroids nearest
+        their own), so a near pair split by a list boundary is still inside one block. Cost: a product
+        of each block (a list and its visitors, about twice a list) with itself, float32 rows read from
+        the file; 1/nlist of an all-pairs scan. Reads only what a build wrote (and the dead marks).
+        """
+        nlist = int(self.ivf.nlist)
+        invlists = self.ivf.invlists
+        members = []
+        for number in range(nlist):
+            size = invlists.list_size(number)
+            members.append(
+                faiss.rev_swig_ptr(invlists.get_ids(number), size).copy() if size else np.zeros(0, np.int64)
+            )
+        home = np.empty(len(self.slot_ids), np.int64)
+        for number, slots in enumerate(members):
+            home[slots] = number
+        centroids = self.ivf.quantizer.reconstruct_n(0, nlist)
+        near = min(neighbour_lists, nlist - 1)
+        visitors: list[list[np.ndarray]] = [[] for _ in range(nlist)]
+        if near > 0:
+            _, close = faiss.knn(centroids, centroids, near + 1, faiss.METRIC_INNER_PRODUCT)
+            close = close[:, 1:]  # each centroid's nearest others
+            for start, chunk in read_chunks(self.raw.path, len(self.slot_ids), self.dim):
+                own = home[start : start + len(chunk)]
+                candidates = close[own]  # (rows, near) list numbers
+                scores = np.einsum("rd,rnd->rn", chunk, centroids[candidates])
+                second = candidates[np.arange(len(chunk)), scores.argmax(axis=1)]
+                order = np.argsort(second, kind="stable")
+                bounds = np.searchsorted(second[order], np.arange(nlist + 1))
+                for number in np.flatnonzero(np.diff(bounds)):
+                    visitors[number].append(order[bounds[number] : bounds[number + 1]] + start)
+        for number in range(nlist):
+            block = np.unique(np.concatenate([members[number], *visitors[number]]))
+            block = block[~self.dead[block]]
+            if len(block) < 2:
+                continue
+            rows = self.raw.read(block)
+            gram = rows @ rows.T
+            left, right = np.nonzero(np.triu(gram >= cut, 1))
+            if len(left):
+                yield self.slot_ids[block[left]], self.slot_ids[block[right]], gram[left, right]
+
+    def delta_pairs(self, cut: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``near_pairs`` of the side index's vectors (changes since the build), one search each."""
+        found = []
+        for vector_id in self.delta.ids():
+            vector = self.delta.reconstruct(int(vector_id))
+            scores, ids = self.search(vector[None], MAX_NEAR, None, [int(vector_id)])
+            keep = (scores >= cut) & (ids >= 0)
+            if keep.any():
+                found.append((np.full(int(keep.sum()), vector_id, np.int64), ids[keep], scores[keep]))
+        return found
 
     def _merge_delta(
         self,
