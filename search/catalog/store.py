@@ -378,37 +378,48 @@ class Catalog:
         if not fields:
             return {}
         matching = select(Product.id).where(where).cte("matching") if where is not None else None
-        parts = []
+        parts, corrections = [], []
         for name in dict.fromkeys(fields):
             if name == "category":
                 value, tests, owner = Product.category, [Product.category.is_not(None)], Product.id
-                if matching is not None:
-                    tests.append(Product.id.in_(select(matching.c.id)))
             else:
                 value, tests = ProductAttribute.value, [ProductAttribute.key == name]
                 owner = ProductAttribute.product_id
-                if matching is not None:
-                    tests.append(ProductAttribute.product_id.in_(select(matching.c.id)))
+            if matching is not None:
+                tests.append(owner.in_(select(matching.c.id)))
             count = func.count()
-            if collapse:  # each group once: its id (the representative's) stands for its members
-                count = func.count(func.distinct(func.coalesce(DuplicateMember.group_id, owner)))
-            top = select(literal(name).label("field"), value.label("value"), count.label("n"))
-            if collapse:
-                top = top.select_from(
-                    owner.table.outerjoin(DuplicateMember, DuplicateMember.product_id == owner)
-                )
             top = (
-                top.where(*tests)
+                select(literal(name).label("field"), value.label("value"), count.label("n"))
+                .where(*tests)
                 .group_by(value)
                 .order_by(count.desc(), value)
                 .limit(limit)
                 .subquery()
             )
             parts.append(select(top.c.field, top.c.value, top.c.n))
+            if collapse:
+                # Read over grouped products only (few): a group with k members of a value counts
+                # k - 1 less. Counting distinct groups over every product cost 4x a plain search.
+                surplus = func.count() - func.count(func.distinct(DuplicateMember.group_id))
+                corrections.append(
+                    select(literal(name).label("field"), value.label("value"), surplus.label("n"))
+                    .select_from(owner.table.join(DuplicateMember, DuplicateMember.product_id == owner))
+                    .where(*tests)
+                    .group_by(value)
+                )
         out: dict[str, dict[str, int]] = {name: {} for name in fields}
         with self._connect() as connection:
             for name, found, n in connection.execute(union_all(*parts)):
                 out[name][str(found)] = int(n)
+            if corrections:
+                for name, found, n in connection.execute(union_all(*corrections)):
+                    if str(found) in out[name]:
+                        out[name][str(found)] -= int(n)
+        if corrections:
+            out = {
+                name: dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+                for name, counts in out.items()
+            }
         return out
 
     def changes_since(self, revision: int, model: str) -> Changes:
