@@ -156,27 +156,22 @@ def latencies(data_dir: Path, url: str, size: int, runs: int) -> dict[str, objec
     samples: dict[str, list[float]] = {"duplicates": [], "similar": [], "search": [], "search_collapsed": []}
     service.duplicates.of_product(ids[0], None, 10)  # warm-up (and groups caught up)
     service.search(SearchQuery([Example(product_id=ids[0])], k=10, collapse="duplicates"))
+
+    def calls(external_id: str) -> dict[str, object]:
+        product = [Example(product_id=external_id)]
+        return {
+            "duplicates": lambda: service.duplicates.of_product(external_id, None, 10),
+            "similar": lambda: service.search(SearchQuery(product, k=10)),
+            "search": lambda: service.search(SearchQuery(product, k=10, facets=["category"])),
+            "search_collapsed": lambda: service.search(
+                SearchQuery(product, k=10, facets=["category"], collapse="duplicates")
+            ),
+        }
+
     for external_id in ids:
-        for name, work in (
-            ("duplicates", lambda: service.duplicates.of_product(external_id, None, 10)),
-            ("similar", lambda: service.search(SearchQuery([Example(product_id=external_id)], k=10))),
-            (
-                "search",
-                lambda: service.search(
-                    SearchQuery([Example(product_id=external_id)], k=10, facets=["category"])
-                ),
-            ),
-            (
-                "search_collapsed",
-                lambda: service.search(
-                    SearchQuery(
-                        [Example(product_id=external_id)], k=10, facets=["category"], collapse="duplicates"
-                    )
-                ),
-            ),
-        ):
+        for name, work in calls(external_id).items():
             started = time.perf_counter()
-            work()
+            work()  # type: ignore[operator]
             samples[name].append((time.perf_counter() - started) * 1000)
     service.catalog.close()
     return {

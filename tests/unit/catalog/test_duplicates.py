@@ -37,7 +37,9 @@ def towards(base: np.ndarray, cosine: float, seed: int) -> np.ndarray:
     return (cosine * base + np.sqrt(1 - cosine**2) * other).astype(np.float32)
 
 
-def product(external_id: str, *vectors: np.ndarray, category: str = "c", sha: str | None = None) -> ProductWrite:
+def product(
+    external_id: str, *vectors: np.ndarray, category: str = "c", sha: str | None = None
+) -> ProductWrite:
     return ProductWrite(
         external_id,
         None,
@@ -71,7 +73,10 @@ def write(service: ProductService, *writes: ProductWrite) -> None:
 
 def groups(service: ProductService) -> list[list[str]]:
     found, _, _ = service.duplicates.list_groups(None, 0, 100)
-    names = {r.id: r.external_id for r in service.catalog.get_by_ids([p for g in found for p in g.products]).values()}
+    names = {
+        r.id: r.external_id
+        for r in service.catalog.get_by_ids([p for g in found for p in g.products]).values()
+    }
     return sorted(sorted(names[p] for p in g.products) for g in found)
 
 
@@ -161,7 +166,7 @@ def test_collapsed_search_counts_a_group_once_in_facets(service: ProductService)
     )
     query = SearchQuery([Example(vector=tuple(base))], facets=["category"], k=10, collapse="duplicates")
     answer = service.search(query)
-    assert [h.record.external_id for h in answer.hits][0] == "g-1"
+    assert answer.hits[0].record.external_id == "g-1"
     assert len(answer.hits) == 2 and sorted(answer.hits[0].duplicates) == ["g-2", "g-3"]
     assert answer.facets == {"category": {"lamp": 2, "chair": 1}}
     plain = service.search(SearchQuery([Example(vector=tuple(base))], facets=["category"], k=10))
