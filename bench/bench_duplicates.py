@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--dir", type=Path, default=None, help="where the work folder goes (default /tmp)")
+    parser.add_argument("--keep", type=Path, help="work folder to keep, and to reuse when it holds a catalog")
     args = parser.parse_args()
     from search.catalog import Catalog
     from search.catalog.db import migrate
@@ -197,12 +198,14 @@ def main() -> None:
     from search.wiring import build_products
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        data_dir = Path(tmp) / "data"
+        data_dir = (args.keep or Path(tmp)) / "data"
         url = f"sqlite:///{data_dir / 'vitrine.db'}"
-        data_dir.mkdir()
-        migrate(url)
-        fill_s = fill(url, args.size, args.dim)
-        print(f"filled {args.size} products in {fill_s:.0f} s", flush=True)
+        fill_s = 0.0
+        if not (data_dir / "vitrine.db").exists():
+            data_dir.mkdir(parents=True)
+            migrate(url)
+            fill_s = fill(url, args.size, args.dim)
+            print(f"filled {args.size} products in {fill_s:.0f} s", flush=True)
         started = time.perf_counter()
         service = build_products(
             Catalog.open(url),
