@@ -330,7 +330,9 @@ class IvfStore:
             for start, chunk in read_chunks(self.raw.path, len(self.slot_ids), self.dim):
                 own = home[start : start + len(chunk)]
                 candidates = close[own]  # (rows, near) list numbers
-                scores = np.einsum("rd,rnd->rn", chunk, centroids[candidates])
+                scores = np.empty(candidates.shape, np.float32)
+                for column in range(near):  # one (rows, dim) gather at a time, not (rows, near, dim)
+                    scores[:, column] = np.einsum("rd,rd->r", chunk, centroids[candidates[:, column]])
                 second = candidates[np.arange(len(chunk)), scores.argmax(axis=1)]
                 order = np.argsort(second, kind="stable")
                 bounds = np.searchsorted(second[order], np.arange(nlist + 1))
