@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         "was calibrated (python -m indexer duplicates --calibrate); how 0.97 was chosen: docs/duplicates.md",
     )
     duplicate_live_pass_max_images: int = Field(
-        100_000,
+        20_000,
         ge=0,
         description="Largest catalog whose duplicate groups are formed on demand (a request, a search "
         "that collapses); larger ones need `python -m indexer duplicates` once",

@@ -190,7 +190,7 @@ def build_products(
     load_index: bool = True,
     rebuild_in_background: bool = False,
     duplicate_threshold: float = 0.97,
-    duplicate_live_pass_max_images: int = 100_000,
+    duplicate_live_pass_max_images: int = 20_000,
 ) -> ProductService:
     """The product service over ``catalog``: its index (kept at the catalog's revision), search and writer.
 
