@@ -401,10 +401,13 @@ class Catalog:
                 # Read over grouped products only (few): a group with k members of a value counts
                 # k - 1 less. Counting distinct groups over every product cost 4x a plain search.
                 surplus = func.count() - func.count(func.distinct(DuplicateMember.group_id))
+                # The IN names the small side: without it SQLite walked every product of the facet's
+                # index and probed the groups for each (70 ms at 100k products; 20 ms this way).
+                grouped = owner.in_(select(DuplicateMember.product_id))
                 corrections.append(
                     select(literal(name).label("field"), value.label("value"), surplus.label("n"))
                     .select_from(owner.table.join(DuplicateMember, DuplicateMember.product_id == owner))
-                    .where(*tests)
+                    .where(grouped, *tests)
                     .group_by(value)
                 )
         out: dict[str, dict[str, int]] = {name: {} for name in fields}
