@@ -104,7 +104,7 @@ def fill(url: str, size: int, dim: int) -> float:
     return time.perf_counter() - started
 
 
-def run_pass(data_dir: Path, url: str) -> dict[str, object]:
+def run_pass(data_dir: Path, url: str, nlist: int = 0) -> dict[str, object]:
     """``python -m indexer duplicates --json`` in a child process: wall time and peak RSS."""
     env = {
         **os.environ,
@@ -113,6 +113,7 @@ def run_pass(data_dir: Path, url: str) -> dict[str, object]:
         "VITRINE_DATABASE_URL": url,
         "VITRINE_MODEL": MODEL,
         "VITRINE_LOG_LEVEL": "WARNING",
+        "VITRINE_IVF_NLIST": str(nlist),
     }
     started = time.perf_counter()
     done = subprocess.run(
@@ -191,11 +192,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--dir", type=Path, default=None, help="where the work folder goes (default /tmp)")
+    parser.add_argument(
+        "--nlist",
+        type=int,
+        default=0,
+        help="IVF lists (default about 4 sqrt(N)); 400 at 100k gives the lists a 1M catalog has (~250)",
+    )
     parser.add_argument("--keep", type=Path, help="work folder to keep, and to reuse when it holds a catalog")
     args = parser.parse_args()
     from search.catalog import Catalog
     from search.catalog.db import migrate
     from search.images.store import ImageStore
+    from search.index.spec import IndexSpec
     from search.wiring import build_products
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -213,6 +221,7 @@ def main() -> None:
             model=MODEL,
             index_path=data_dir / "index" / "products.faiss",
             image_store=ImageStore(data_dir / "images"),
+            index_spec=IndexSpec(ivf_nlist=args.nlist),
         )
         service.save_index()
         build_s = time.perf_counter() - started
@@ -220,7 +229,7 @@ def main() -> None:
         service.catalog.close()
         del service
         print(f"index ({kind}) built and saved in {build_s:.0f} s", flush=True)
-        result = run_pass(data_dir, url)
+        result = run_pass(data_dir, url, args.nlist)
         groups = [set(g["products"]) for g in result.pop("groups")]
         grouped = {p: i for i, g in enumerate(groups) for p in g}
         truth = planted(args.size)
