@@ -47,9 +47,10 @@ _CHUNK = 50_000
 # text queries on hard data needed 320 probes instead of 256 (bench/RESULTS.md).
 TRAIN_POINTS_PER_LIST = 32
 TRAIN_ITERATIONS = 10
-# near_pairs: a vector also joins the list of its second-nearest centroid, looked for among this many
-# centroids nearest its own; a side-index vector's pairs are its nearest MAX_NEAR.
-NEAR_LISTS = 8
+# near_pairs: the lists a vector visits besides its own (its next-nearest centroids); a side-index
+# vector's pairs are among its nearest MAX_NEAR. Looking for the next-nearest only among the centroids
+# nearest a vector's own missed 6 of 1,000 planted pairs at 768-d: it can rank 100th there.
+NEAR_VISITS = 1
 MAX_NEAR = 1000
 
 
@@ -300,15 +301,17 @@ class IvfStore:
         return scores, ids
 
     def near_pairs(
-        self, cut: float, neighbour_lists: int = NEAR_LISTS
+        self, cut: float, visits: int = NEAR_VISITS
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Every pair of live base vectors with cosine >= ``cut``: (ids, ids, exact scores) list by list.
 
         A self-join inside the inverted lists instead of a k-NN search per vector: each list is joined
-        with the vectors whose second-nearest centroid it is (looked for among the centroids nearest
-        their own), so a near pair split by a list boundary is still inside one block. Cost: a product
-        of each block (a list and its visitors, about twice a list) with itself, float32 rows read from
-        the file; 1/nlist of an all-pairs scan. Reads only what a build wrote (and the dead marks).
+        with the vectors for which it is one of the ``visits`` next-nearest centroids, so a near pair
+        split by a list boundary is still inside one block (a near copy's own list is, almost always,
+        its original's nearest or next-nearest). Cost: each vector's nearest centroids (the coarse step
+        a k-NN search pays too), then a product of each block (a list and its visitors, about twice a
+        list) with itself from the float32 rows, instead of scanning ~nprobe lists of codes per vector.
+        Reads only what a build wrote (and the dead marks).
         """
         nlist = int(self.ivf.nlist)
         invlists = self.ivf.invlists
@@ -318,26 +321,16 @@ class IvfStore:
             members.append(
                 faiss.rev_swig_ptr(invlists.get_ids(number), size).copy() if size else np.zeros(0, np.int64)
             )
-        home = np.empty(len(self.slot_ids), np.int64)
-        for number, slots in enumerate(members):
-            home[slots] = number
-        centroids = self.ivf.quantizer.reconstruct_n(0, nlist)
-        near = min(neighbour_lists, nlist - 1)
         visitors: list[list[np.ndarray]] = [[] for _ in range(nlist)]
-        if near > 0:
-            _, close = faiss.knn(centroids, centroids, near + 1, faiss.METRIC_INNER_PRODUCT)
-            close = close[:, 1:]  # each centroid's nearest others
+        if visits > 0 and nlist > 1:
             for start, chunk in read_chunks(self.raw.path, len(self.slot_ids), self.dim):
-                own = home[start : start + len(chunk)]
-                candidates = close[own]  # (rows, near) list numbers
-                scores = np.empty(candidates.shape, np.float32)
-                for column in range(near):  # one (rows, dim) gather at a time, not (rows, near, dim)
-                    scores[:, column] = np.einsum("rd,rd->r", chunk, centroids[candidates[:, column]])
-                second = candidates[np.arange(len(chunk)), scores.argmax(axis=1)]
-                order = np.argsort(second, kind="stable")
-                bounds = np.searchsorted(second[order], np.arange(nlist + 1))
-                for number in np.flatnonzero(np.diff(bounds)):
-                    visitors[number].append(order[bounds[number] : bounds[number + 1]] + start)
+                _, nearest = self.ivf.quantizer.search(chunk, min(nlist, 1 + visits))
+                for column in range(1, nearest.shape[1]):  # the next-nearest lists, each as a visit
+                    lists = nearest[:, column]
+                    order = np.argsort(lists, kind="stable")
+                    bounds = np.searchsorted(lists[order], np.arange(nlist + 1))
+                    for number in np.flatnonzero(np.diff(bounds)):
+                        visitors[number].append(order[bounds[number] : bounds[number + 1]] + start)
         for number in range(nlist):
             block = np.unique(np.concatenate([members[number], *visitors[number]]))
             block = block[~self.dead[block]]
