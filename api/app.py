@@ -20,7 +20,7 @@ from api.memory import glibc_malloc_trim, release_memory_when_idle
 from api.metrics import MetricsMiddleware
 from api.openapi import install_openapi
 from api.readiness import DatabaseProbe
-from api.routes import catalog, docs, embeddings, inference, probes, relevance, taxonomy
+from api.routes import catalog, docs, duplicates, embeddings, inference, probes, relevance, taxonomy
 from api.settings import ServerSettings
 from api.state import ServiceState
 from search.errors import IndexDeviceError, ModelLoadError
@@ -93,6 +93,7 @@ def create_app(
     app.include_router(inference.router)
     app.include_router(catalog.router)
     app.include_router(relevance.router)
+    app.include_router(duplicates.router)
     app.include_router(embeddings.router)
     app.include_router(taxonomy.router)
     app.include_router(docs.router)

@@ -70,6 +70,9 @@ class SearchBody(BaseModel):
         description="order the hits that pass the cut-offs by fields (attributes, category, created_at, "
         "updated_at); without a cut-off, the top k by relevance",
     )
+    collapse: Literal["duplicates"] | None = Field(
+        None, description="duplicates: one product per duplicate group, the best-scoring (docs/duplicates.md)"
+    )
 
     def to_query(self, limits: SearchLimits) -> SearchQuery:
         given = [name for name in SINGLE_FORMS if getattr(self, name) is not None]
@@ -104,6 +107,7 @@ class SearchBody(BaseModel):
             sort=SortKey.parse_list(
                 [item.model_dump() for item in self.sort] if self.sort is not None else None
             ),
+            collapse=self.collapse,
         )
 
 

@@ -49,6 +49,8 @@ def hit_view(hit: ProductHit) -> dict[str, Any]:
         view["relevance"] = hit.relevance  # the calibrated probability that the hit is relevant
     if hit.explain is not None:
         view["explain"] = hit.explain
+    if hit.duplicates is not None:
+        view["duplicates"] = hit.duplicates
     return view
 
 

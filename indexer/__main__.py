@@ -9,6 +9,7 @@
     tune               measure recall@10 against exact search, re-tune and save the index's parameters
     stats              counts, revisions, files
     compact            save the index, then prune the removal log it no longer needs
+    duplicates         group near-duplicate products (--threshold, --csv FILE, --calibrate PAIRS.csv)
     reembed            move the catalog to VITRINE_MODEL's embedding space (resumable)
     migrate            apply database migrations
     sample OUT_DIR     write a synthetic catalog (images + manifest.csv)

@@ -161,6 +161,21 @@ class Settings(BaseSettings):
         0.5, ge=0, le=1, description="Share of the lexical ranking in hybrid fusion (bench/bench_hybrid.py)"
     )
 
+    # Near-duplicate products (docs/duplicates.md)
+    duplicate_threshold: float = Field(
+        0.97,
+        gt=0,
+        le=1,
+        description="Cosine at which two product images count as the same picture, unless the catalog "
+        "was calibrated (python -m indexer duplicates --calibrate); how 0.97 was chosen: docs/duplicates.md",
+    )
+    duplicate_live_pass_max_images: int = Field(
+        20_000,
+        ge=0,
+        description="Largest catalog whose duplicate groups are formed on demand (a request, a search "
+        "that collapses); larger ones need `python -m indexer duplicates` once",
+    )
+
     log_level: str = "INFO"
 
     @field_validator("url_allow_hosts", mode="before")

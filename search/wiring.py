@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.catalog.db import migrate
+from search.catalog.duplicate_groups import DuplicateService
 from search.catalog.plan import ProductLimits
 from search.catalog.query import Mode, SearchLimits
 from search.catalog.retrieval import IndexRetrieval
@@ -224,6 +225,8 @@ def build_products(
     lexical_weight: float = 0.5,
     load_index: bool = True,
     rebuild_in_background: bool = False,
+    duplicate_threshold: float = 0.97,
+    duplicate_live_pass_max_images: int = 20_000,
 ) -> ProductService:
     """The product service over ``catalog``: its index (kept at the catalog's revision), search and writer.
 
@@ -239,6 +242,12 @@ def build_products(
         rebuild_in_background=rebuild_in_background,
     )
     limits = search_limits or SearchLimits()
+    duplicates = DuplicateService(
+        catalog,
+        sync,
+        default_threshold=duplicate_threshold,
+        live_pass_max_images=duplicate_live_pass_max_images,
+    )
     finder = CatalogSearch(
         catalog,
         IndexRetrieval(catalog, sync),
@@ -248,10 +257,17 @@ def build_products(
         images=images,
         default_mode=default_mode,
         lexical_weight=lexical_weight,
+        duplicates=duplicates,
     )
     writer = CatalogWriter(catalog, image_store, model, product_limits or ProductLimits(), images, encoder)
     return ProductService(
-        catalog, sync=sync, finder=finder, writer=writer, image_store=image_store, limits=limits
+        catalog,
+        sync=sync,
+        finder=finder,
+        writer=writer,
+        image_store=image_store,
+        limits=limits,
+        duplicates=duplicates,
     )
 
 
@@ -288,6 +304,8 @@ def open_products(
         lexical_weight=settings.hybrid_lexical_weight,
         load_index=load_index,
         rebuild_in_background=rebuild_in_background,
+        duplicate_threshold=settings.duplicate_threshold,
+        duplicate_live_pass_max_images=settings.duplicate_live_pass_max_images,
     )
 
 

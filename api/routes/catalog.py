@@ -89,6 +89,7 @@ async def similar(
     category: str | None = Query(None),
     filters: str | None = Query(None, description="JSON filters, as on POST /search"),
     facets: str | None = Query(None, description="comma-separated fields to count"),
+    collapse: str | None = Query(None, description="duplicates: one product per duplicate group"),
     state: ServiceState = Depends(admitted),
 ) -> Any:
     products = state.require_products()
@@ -102,6 +103,7 @@ async def similar(
         k=k,
         offset=offset,
         min_score=min_score,
+        collapse=collapse,
     )
     answer = await run_in_threadpool(products.search, query)
     return search_view(answer, offset)
@@ -159,7 +161,12 @@ _PRODUCT_BODY = ProductBody.model_json_schema() | {
 
 def _write_answer(result: Any) -> JSONResponse:
     return JSONResponse(
-        {"status": result.status, "changes": result.changes, "product": product_view(result.record)},
+        {
+            "status": result.status,
+            "changes": result.changes,
+            "product": product_view(result.record),
+            "possible_duplicates": result.possible_duplicates,
+        },
         status_code=201 if result.status == "created" else 200,
     )
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from indexer.cli import Command
-from indexer.commands import catalog, evaluate, maintenance, model, sample, tag, vectors
+from indexer.commands import catalog, duplicates, evaluate, maintenance, model, sample, tag, vectors
 
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for group in (catalog, vectors, maintenance, model, sample, tag, evaluate)
+    for group in (catalog, vectors, maintenance, duplicates, model, sample, tag, evaluate)
     for command in group.COMMANDS
 }

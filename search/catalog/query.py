@@ -41,6 +41,7 @@ class SearchQuery:
     offset: int = 0
     min_score: float | None = None
     lexical_weight: float | None = None
+    collapse: str | None = None  # "duplicates": one product per duplicate group
     min_vector_score: float | None = None
     min_lexical_score: float | None = None
     sort: list[SortKey] = field(default_factory=list)  # orders the set that passed the cut-offs
@@ -92,6 +93,8 @@ class SearchLimits:
         if weight is not None and not (isinstance(weight, int | float) and 0 <= weight <= 1):
             raise BadInput("lexical_weight must be a number from 0 to 1")
         self.check_facets(query.facets)
+        if query.collapse not in (None, "duplicates"):
+            raise BadInput('collapse must be "duplicates"')
         if not query.positive:
             raise BadInput("a composed query needs at least one positive example")
         examples = query.examples
@@ -165,6 +168,7 @@ class ProductHit:
     matched_image: ImageRecord | None = None
     vector_score: float | None = None
     lexical_score: float | None = None
+    duplicates: list[str] | None = None  # collapsed: the other products of its duplicate group
     explain: dict[str, Any] | None = None
     relevance: float | None = None
 

@@ -67,6 +67,7 @@ class ProductImage(Base):
     __table_args__ = (
         Index("ix_product_images_product_position", "product_id", "position"),
         Index("ix_product_images_image_file", "image_file"),  # is a stored blob still used (0012)
+        Index("ix_product_images_sha256", "image_sha256"),  # exact copies across products (0010)
         {"sqlite_autoincrement": True},
     )
 
@@ -220,6 +221,49 @@ class RelevanceCalibration(Base):
     judgements_sha256: Mapped[str] = mapped_column(String(64))
     space_key: Mapped[str | None] = mapped_column(String(128))
     models: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class DuplicateDecision(Base):
+    """A merchandiser's word on a pair of products (row ids, ``product_a < product_b``): "distinct" pairs
+    are never reported or grouped, "duplicate" pairs are grouped whatever their score. Keyed by product,
+    not by image or vector: it outlives re-embedding and a model change; removing a product removes it."""
+
+    __tablename__ = "duplicate_decisions"
+
+    product_a: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    product_b: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    decision: Mapped[str] = mapped_column(String(16))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DuplicateMember(Base):
+    """A product's duplicate group: ``group_id`` is the representative's row id. ``dirty``: a mate was
+    removed, so the group is formed again at the next catch-up (search/catalog/duplicate_groups.py)."""
+
+    __tablename__ = "duplicate_members"
+
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    group_id: Mapped[int] = mapped_column(Integer, index=True)
+    score: Mapped[float] = mapped_column(Float)  # cosine to the representative (1 for itself)
+    min_score: Mapped[float] = mapped_column(Float)  # the group's lowest pairwise score
+    dirty: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class DuplicateState(Base):
+    """One row: the calibrated threshold (with the embedding space it was fitted on), and the threshold,
+    space and catalog revision the stored groups reflect."""
+
+    __tablename__ = "duplicate_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    threshold_model: Mapped[str | None] = mapped_column(String(512))
+    calibration: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    groups_threshold: Mapped[float | None] = mapped_column(Float)
+    groups_model: Mapped[str | None] = mapped_column(String(512))
+    groups_revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 def attribute_text(value: object) -> str | None:

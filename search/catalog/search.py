@@ -1,9 +1,10 @@
 """Catalog search as named steps: check -> query vector -> candidates (vector, lexical; the filter inside
-each) -> fuse -> cut -> boost -> (sort) -> page -> hydrate -> facets.
+each) -> fuse -> cut -> boost -> collapse (asked for) -> (sort) -> page -> hydrate -> facets.
 
-The cut keeps the candidates passing every cut-off (cutoffs.py). A sort (sorting.py) orders the set
-that passed -- every product above the cut-offs, or without one the top k by relevance -- and the page
-and the facets are taken from that set.
+The cut keeps the candidates passing every cut-off (cutoffs.py). A collapse keeps one product per
+duplicate group, its best-ranked. A sort (sorting.py) orders the set that passed -- every product
+above the cut-offs, or without one the top k by relevance -- and the page and the facets are taken
+from that set.
 
 Each step takes and returns plain values (``Candidate`` lists), and every SQL statement goes through the
 store. A hybrid search with a filter and facets costs five statements: the index's revision, the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from search.model.vectors import normalise_vector
 from search.relevance.calibration import Calibration, CalibrationCache
 
 if TYPE_CHECKING:
+    from search.catalog.duplicate_groups import DuplicateService
     from search.model.encoder import Encoder
 
 # How many candidates each side hands to fusion (at least offset + k).
@@ -67,6 +69,11 @@ class Ranking:
     ranked: list[Candidate]  # cut, boosted and sorted: the page is taken from it
     window: int  # how many candidates each list could hand over
     where: ColumnElement[bool] | None
+    groups: dict[int, int] = field(default_factory=dict)  # collapsed: kept product -> its group
+
+
+# A collapsing search widens its window (x4) while groups leave the page short, up to this many.
+COLLAPSE_MAX_WINDOW = 10_000
 
 
 class CatalogSearch:
@@ -81,7 +88,9 @@ class CatalogSearch:
         images: ImageLoader | None = None,
         default_mode: Mode = "hybrid",
         lexical_weight: float = 0.5,
+        duplicates: DuplicateService | None = None,
     ) -> None:
+        self.duplicates = duplicates
         self.catalog = catalog
         self.vectors = vectors
         self.limits = limits
@@ -124,6 +133,8 @@ class CatalogSearch:
         )
         if vector is not None:
             self.vectors.catch_up()
+        if query.collapse:
+            self._duplicates().catch_up()  # groups at the catalog's revision, before the reads pin one
         return Prepared(mode, vector, excluded, parts, calibration)
 
     def rank(self, query: SearchQuery, prepared: Prepared) -> Ranking:
@@ -133,15 +144,24 @@ class CatalogSearch:
         where = query.filters.clause() if query.filters else None
         window = want if mode == "vector" else max(FUSION_WINDOW, want)
         # The index stops at the vector cut-off (min_vector_score, or min_score when it is the ranking).
-        vector_list = self.vector_candidates(query, prepared, window)
-        lexical = self.lexical_candidates(query, mode, where, window)
-        fused = self.fuse(mode, vector_list, lexical, query.lexical_weight)
-        if prepared.calibration is not None:
-            self.score_relevance(fused, prepared)
-        ranked = self.boost(cutoffs.apply(fused), lexical.exact)
+        groups: dict[int, int] = {}
+        while True:
+            vector_list = self.vector_candidates(query, prepared, window)
+            lexical = self.lexical_candidates(query, mode, where, window)
+            fused = self.fuse(mode, vector_list, lexical, query.lexical_weight)
+            if prepared.calibration is not None:
+                self.score_relevance(fused, prepared)
+            ranked = self.boost(cutoffs.apply(fused), lexical.exact)
+            if not query.collapse:
+                break
+            ranked, groups = self.collapse(ranked)
+            more = len(vector_list) >= window or len(lexical.ranking) >= window
+            if len(ranked) >= want or not more or window >= COLLAPSE_MAX_WINDOW:
+                break
+            window *= 4  # groups took places in the window: widen it until the page is full
         if query.sort:
             ranked = self.sort(ranked[:want], query.sort)
-        return Ranking(vector_list, lexical, fused, ranked, window, where)
+        return Ranking(vector_list, lexical, fused, ranked, window, where, groups)
 
     def vector_candidates(self, query: SearchQuery, prepared: Prepared, window: int) -> list[Candidate]:
         """The vector list: at most ``window`` products, stopping at the vector cut-off. A wide window
@@ -164,10 +184,14 @@ class CatalogSearch:
         ranking = self.rank(query, prepared)
         page = ranking.ranked[query.offset : query.offset + query.k]
         explain = self.explainer(query, prepared, page) if query.explain else None
+        hits = self.hydrate(page, explain)
+        if query.collapse:
+            self.name_duplicates(hits, ranking.groups)
         if not query.sort:
-            return self.hydrate(page, explain), self.facets(ranking.where, query.facets), None
-        in_set = Product.id.in_([c.product for c in ranking.ranked])  # facets count the sorted set
-        return self.hydrate(page, explain), self.facets(in_set, query.facets), len(ranking.ranked)
+            return hits, self.facets(ranking.where, query.facets, collapse=bool(query.collapse)), None
+        # Facets count the sorted set (already collapsed: one product per group).
+        in_set = Product.id.in_([c.product for c in ranking.ranked])
+        return hits, self.facets(in_set, query.facets), len(ranking.ranked)
 
     def relevant_window(self, query: SearchQuery) -> int:
         """How many of the ranking's best the page is taken from: offset + k; with a sort, every product
@@ -301,6 +325,36 @@ class CatalogSearch:
         by_id = {c.product: c for c in ranked}
         return [by_id[pid] for pid in sort_ids(ids, keys, values)]
 
+    def collapse(self, ranked: list[Candidate]) -> tuple[list[Candidate], dict[int, int]]:
+        """One product per duplicate group, its best-ranked (the ranking is best first); and the group of
+        each kept product that is in one."""
+        group_of = self._duplicates().groups_of([c.product for c in ranked])
+        seen: set[int] = set()
+        kept, groups = [], {}
+        for candidate in ranked:
+            group = group_of.get(candidate.product)
+            if group is not None:
+                if group in seen:
+                    continue
+                seen.add(group)
+                groups[candidate.product] = group
+            kept.append(candidate)
+        return kept, groups
+
+    def name_duplicates(self, hits: list[ProductHit], groups: dict[int, int]) -> None:
+        """Each collapsed hit names the other products of its group (external ids, in id order)."""
+        members = self._duplicates().group_members(
+            list({groups[h.record.id] for h in hits if h.record.id in groups})
+        )
+        others = [
+            p for hit in hits if hit.record.id in groups for p in members.get(groups[hit.record.id], [])
+        ]
+        names = {pid: record.external_id for pid, record in self.catalog.get_by_ids(others).items()}
+        for hit in hits:
+            group = groups.get(hit.record.id)
+            mates = members.get(group, []) if group is not None else []
+            hit.duplicates = sorted(names[p] for p in mates if p != hit.record.id and p in names)
+
     def hydrate(
         self,
         page: list[Candidate],
@@ -324,14 +378,23 @@ class CatalogSearch:
                     matched,
                     candidate.vector_score,
                     candidate.lexical_score,
-                    explain(candidate, matched) if explain else None,
-                    candidate.relevance,
+                    explain=explain(candidate, matched) if explain else None,
+                    relevance=candidate.relevance,
                 )
             )
         return hits
 
-    def facets(self, where: ColumnElement[bool] | None, names: list[str]) -> dict[str, dict[str, int]] | None:
-        return self.catalog.facet_counts(where, names) if names else None
+    def facets(
+        self, where: ColumnElement[bool] | None, names: list[str], *, collapse: bool = False
+    ) -> dict[str, dict[str, int]] | None:
+        """Counts of products matching the filter; collapsed, a duplicate group counts once."""
+        if not names:
+            return None
+        return (
+            self.catalog.facet_counts(where, names, collapse=collapse)
+            if collapse
+            else self.catalog.facet_counts(where, names)
+        )
 
     # Query vectors ---------------------------------------------------------------------------------
 
@@ -394,6 +457,11 @@ class CatalogSearch:
         if self.encoder is None:
             raise BadInput("this operation needs the model, which is not loaded here")
         return self.encoder
+
+    def _duplicates(self) -> DuplicateService:
+        if self.duplicates is None:
+            raise BadInput("collapsing duplicates needs the catalog's duplicate groups, not wired here")
+        return self.duplicates
 
 
 def _side(index: int, positive: list[Example]) -> str:

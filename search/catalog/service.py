@@ -4,12 +4,13 @@ catalog's parts: the store, index synchronisation, search, the one writer and ve
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from search.catalog.duplicate_groups import DuplicateService
 from search.catalog.filters import Filters
 from search.catalog.plan import ProductDraft, ProductPatch
 from search.catalog.query import ListAnswer, SearchAnswer, SearchLimits, SearchQuery
@@ -32,6 +33,8 @@ class WriteResult:
     status: str  # created | updated | unchanged
     record: ProductRecord
     changes: dict[str, Any]
+    # What the new or changed images duplicate: [{"id", "score", "exact"}], best first.
+    possible_duplicates: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ProductService:
@@ -45,7 +48,9 @@ class ProductService:
         image_store: ImageStorage,
         limits: SearchLimits,
         tagging: TaggingService | None = None,
+        duplicates: DuplicateService | None = None,
     ) -> None:
+        self.duplicates = duplicates
         self.catalog = catalog
         self.sync = sync
         self.finder = finder
@@ -163,8 +168,12 @@ class ProductService:
                     raise BadInput("the product changed while it was being written; retry") from None
                 continue
             self.refresh()  # the writer's process searches its own write at once
+            record = committed.records[0]
             return WriteResult(
-                "created" if committed.created[0] else "updated", committed.records[0], prepared.plan.changes
+                "created" if committed.created[0] else "updated",
+                record,
+                prepared.plan.changes,
+                self._after_write(record, {record.images[i].id for i in prepared.plan.embed}),
             )
         raise AssertionError("unreachable")
 
@@ -172,7 +181,25 @@ class ProductService:
         with self.writer.locks.hold(external_ids):
             removed = self.writer.remove(external_ids)
         self.refresh()
+        if removed and self.duplicates is not None:
+            self.duplicates.catch_up(required=False)
         return removed
+
+    def _after_write(self, record: ProductRecord, new_images: set[int]) -> list[dict[str, Any]]:
+        """Duplicate groups caught up with the write (collapse is right at once), and what its new
+        images duplicate."""
+        if self.duplicates is None:
+            return []
+        self.duplicates.catch_up(required=False)
+        matches = self.duplicates.of_new_images(record, new_images)
+        names = {
+            pid: r.external_id for pid, r in self.catalog.get_by_ids([m.product for m in matches]).items()
+        }
+        return [
+            {"id": names[m.product], "score": m.score, "exact": m.exact}
+            for m in matches
+            if m.product in names
+        ]
 
     # Health -----------------------------------------------------------------------------------------
 

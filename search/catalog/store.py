@@ -44,6 +44,7 @@ from search.catalog.replicas import ReadRouting, safe_url
 from search.catalog.schema import (
     CatalogSpace,
     CatalogState,
+    DuplicateMember,
     ImageBlob,
     Product,
     ProductAttribute,
@@ -472,9 +473,15 @@ class Catalog:
             return [(row[0], row[1]) for row in connection.execute(query)]
 
     def facet_counts(
-        self, where: ColumnElement[bool] | None, fields: Sequence[str], limit: int = 100
+        self,
+        where: ColumnElement[bool] | None,
+        fields: Sequence[str],
+        limit: int = 100,
+        *,
+        collapse: bool = False,
     ) -> dict[str, dict[str, int]]:
-        """For each field, value -> number of products matching ``where`` (None: all), most frequent first.
+        """For each field, value -> number of products matching ``where`` (None: all), most frequent first;
+        with ``collapse``, the products of one duplicate group count once.
 
         One statement for every field, so a filter is evaluated once (a CTE read by each field's count),
         not once per facet; without a filter the counts come straight from the indexes.
@@ -482,20 +489,17 @@ class Catalog:
         if not fields:
             return {}
         matching = select(Product.id).where(where).cte("matching") if where is not None else None
-        parts = []
+        parts, corrections = [], []
         for name in dict.fromkeys(fields):
             if name == "category":
-                value, tests = Product.category, [Product.category.is_not(None)]
-                if matching is not None:
-                    tests.append(Product.id.in_(select(matching.c.id)))
+                value, tests, owner = Product.category, [Product.category.is_not(None)], Product.id
             elif (tag := tag_field(name)) is not None:
-                value, tests = ProductTag.value, [ProductTag.key == tag]
-                if matching is not None:
-                    tests.append(ProductTag.product_id.in_(select(matching.c.id)))
+                value, tests, owner = ProductTag.value, [ProductTag.key == tag], ProductTag.product_id
             else:
                 value, tests = ProductAttribute.value, [ProductAttribute.key == name]
-                if matching is not None:
-                    tests.append(ProductAttribute.product_id.in_(select(matching.c.id)))
+                owner = ProductAttribute.product_id
+            if matching is not None:
+                tests.append(owner.in_(select(matching.c.id)))
             count = func.count()
             top = (
                 select(literal(name).label("field"), value.label("value"), count.label("n"))
@@ -506,10 +510,32 @@ class Catalog:
                 .subquery()
             )
             parts.append(select(top.c.field, top.c.value, top.c.n))
+            if collapse:
+                # Read over grouped products only (few): a group with k members of a value counts
+                # k - 1 less. Counting distinct groups over every product cost 4x a plain search.
+                surplus = func.count() - func.count(func.distinct(DuplicateMember.group_id))
+                # The IN names the small side: without it SQLite walked every product of the facet's
+                # index and probed the groups for each (70 ms at 100k products; 20 ms this way).
+                grouped = owner.in_(select(DuplicateMember.product_id))
+                corrections.append(
+                    select(literal(name).label("field"), value.label("value"), surplus.label("n"))
+                    .select_from(owner.table.join(DuplicateMember, DuplicateMember.product_id == owner))
+                    .where(grouped, *tests)
+                    .group_by(value)
+                )
         out: dict[str, dict[str, int]] = {name: {} for name in fields}
         with self._connect() as connection:
             for name, found, n in connection.execute(union_all(*parts)):
                 out[name][str(found)] = int(n)
+            if corrections:
+                for name, found, n in connection.execute(union_all(*corrections)):
+                    if str(found) in out[name]:
+                        out[name][str(found)] -= int(n)
+        if corrections:
+            out = {
+                name: dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+                for name, counts in out.items()
+            }
         return out
 
     def changes_since(self, revision: int, model: str) -> Changes:

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from search.catalog.records import ProductWrite, vector_to_bytes
 from search.catalog.schema import (
     CatalogState,
+    DuplicateDecision,
+    DuplicateMember,
     ImageBlob,
     Product,
     ProductAttribute,
@@ -105,9 +107,23 @@ def remove(session: Session, external_ids: list[str]) -> tuple[int, list[str]]:
         session.execute(delete(ProductImage).where(ProductImage.product_id.in_(row_ids)))
         session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_(row_ids)))
         session.execute(delete(ProductTag).where(ProductTag.product_id.in_(row_ids)))
+        _forget_duplicates(session, row_ids)
         session.execute(delete(Product).where(Product.id.in_(row_ids)))
         _drop_unused_blobs(session, {name for _, _, name in images if name})
     return revision, [ext for _, ext in rows]
+
+
+def _forget_duplicates(session: Session, row_ids: list[int]) -> None:
+    """A removed product's decisions go with it; its group's mates are formed again at the next catch-up
+    (search/catalog/duplicate_groups.py)."""
+    session.execute(
+        delete(DuplicateDecision).where(
+            DuplicateDecision.product_a.in_(row_ids) | DuplicateDecision.product_b.in_(row_ids)
+        )
+    )
+    groups = select(DuplicateMember.group_id).where(DuplicateMember.product_id.in_(row_ids))
+    session.execute(update(DuplicateMember).where(DuplicateMember.group_id.in_(groups)).values(dirty=True))
+    session.execute(delete(DuplicateMember).where(DuplicateMember.product_id.in_(row_ids)))
 
 
 def prune_removals(session: Session, through_revision: int) -> int:

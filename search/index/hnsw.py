@@ -94,6 +94,20 @@ class HnswStore:
             scores, slots = self.index.search(query, k, params=params)
         return scores[0], np.where(slots[0] >= 0, self.slot_ids[np.maximum(slots[0], 0)], -1)
 
+    def neighbours(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Batched k-NN over the live slots."""
+        mask = self.slot_ids >= 0
+        k = min(k, int(mask.sum()))
+        if k == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        params = faiss.SearchParametersHNSW(
+            sel=bitmap_selector(mask), efSearch=max(self.spec.hnsw_ef_search, k)
+        )
+        scores, slots = self.index.search(queries, k, params=params)
+        return scores, np.where(slots >= 0, self.slot_ids[np.maximum(slots, 0)], -1)
+
     def _vectors(self) -> np.ndarray:
         """All stored vectors (dead slots too) as a zero-copy view of the graph's flat storage."""
         storage = faiss.downcast_index(self.index.storage)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,35 @@ class VectorIndex:
         if min_score is not None:
             hits = [hit for hit in hits if hit.score >= min_score]
         return hits
+
+    def neighbours(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest stored vectors of each of many queries, in one batched FAISS call: (scores,
+        ids), each ``(len(queries), k)``, -1 ids padding. Scores are approximate on IVF (its 8-bit codes,
+        no re-scoring): a caller keeping hits near a cut re-scores them. ``nprobe``: IVF lists probed
+        (near-copies lie in the query's own list; default the tuned count)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            if k <= 0 or len(self._store) == 0 or len(queries) == 0:
+                return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            return self._store.neighbours(queries, min(k, len(self._store)), nprobe)
+
+    def near_pairs(self, cut: float) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+        """Every pair of stored vectors with cosine >= ``cut`` by a self-join of the IVF lists (exact
+        scores); None for the other kinds (their callers search each vector's neighbours instead).
+        Searches go on meanwhile: the built base is immutable; the side index is read under the lock."""
+        if not isinstance(self._store, IvfStore):
+            return None
+        store = self._store
+
+        def pairs() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            yield from store.near_pairs(cut)
+            with self._lock:
+                changed = store.delta_pairs(cut)
+            yield from changed
+
+        return pairs()
 
     # Where searches run ----------------------------------------------------------------------------
 

@@ -342,3 +342,31 @@ def test_swagger_does_not_keep_the_token_in_local_storage(start_server, page):
     page.locator(".auth-btn-wrapper button.authorize").first.click()
     stored = page.evaluate("JSON.stringify(Object.assign({}, window.localStorage))")
     assert TOKEN not in stored  # persistAuthorization would write it there, readable by any script, forever
+
+
+def test_hide_duplicates_shows_one_product_per_duplicate_group(catalog_copy, start_server, page, tmp_path):
+    server = start_server()
+    row = catalog_copy.row("sku-00017")
+    relisted = server.client.put(
+        "/products/sku-00017-relisted",
+        json={
+            "title": row["title"],
+            "category": row["category"],
+            "image": b64(catalog_copy.image_bytes("sku-00017")),
+        },
+    )
+    assert relisted.status_code == 201, relisted.text
+    collapsed = server.client.post("/search", json={"text": row["title"], "k": 24, "collapse": "duplicates"})
+    expected = [result["id"] for result in collapsed.json()["results"]]
+    assert len([i for i in expected if i.startswith("sku-00017")]) <= 1  # a byte copy: one group
+    page.goto(f"{server.base_url}/ui/")
+    page.get_by_placeholder("Describe a product").fill(row["title"])
+    page.keyboard.press("Enter")
+    wait_until(page, "document.querySelectorAll('#results .card').length > 0")
+    assert {"sku-00017", "sku-00017-relisted"} <= set(card_ids(page))
+    page.locator("#hide-duplicates").check()  # the current search runs again, collapsed
+    wait_until(
+        page,
+        f"JSON.stringify([...document.querySelectorAll('#results .card')].map(c => c.dataset.id)) === {json.dumps(json.dumps(expected, separators=(',', ':')))}",
+    )
+    screenshot(page, tmp_path, "08-hide-duplicates")

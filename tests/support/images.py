@@ -39,3 +39,21 @@ def encode_png(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def smooth_picture(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A photo-like picture: a few random colours blended smoothly (bicubic) over the frame. Re-encoding
+    and resizing keep what the tiny model sees (its 32 px input); two seeds differ in colour layout."""
+    import numpy as np
+
+    cells = np.random.default_rng(seed).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    return Image.fromarray(cells).resize(size, Image.Resampling.BICUBIC)
+
+
+def reencoded(image: Image.Image, quality: int = 30, scale: float = 1.0) -> bytes:
+    """``image`` resized by ``scale`` and saved as a JPEG of ``quality``: another file of the same picture."""
+    if scale != 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()

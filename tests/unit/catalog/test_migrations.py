@@ -47,7 +47,7 @@ def test_upgrade_from_empty_creates_the_catalog_tables(tmp_path: Path) -> None:
         "catalog_state",
         "alembic_version",
     } <= tables
-    assert version == "0012"  # history: 0001-0002-0003-0007-0006-0008-0009-0011-0012
+    assert version == "0012"  # history: 0001-0002-0003-0007-0006-0008-0009-0010-0011-0012
     assert [tuple(row) for row in state] == [(1, 0)]
 
 

@@ -367,3 +367,44 @@ def test_a_rebuild_killed_mid_build_leaves_the_previous_index_serving(catalog_ve
     assert reopened.verify().ok
     reopened.rebuild()  # the next rebuild clears the dead build's parts
     assert not any(p.suffix in (".f32", ".ivf") and p.name in left for p in path.parent.iterdir())
+
+
+def near_copies(vectors: np.ndarray, every: int, seed: int) -> np.ndarray:
+    """``vectors`` with every ``every``-th one replaced by a near copy (cosine 0.97-0.995) of the one before."""
+    rng = np.random.default_rng(seed)
+    out = vectors.copy()
+    for i in range(every, len(out), every):
+        noise = rng.standard_normal(DIM).astype(np.float32)
+        noise -= (noise @ out[i - 1]) * out[i - 1]
+        noise /= np.linalg.norm(noise)
+        cosine = rng.uniform(0.97, 0.995)
+        out[i] = cosine * out[i - 1] + np.sqrt(1 - cosine**2) * noise
+    return out
+
+
+def exact_pairs(ids: np.ndarray, vectors: np.ndarray, cut: float) -> set[tuple[int, int]]:
+    gram = vectors @ vectors.T
+    left, right = np.nonzero(np.triu(gram >= cut, 1))
+    return {(int(ids[a]), int(ids[b])) for a, b in zip(left, right, strict=True)}
+
+
+def test_near_pairs_by_a_self_join_of_the_lists_find_every_close_pair(catalog_vectors, tmp_path):
+    """The whole-catalog duplicate pass on IVF joins each list with its boundary visitors: every pair
+    above the cut is found with its exact score, changes since the build included."""
+    vectors = near_copies(catalog_vectors[0][:4000], every=20, seed=5)
+    path = tmp_path / "products.faiss"
+    index = VectorIndex.build(DIM, "m", 1, IVF, batches(vectors), count=len(vectors), path=path)
+    extra = near_copies(np.concatenate([vectors[:50], gap_catalog(50, seed=9)[0]]), every=10, seed=6)[50:]
+    index.upsert(np.arange(5001, 5051), extra)  # the side index
+    index.remove(np.arange(1, 41))  # dead marks
+    ids = np.concatenate([np.arange(41, 4001), np.arange(5001, 5051)])
+    live = np.concatenate([vectors[40:], extra])
+    truth = exact_pairs(ids, live, 0.96)
+    assert len(truth) >= 190  # the planted copies, and whatever else is that close
+    found: dict[tuple[int, int], float] = {}
+    for left, right, scores in index.near_pairs(0.96):
+        for a, b, score in zip(left.tolist(), right.tolist(), scores.tolist(), strict=True):
+            found[(min(a, b), max(a, b))] = score
+    assert set(found) == truth
+    by_id = dict(zip(ids.tolist(), live, strict=True))
+    assert all(abs(score - float(by_id[a] @ by_id[b])) < 1e-5 for (a, b), score in found.items())

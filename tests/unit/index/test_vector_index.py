@@ -210,3 +210,15 @@ def test_an_id_twice_in_one_upsert_keeps_the_last_vector(index: VectorIndex) -> 
     assert len(index) == 11
     np.testing.assert_allclose(index.reconstruct(200), last, atol=1e-6)
     assert [hit.id for hit in index.search(first, 11)].count(200) == 1
+
+
+def test_batched_neighbours_agree_with_one_search_per_query(index: VectorIndex) -> None:
+    """The whole-catalog duplicate pass on flat and HNSW indexes asks for many queries' neighbours at once."""
+    vectors = unit_vectors(200, seed=4)
+    index.upsert(np.arange(1, 201), vectors)
+    index.remove([7, 8])  # a removed vector is never a neighbour (HNSW masks its slot)
+    scores, ids = index.neighbours(vectors[:20], 5)
+    assert ids.shape == (20, 5) and scores.shape == (20, 5)
+    for row, query in enumerate(vectors[:20]):
+        assert ids[row].tolist() == ids_of(index.search(query, 5))
+    assert not np.isin(ids, [7, 8]).any()
