@@ -42,8 +42,7 @@ def main() -> None:
     from search.catalog.db import migrate
     from search.catalog.filters import Filters
     from search.catalog.fusion import reciprocal_rank_fusion
-    from search.catalog.lexical import lexical_ranking
-    from search.catalog.query import FUSION_WINDOW
+    from search.catalog.search import FUSION_WINDOW
     from search.images.store import ImageStore
     from search.wiring import build_products
 
@@ -65,18 +64,19 @@ def main() -> None:
         service = build_products(
             catalog, model="bench/hybrid", index_path=Path(tmp) / "i.faiss", image_store=ImageStore(Path(tmp))
         )
-        where = Filters().clause()
+        where = None  # no filter
         external = {
             record.id: record.external_id
             for record in catalog.get_by_ids(list(range(1, args.products + 1))).values()
         }
 
         def rankings(text: str, vector: np.ndarray) -> tuple[list[int], list[int]]:
-            lexical = [pid for pid, _ in lexical_ranking(catalog.engine, text, where, FUSION_WINDOW)]
-            vector_side = [
-                pid for pid, *_ in service.finder._vector_products(vector, FUSION_WINDOW, None, [], None)
-            ]
-            return lexical, vector_side
+            # The search's two candidate steps: the store's full-text ranking and the index's nearest
+            # products (caught up first, as a search does).
+            lexical = [pid for pid, _ in catalog.lexical(text, where, FUSION_WINDOW).ranking]
+            service.finder.vectors.catch_up()
+            nearest = service.finder.vectors.nearest(vector, FUSION_WINDOW, Filters(), [], None)
+            return lexical, [candidate.product for candidate in nearest]
 
         queries = []  # (set, text, query vector, truth)
         skus = sample.sku_queries()

@@ -18,6 +18,11 @@ from hypothesis import settings as hypothesis_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist each worker gets its share of the cores for OpenMP (FAISS, torch), set before either
+# is imported: two workers of two threads each on two cores spin in each other's barriers (test_ivf.py:
+# 27 s of CPU with two threads per worker, 21 s with one).
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 
 from api.settings import ServerSettings
 from devtools.random_model import write_random_model

@@ -129,6 +129,8 @@ def test_handler_without_weights_in_its_path_loads_vitrine_model(tiny_model_dir,
 
     monkeypatch.setenv("VITRINE_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("VITRINE_DEVICE", "cpu")
+    # The subject is which model loads; auto's conversion of it is tested in tests/unit/model.
+    monkeypatch.setenv("VITRINE_RUNTIME", "torch")
     monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path / "data"))
     instance = EndpointHandler(str(tmp_path))  # a repository folder with handler.py but no config.json
     try:

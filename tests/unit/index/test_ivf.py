@@ -4,11 +4,13 @@ changes visible before a rebuild, filtered search, files, background rebuild and
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -163,11 +165,9 @@ def nearest(service: ProductService, vector: np.ndarray, k: int, filters: dict |
     return [hit.record.external_id for hit in service.search(query).hits]
 
 
-def service_with_catalog(tmp_path: Path, vectors: np.ndarray, **spec: object) -> ProductService:
-    url = f"sqlite:///{tmp_path / 'vitrine.db'}"
-    migrate(url)
-    catalog = Catalog.open(url)
-    for ids, chunk in batches(vectors):
+def add_products(catalog: Catalog, vectors: np.ndarray, first_id: int = 1) -> None:
+    """Products p{first_id}... with one image each, a category and two attributes to filter on."""
+    for ids, chunk in batches(vectors, first_id):
         catalog.upsert(
             [
                 ProductWrite(
@@ -180,6 +180,37 @@ def service_with_catalog(tmp_path: Path, vectors: np.ndarray, **spec: object) ->
                 for i, vector in zip(ids, chunk, strict=True)
             ]
         )
+
+
+@pytest.fixture(scope="module")
+def catalog_file(catalog_vectors, tmp_path_factory) -> Callable[[int], Path]:
+    """``catalog_file(n)``: a SQLite catalog of the first n vectors as products p1..pn, written once per
+    module (3,000 products take seconds to write) and copied by each test that opens it."""
+    vectors = catalog_vectors[0]
+    written: dict[int, Path] = {}
+
+    def database(count: int) -> Path:
+        if count not in written:
+            path = tmp_path_factory.mktemp(f"catalog-{count}") / "vitrine.db"
+            smaller = max((n for n in written if n < count), default=0)
+            if smaller:
+                shutil.copyfile(written[smaller], path)
+            else:
+                migrate(f"sqlite:///{path}")
+            catalog = Catalog.open(f"sqlite:///{path}")
+            add_products(catalog, vectors[smaller:count], first_id=smaller + 1)
+            catalog.close()  # the last connection closed: the WAL is folded into the file
+            written[count] = path
+        return written[count]
+
+    return database
+
+
+def service_with_catalog(tmp_path: Path, database: Path, **spec: object) -> ProductService:
+    """The product service, as the API builds it, on a private copy of ``database``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(database, tmp_path / "vitrine.db")
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'vitrine.db'}")
     return build_products(
         catalog,
         model="m",
@@ -190,20 +221,22 @@ def service_with_catalog(tmp_path: Path, vectors: np.ndarray, **spec: object) ->
     )
 
 
-def test_auto_is_exact_for_a_small_catalog_and_ivf_past_the_limit(catalog_vectors, tmp_path):
+def test_auto_is_exact_for_a_small_catalog_and_ivf_past_the_limit(catalog_vectors, catalog_file, tmp_path):
     vectors, _, _ = catalog_vectors
-    small = service_with_catalog(tmp_path / "small", vectors[:500], exact_limit=1000)
+    small = service_with_catalog(tmp_path / "small", catalog_file(500), exact_limit=1000)
     assert small.index.kind == "flat"
-    large = service_with_catalog(tmp_path / "large", vectors[:3000], exact_limit=1000)
+    large = service_with_catalog(tmp_path / "large", catalog_file(3000), exact_limit=1000)
     assert large.index.kind == "ivf"
     assert large.stats()["index"]["kind"] == "ivf"
     hits = nearest(large, vectors[10], 5, {"category": "even"})
     assert hits and all(int(hit[1:]) % 2 == 0 for hit in hits)
 
 
-def test_background_rebuild_folds_changes_in_and_searches_keep_working(catalog_vectors, tmp_path):
+def test_background_rebuild_folds_changes_in_and_searches_keep_working(
+    catalog_vectors, catalog_file, tmp_path
+):
     vectors, _, _ = catalog_vectors
-    service = service_with_catalog(tmp_path, vectors[:3000], exact_limit=1000)
+    service = service_with_catalog(tmp_path, catalog_file(3000), exact_limit=1000)
     before = service.index
     service.catalog.upsert(
         [
@@ -230,9 +263,11 @@ def test_background_rebuild_folds_changes_in_and_searches_keep_working(catalog_v
     assert len(parts) == 2, parts  # the old generation's parts were deleted
 
 
-def test_a_failing_rebuild_leaves_the_previous_index_serving(catalog_vectors, tmp_path, monkeypatch):
+def test_a_failing_rebuild_leaves_the_previous_index_serving(
+    catalog_vectors, catalog_file, tmp_path, monkeypatch
+):
     vectors, _, _ = catalog_vectors
-    service = service_with_catalog(tmp_path, vectors[:3000], exact_limit=1000)
+    service = service_with_catalog(tmp_path, catalog_file(3000), exact_limit=1000)
     path = service.index_path
     saved = path.read_bytes()
     serving = service.index
@@ -254,11 +289,13 @@ def test_a_failing_rebuild_leaves_the_previous_index_serving(catalog_vectors, tm
     assert threading.active_count() >= 1
 
 
-def test_broad_filters_are_checked_on_the_hits_and_keep_the_recall_target(catalog_vectors, tmp_path):
+def test_broad_filters_are_checked_on_the_hits_and_keep_the_recall_target(
+    catalog_vectors, catalog_file, tmp_path
+):
     """A 30% filter is checked in SQL on the nearest hits (its ids are never listed), a 2% one lists
     its ids; either way only allowed products come back, at the recall target against exact search."""
     vectors, _, texts = catalog_vectors
-    service = service_with_catalog(tmp_path, vectors[:4000], exact_limit=1000)
+    service = service_with_catalog(tmp_path, catalog_file(4000), exact_limit=1000)
     assert service.index.kind == "ivf"
     listed: list[int] = []
     list_ids = service.catalog.image_ids
@@ -328,11 +365,13 @@ service.rebuild()
 
 @pytest.mark.e2e  # a build process of its own, killed
 @pytest.mark.parametrize("stage", ["writing rows", "tuning"])
-def test_a_rebuild_killed_mid_build_leaves_the_previous_index_serving(catalog_vectors, tmp_path, stage):
+def test_a_rebuild_killed_mid_build_leaves_the_previous_index_serving(
+    catalog_vectors, catalog_file, tmp_path, stage
+):
     """A real crash: a process rebuilding the index gets SIGKILL inside the build (part files half or
     fully written, the index file not renamed); the catalog then opens on the previous index."""
     vectors, _, _ = catalog_vectors
-    service = service_with_catalog(tmp_path, vectors[:3000], exact_limit=1000)
+    service = service_with_catalog(tmp_path, catalog_file(3000), exact_limit=1000)
     path = service.index_path
     saved, parts = path.read_bytes(), service.index.parts()
     service.catalog.close()

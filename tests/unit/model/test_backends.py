@@ -92,6 +92,19 @@ def own_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_model_dir, tmp_path / "checkpoint"))
 
 
+@pytest.fixture
+def built_exports(tiny_model_dir: Path, cache_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the module's export cache holding every accepted export of the tiny checkpoint
+    (the same bytes as ``own_checkpoint``, so the same key): a test of what ``auto`` chooses among
+    stored exports need not convert the checkpoint again (seconds each; converting is tested above)."""
+    for choice in candidates("auto", "auto", "cpu"):
+        if choice.runtime != "torch":
+            load_backend(
+                str(tiny_model_dir), runtime=choice.runtime, dtype=choice.precision, cache_dir=cache_dir
+            )
+    return Path(shutil.copytree(cache_dir, tmp_path / "cache"))
+
+
 def build_stamp(export_folder: Path) -> float:
     return (export_folder / "manifest.json").stat().st_mtime_ns
 
@@ -136,8 +149,10 @@ def test_a_changed_checkpoint_gets_a_new_export(own_checkpoint, tmp_path, inputs
     assert min_cosine(after.image_features(inputs[0]), new_reference.image_features(inputs[0])) >= 0.99999
 
 
-def test_an_export_that_failed_its_accuracy_check_is_refused_and_auto_falls_back(own_checkpoint, tmp_path):
-    cache = tmp_path / "cache"
+def test_an_export_that_failed_its_accuracy_check_is_refused_and_auto_falls_back(
+    own_checkpoint, built_exports
+):
+    cache = built_exports
     export = OnnxBackend.load(str(own_checkpoint), RuntimeChoice("onnx", "int8"), cache).export
     manifest = json.loads((export.folder / "manifest.json").read_text())
     manifest.update(accepted=False, cosine={"image": 0.98, "text": 0.99})  # as a model that quantises badly
@@ -149,8 +164,8 @@ def test_an_export_that_failed_its_accuracy_check_is_refused_and_auto_falls_back
     assert chosen.choice in candidates("auto", "auto", "cpu")
 
 
-def test_auto_on_cpu_serves_the_fastest_choice_that_passes_its_check(own_checkpoint, tmp_path):
-    chosen = load_backend(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=tmp_path / "c")
+def test_auto_on_cpu_serves_the_fastest_choice_that_passes_its_check(own_checkpoint, built_exports):
+    chosen = load_backend(str(own_checkpoint), runtime="auto", dtype="auto", cache_dir=built_exports)
     assert chosen.choice == candidates("auto", "auto", "cpu")[0]
     assert chosen.export.accepted
 
