@@ -458,6 +458,10 @@ class CatalogSearch:
             raise BadInput("this operation needs the model, which is not loaded here")
         return self.encoder
 
+    def duplicate_group_of(self, product: int) -> int | None:
+        """The duplicate group a product (row id) belongs to, None when it is in none."""
+        return self._duplicates().groups_of([product]).get(product)
+
     def _duplicates(self) -> DuplicateService:
         if self.duplicates is None:
             raise BadInput("collapsing duplicates needs the catalog's duplicate groups, not wired here")

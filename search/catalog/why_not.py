@@ -11,10 +11,9 @@ the first step that removed it:
     {"window": n}              it matched, but ranked below the n candidates each list hands to fusion
     {"no_match": "<list>"}     the list that ranks this mode has no score for it (no query word matched)
     {"max_sorted": n}          a sort's set was cut at n (VITRINE_SEARCH_MAX_SORTED) before it
+    {"collapse": {"into": id}} ``collapse: "duplicates"`` kept another member of its duplicate group
     {"page": {...}}            it is in the ranking, on another page (its offset)
     null                       it is in the results
-
-A collapse of near-duplicates (issue 18) reports itself in ``collapse_reason``.
 """
 
 from __future__ import annotations
@@ -149,7 +148,7 @@ def _reason(
     cut = query.cutoffs.reason(fused) if query.cutoffs else None
     if cut is not None:
         return cut
-    collapsed = collapse_reason(ranking, record)
+    collapsed = collapse_reason(finder, query, ranking, record)
     if collapsed is not None:
         return collapsed
     if any(c.product == record.id for c in ranking.fused) and query.sort:  # the sorted set was cut
@@ -166,7 +165,16 @@ def _page(position: int, k: int) -> dict[str, Any]:
     return {"page": {"offset": position // k * k, "number": position // k + 1}}
 
 
-def collapse_reason(ranking: Ranking, record: ProductRecord) -> dict[str, Any] | None:
-    """Issue 18's collapse of near-duplicates: {"collapse": {...}} when the product was folded into
-    another hit. Nothing collapses yet."""
-    return None
+def collapse_reason(
+    finder: CatalogSearch, query: SearchQuery, ranking: Ranking, record: ProductRecord
+) -> dict[str, Any] | None:
+    """{"collapse": {"into": id}} when a collapsing search kept another member of the product's
+    duplicate group in its place; None otherwise."""
+    if not query.collapse:
+        return None
+    group = finder.duplicate_group_of(record.id)
+    kept = next((pid for pid, g in ranking.groups.items() if g == group), None) if group is not None else None
+    if kept is None or kept == record.id:
+        return None
+    into = finder.catalog.get_by_ids([kept]).get(kept)
+    return {"collapse": {"into": into.external_id if into else None}}

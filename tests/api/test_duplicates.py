@@ -236,6 +236,15 @@ def test_collapse_keeps_one_product_per_group_and_pages_count_and_facets_agree(s
     # /products/{id}/similar collapses too (never the product itself).
     similar = server.client.get("/products/s1/similar", params={"collapse": "duplicates", "k": 20}).json()
     assert len(similar["results"]) == 5 and len({group_of[r["id"]] for r in similar["results"]}) == 5
+    # Why-not names the collapse: a member left out points at the member kept in its place.
+    folded = first["duplicates"][0]
+    query = {"image": b64(png(DISTINCT[0])), "collapse": "duplicates", "k": 20}
+    answer = server.client.post("/search/explain", json={"query": query, "product_id": folded}).json()
+    assert answer["in_results"] is False
+    assert answer["excluded_by"] == {"collapse": {"into": first["id"]}}
+    del query["collapse"]
+    answer = server.client.post("/search/explain", json={"query": query, "product_id": folded}).json()
+    assert answer["in_results"] is True and answer["excluded_by"] is None
 
 
 def test_collapse_is_right_just_after_a_write(server) -> None:
