@@ -95,8 +95,6 @@ class CatalogWriter:
         self.encoder = encoder
         # Writes to one id run one after another in this process (PUT, PATCH and DELETE alike).
         self.locks = IdLocks()
-        # The stored taxonomy's tagger (the catalog's): every commit re-tags what it writes.
-        self.tags = catalog.tags
         # Called with each commit's result (the index follows; tests count writes).
         self.listeners: list[Callable[[Committed], None]] = []
 

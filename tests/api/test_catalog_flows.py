@@ -80,7 +80,8 @@ def test_product_shows_the_manifest_row(catalog_server: LiveServer, indexed_cata
     assert body["id"] == "sku-00007"
     assert body["title"] == row["title"]
     assert body["category"] == row["category"]
-    assert body["attributes"] == {key: row[key] for key in ("color", "pattern", "finish")}
+    fields = ("color", "pattern", "finish", "brand", "sku", "price")
+    assert body["attributes"] == {key: row[key] for key in fields if row.get(key)}
     assert body["image"] == row["image"]
     assert body["image_url"] == "/products/sku-00007/image"
 

@@ -41,13 +41,17 @@ def test_each_profile_starts_its_own_services():
     for name, service in _compose()["services"].items():
         for profile in service["profiles"]:
             profiles.setdefault(profile, set()).add(name)
-    assert profiles == {"cpu": {"vitrine"}, "gpu": {"vitrine-gpu"}, "scale": {"vitrine-scale", "postgres"}}
+    assert profiles == {
+        "cpu": {"vitrine"},
+        "gpu": {"vitrine-gpu"},
+        "scale": {"vitrine-scale-a", "vitrine-scale-b", "balancer", "postgres"},
+    }
 
 
 def test_every_service_is_in_a_profile_and_mounts_the_model_volume():
     services = _compose()["services"]
     assert all(service.get("profiles") for service in services.values())
-    for name in ("vitrine", "vitrine-gpu", "vitrine-scale"):
+    for name in ("vitrine", "vitrine-gpu", "vitrine-scale-a", "vitrine-scale-b"):
         assert "./models:/models" in services[name]["volumes"], name
         assert services[name]["environment"]["HF_HOME"] == "/models/hf-cache"
 
@@ -60,11 +64,19 @@ def test_gpu_profile_builds_the_cuda_image_and_reserves_a_gpu():
     assert gpu["environment"]["VITRINE_DEVICE"] == "cuda"
 
 
-def test_scale_profile_puts_the_catalog_in_the_postgres_service():
+def test_scale_profile_puts_both_replicas_on_one_postgres_behind_the_balancer():
     services = _compose()["services"]
-    url = services["vitrine-scale"]["environment"]["VITRINE_DATABASE_URL"]
+    a, b = services["vitrine-scale-a"], services["vitrine-scale-b"]
+    url = a["environment"]["VITRINE_DATABASE_URL"]
     assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
-    assert services["vitrine-scale"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert b["environment"]["VITRINE_DATABASE_URL"] == url  # one catalog
+    # Images live in the shared database, not in a replica's own folder (a PUT on A is served by B).
+    assert a["environment"]["VITRINE_IMAGE_STORE"] == b["environment"]["VITRINE_IMAGE_STORE"] == "database"
+    assert a["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert b["depends_on"]["vitrine-scale-a"]["condition"] == "service_healthy"  # A migrates first
+    balancer = services["balancer"]
+    assert set(balancer["depends_on"]) == {"vitrine-scale-a", "vitrine-scale-b"}
+    assert all(port.startswith("127.0.0.1:") for port in balancer["ports"])
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])

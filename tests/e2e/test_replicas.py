@@ -146,6 +146,7 @@ def test_racing_writes_from_both_replicas_end_in_one_state(
             for i, pid in enumerate(ids):
                 body = {"image": b64(picture(970 + 10 * side + i)), "title": f"{side}-{round_}"}
                 statuses.append(replica.client.put(f"/products/{pid}", json=body).status_code)
+        barrier.wait()  # every PUT answered before either side removes (a later PUT would recreate it)
         replica.client.delete(f"/products/{ids[side]}")  # each side removes one
 
     threads = [threading.Thread(target=write, args=(replica, side)) for side, replica in enumerate((a, b))]
