@@ -64,7 +64,10 @@ def main() -> None:
             "size": args.size,
             "build_s": round(build_s, 1),
             "nlist": index.describe()["nlist"],
-            "far_proxies": {"nprobe": index.describe()["nprobe"], **index.describe()["measured_recall_at_10"]},
+            "far_proxies": {
+                "nprobe": index.describe()["nprobe"],
+                **index.describe()["measured_recall_at_10"],
+            },
         }
         image_truth = exact_top_k(batches(), images, 10)
         result["image_like_far_proxies"] = measure(index, images, image_truth)

@@ -52,9 +52,7 @@ def test_text_side_queries_reach_the_target_where_far_proxies_do_not(harder_cata
     assert held_out_recall(measured, vectors, held_out) >= 0.95
 
 
-def products(
-    tmp_path: Path, vectors: np.ndarray, encoder: Encoder | None, titles: bool = True, **spec: object
-) -> ProductService:
+def catalog_of(tmp_path: Path, vectors: np.ndarray, titles: bool = True) -> Catalog:
     url = f"sqlite:///{tmp_path / 'vitrine.db'}"
     migrate(url)
     catalog = Catalog.open(url)
@@ -70,6 +68,11 @@ def products(
                 for i, vector in zip(ids, chunk, strict=True)
             ]
         )
+    return catalog
+
+
+def serve(catalog: Catalog, tmp_path: Path, encoder: Encoder | None, **spec: object) -> ProductService:
+    """The catalog as a server opens it (background upkeep), with the model loaded or not."""
     return build_products(
         catalog,
         model="m",
@@ -85,20 +88,34 @@ def test_with_the_model_loaded_the_index_is_tuned_on_the_text_tower_of_the_catal
     dim = encoder.info.embedding_dim
     vectors = np.random.default_rng(3).standard_normal((1500, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    service = products(tmp_path, vectors, encoder)
-    facts = service.index.describe()
+    catalog = catalog_of(tmp_path, vectors)
+    facts = serve(catalog, tmp_path, encoder).index.describe()
     # 300 random products: their 7 categories and 293 of their titles
     assert facts["tuning_samples"]["text_source"] == "text tower: 300 catalog titles and categories"
     assert facts["tuning_samples"]["text_like"] == 200
     assert facts["measured_recall_at_10"]["text_like"] >= 0.95
     # Saved with the index: a restart keeps the measurement and does not re-tune.
-    again = products(tmp_path, vectors, encoder)
-    assert again.index.describe()["tuning_samples"] == facts["tuning_samples"]
+    assert serve(catalog, tmp_path, encoder).index.describe()["tuning_samples"] == facts["tuning_samples"]
+
+
+def test_an_index_built_without_the_model_is_re_tuned_on_the_text_tower_before_serving(encoder, tmp_path):
+    dim = encoder.info.embedding_dim
+    vectors = np.random.default_rng(4).standard_normal((1500, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    catalog = catalog_of(tmp_path, vectors, titles=False)
+    built = serve(catalog, tmp_path, None).index  # `indexer import`: no model, far proxies
+    assert built.describe()["tuning_samples"]["text_source"] == "far proxies of catalog vectors"
+    opened = serve(catalog, tmp_path, encoder).index
+    assert opened.parts() == built.parts()  # the same build, loaded from its file, not rebuilt
+    facts = opened.describe()
+    assert facts["tuning_samples"]["text_source"] == "text tower: 200 built-in product phrases"
+    assert facts["measured_recall_at_10"]["text_like"] >= 0.95
 
 
 def test_a_server_re_tunes_in_the_background_on_the_queries_it_served(harder_catalog, tmp_path):
     vectors, held_out = harder_catalog
-    service = products(tmp_path, vectors, None, titles=False, ivf_nlist=128)  # no model: far proxies
+    catalog = catalog_of(tmp_path, vectors, titles=False)
+    service = serve(catalog, tmp_path, None, ivf_nlist=128)  # no model: far proxies
     assert service.index.describe()["tuning_samples"]["text_source"] == "far proxies of catalog vectors"
     before = service.index.describe()["nprobe"]
     served = HARDER.texts(MIN_SERVED, seed=5)
@@ -111,7 +128,4 @@ def test_a_server_re_tunes_in_the_background_on_the_queries_it_served(harder_cat
     assert facts["nprobe"] > before
     assert held_out_recall(service.index, vectors, held_out) >= 0.95
     # Saved: the next process starts with the served queries' probe count.
-    assert (
-        products(tmp_path, vectors, None, titles=False, ivf_nlist=128).index.describe()["nprobe"]
-        == facts["nprobe"]
-    )
+    assert serve(catalog, tmp_path, None, ivf_nlist=128).index.describe()["nprobe"] == facts["nprobe"]
