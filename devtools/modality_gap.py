@@ -24,6 +24,10 @@ class GapModel:
     clusters: int = 1000
     seed: int = 12345
     hard: bool = False
+    # Texts vaguer still (issue 17: a catalog where far-proxy tuning served text at 0.92): a wider
+    # spread around their subject (default 1.5, 3.0 when hard) and a smaller weight on it (default 0.3).
+    text_spread: float | None = None
+    text_weight: float = 0.3
 
     def _basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.seed)
@@ -54,11 +58,11 @@ class GapModel:
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, self.clusters, n)
         # Text is vaguer than a picture: its subject lies between clusters (further still when hard).
-        spread = 3.0 if self.hard else 1.5
+        spread = self.text_spread or (3.0 if self.hard else 1.5)
         semantic = centres[labels] + spread * rng.standard_normal((n, self.rank)).astype(np.float32)
         semantic /= np.linalg.norm(semantic, axis=1, keepdims=True)
         noise = rng.standard_normal((n, self.dim)).astype(np.float32) / np.sqrt(self.dim)
-        vectors = 0.85 * g_txt + 0.3 * (semantic @ basis) + 0.43 * noise
+        vectors = 0.85 * g_txt + self.text_weight * (semantic @ basis) + 0.43 * noise
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors.astype(np.float32)
 

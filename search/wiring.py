@@ -240,6 +240,7 @@ def build_products(
         spec=index_spec or IndexSpec(),
         load=load_index,
         rebuild_in_background=rebuild_in_background,
+        embed_texts=encoder.embed_texts if encoder else None,
     )
     limits = search_limits or SearchLimits()
     duplicates = DuplicateService(

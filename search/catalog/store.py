@@ -440,6 +440,16 @@ class Catalog:
             if rows:
                 yield rows
 
+    def sample_texts(self, limit: int) -> list[str]:
+        """Up to ``limit`` distinct titles and categories of random products (text-side tuning queries)."""
+        with self._connect() as connection:
+            rows = connection.execute(
+                select(Product.title, Product.category).order_by(func.random()).limit(limit)
+            ).all()
+        # Categories first (few, each a query in its own right), then titles; each text once.
+        texts = [category for _, category in rows] + [title for title, _ in rows]
+        return list(dict.fromkeys(text.strip() for text in texts if text and text.strip()))[:limit]
+
     def references_image(self, image_file: str) -> bool:
         """Whether any product's stored image is this file."""
         query = select(ProductImage.id).where(ProductImage.image_file == image_file).limit(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from search.catalog.records import ChangesPruned
 from search.catalog.store import Catalog
 from search.index import IndexFileError, IndexSpec, VectorIndex
 from search.index.query_log import QueryLog
+from search.index.tuning_queries import TuningQueries
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class IndexSync:
         spec: IndexSpec,
         load: bool = True,
         rebuild_in_background: bool = False,
+        embed_texts: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> None:
         self.catalog = catalog
         self.model = model
@@ -46,9 +49,13 @@ class IndexSync:
         self._rebuild_thread: threading.Thread | None = None
         # Text-like queries seen, to measure and tune the approximate index on (search.index).
         self.query_log = QueryLog(index_path.with_name(index_path.name + ".queries.npy"))
+        self.tuning_queries = TuningQueries(self.query_log, embed_texts, catalog.sample_texts)
+        self._tuned_at = 0  # query_log.added at the last tuning
+        self._retune_thread: threading.Thread | None = None
         # load=False leaves the index file untouched (verify inspects it as it is).
         self.index = self._open() if load else VectorIndex(self.dim or 0, model, 0, spec)
         if load:
+            self._tune_if_guessed()  # e.g. a file built by `indexer import`, where no model was loaded
             self._rebuild_if_due()  # e.g. an exact index file of a catalog that has outgrown it
 
     def _open(self) -> VectorIndex:
@@ -72,6 +79,7 @@ class IndexSync:
         revision = self.catalog.revision()
         if not self.dim:
             return VectorIndex(0, self.model, revision, self.spec)
+        text = self.tuning_queries.choose(self.dim)
         index = VectorIndex.build(
             self.dim,
             self.model,
@@ -80,7 +88,8 @@ class IndexSync:
             self.catalog.iter_embeddings(self.model),
             count=self.catalog.count_images(self.model),
             path=self.index_path,
-            text_samples=self.query_log.sample(self.dim),
+            text_samples=text.vectors,
+            text_source=text.source,
         )
         # Writes that landed while we read are picked up by the next refresh (revision is from before).
         if save:
@@ -119,6 +128,7 @@ class IndexSync:
             with self._lock:
                 self.index = self.apply_changes(self.index)
             self._rebuild_if_due()
+        self._retune_if_due()
         return self.index
 
     def _rebuild_if_due(self) -> None:
@@ -164,11 +174,51 @@ class IndexSync:
         """Measure recall@10 of the index against exact search (image-like and text-like samples),
         re-choose its parameters, save them with the index, and return the facts."""
         self.checkpoint()
-        if text_samples is None and self.dim:
-            text_samples = self.query_log.sample(self.dim)
-        facts = self.index.tune(text_samples)
+        if text_samples is not None:
+            facts = self.index.tune(text_samples, f"{len(text_samples)} given queries")
+        else:
+            text = self.tuning_queries.choose(self.dim or 0)
+            facts = self.index.tune(text.vectors, text.source)
         self.save()
         return facts
+
+    def _tune_if_guessed(self) -> None:
+        """Before the first query: an IVF index tuned on far proxies is re-tuned on the text tower's
+        queries (far proxies are a guess at where text queries fall, not a measurement)."""
+        if self.index.kind != "ivf":
+            return
+        source = self.index.describe().get("tuning_samples", {}).get("text_source")
+        if self.tuning_queries.guessed(source):
+            text = self.tuning_queries.choose(self.dim or 0)
+            facts = self.index.tune(text.vectors, text.source)
+            self.save()
+            log.info("index tuned on %s: %s", text.source, facts.get("measured_recall_at_10"))
+
+    def _retune_if_due(self) -> None:
+        """On a server: once enough served queries are logged, re-tune on them in a thread (searches keep
+        using the current probe count until the new one is measured)."""
+        if self.index.kind != "ivf" or not self.rebuild_in_background:
+            return
+        if not self.tuning_queries.due(self._tuned_at):
+            return
+        with self._lock:
+            if self._retune_thread is not None and self._retune_thread.is_alive():
+                return
+            self._tuned_at = self.query_log.added
+            self._retune_thread = threading.Thread(
+                target=self._retune, name="vitrine-index-retune", daemon=True
+            )
+            self._retune_thread.start()
+
+    def _retune(self) -> None:
+        try:
+            text = self.tuning_queries.choose(self.dim or 0)
+            facts = self.index.tune(text.vectors, text.source)
+            with self._lock:
+                self.save()
+            log.info("index re-tuned on %s: %s", text.source, facts.get("measured_recall_at_10"))
+        except Exception:
+            log.exception("background re-tune failed; the index keeps its probe count")
 
     def compact(self) -> int:
         """Save the index at the current revision, then prune the removal log through it.

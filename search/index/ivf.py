@@ -120,6 +120,7 @@ class IvfStore:
         batches: Iterable[tuple[np.ndarray, np.ndarray]],
         state_path: Path,
         text_samples: np.ndarray | None = None,
+        text_source: str = "given",
     ) -> IvfStore:
         """Stream the vectors to a new float32 file, train and fill the IVF, tune its probe count."""
         generation = secrets.token_hex(6)
@@ -165,13 +166,16 @@ class IvfStore:
         files = BaseFiles(generation, count, raw_sha, ivf_sha)
         store = cls(dim, spec, ivf, raw, slot_ids, files, Tuning(nprobe=spec.ivf_nprobe or min(nlist, 16)))
         clock.lap("write")
-        store.tuned = store.tune(text_samples)
+        store.tuned = store.tune(text_samples, text_source=text_source)
         clock.lap("tune")
         store.tuned.samples["build_seconds"] = clock.laps
         return store
 
-    def tune(self, text_samples: np.ndarray | None = None, queries: int = 200) -> Tuning:
-        """Measure recall@10 against exact search; choose the probe count unless the spec fixes it."""
+    def tune(
+        self, text_samples: np.ndarray | None = None, queries: int = 200, text_source: str = "given"
+    ) -> Tuning:
+        """Measure recall@10 against exact search; choose the probe count unless the spec fixes it.
+        ``text_source`` says what ``text_samples`` are (search.index.tuning_queries decides)."""
         live = np.flatnonzero(~self.dead)
         if len(live) == 0:
             return Tuning(nprobe=self.tuned.nprobe)
@@ -180,7 +184,7 @@ class IvfStore:
         catalog_queries = self.raw.read(picked)
         if text_samples is not None and len(text_samples) >= 20:
             chosen = rng.choice(len(text_samples), min(queries, len(text_samples)), replace=False)
-            text_queries, text_source = np.ascontiguousarray(text_samples[chosen], np.float32), "given"
+            text_queries = np.ascontiguousarray(text_samples[chosen], np.float32)
         else:
             text_queries, text_source = tuning.far_proxies(catalog_queries), "far proxies of catalog vectors"
         k = 10

@@ -21,6 +21,7 @@ class QueryLog:
         self.capacity = capacity
         self._vectors: list[np.ndarray] = []
         self._next = 0
+        self.added = 0  # queries logged by this process (the server re-tunes every so many)
         self._lock = threading.Lock()
         try:
             saved = np.load(path)
@@ -34,6 +35,7 @@ class QueryLog:
 
     def add(self, vector: np.ndarray) -> None:
         with self._lock:
+            self.added += 1
             if self._vectors and len(vector) != len(self._vectors[0]):
                 self._vectors, self._next = [], 0  # another model's dimension: start over
             if len(self._vectors) < self.capacity:

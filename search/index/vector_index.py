@@ -73,6 +73,7 @@ class VectorIndex:
         count: int,
         path: Path,
         text_samples: np.ndarray | None = None,
+        text_source: str = "given",
     ) -> VectorIndex:
         """An index of ``count`` vectors from (ids, vectors) batches; its kind chosen by ``spec``.
 
@@ -81,7 +82,7 @@ class VectorIndex:
         kind = spec.resolve(count)
         store: Store
         if kind == "ivf":
-            store = IvfStore.build(dim, spec, batches, path, text_samples)
+            store = IvfStore.build(dim, spec, batches, path, text_samples, text_source)
         else:
             store = HnswStore(dim, spec) if kind == "hnsw" else ExactStore(dim)
             for ids, vectors in batches:
@@ -225,11 +226,13 @@ class VectorIndex:
             return True
         return isinstance(self._store, IvfStore) and self._store.wants_rebuild()
 
-    def tune(self, text_samples: np.ndarray | None = None) -> dict[str, Any]:
+    def tune(self, text_samples: np.ndarray | None = None, text_source: str = "given") -> dict[str, Any]:
         """Measure recall@10 against exact search (and re-choose the IVF probe count); returns the facts."""
         store = self._store
         if isinstance(store, IvfStore):
-            tuned = store.tune(text_samples)  # reads only: searches keep running meanwhile
+            tuned = store.tune(
+                text_samples, text_source=text_source
+            )  # reads only: searches keep running meanwhile
             with self._lock:
                 store.tuned = tuned
         return self.describe()
