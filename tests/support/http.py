@@ -38,15 +38,18 @@ class ImageServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
+        # The headers of the last request of each path.
+        self.request_headers: dict[str, dict[str, str]] = {}
         # Requests being answered at once, and the most seen since reset_concurrency().
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        routes, hits, server = self.routes, self.hits, self
+        routes, hits, server, seen = self.routes, self.hits, self, self.request_headers
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 hits[self.path] = hits.get(self.path, 0) + 1
+                seen[self.path] = dict(self.headers)
                 route = routes.get(self.path)
                 if route is None:
                     self.send_error(404)
