@@ -61,9 +61,7 @@ def test_a_body_of_exactly_the_limit_is_read():
 def test_a_declared_length_over_the_limit_is_refused_before_reading():
     with pytest.raises(TooLarge) as refused:
         read(unread(11))
-    assert str(refused.value) == (
-        "request body is 11 bytes; the limit is 10 (VITRINE_MAX_REQUEST_BYTES)"
-    )
+    assert str(refused.value) == ("request body is 11 bytes; the limit is 10 (VITRINE_MAX_REQUEST_BYTES)")
 
 
 @pytest.mark.parametrize("declared", ["abc", "-5", "", None])
@@ -106,9 +104,7 @@ def test_a_body_within_its_time_is_read():
 def test_an_empty_body_says_what_to_send(body):
     with pytest.raises(BadInput) as empty:
         parse_body(body)
-    assert str(empty.value) == (
-        'request body is empty; send JSON like {"inputs": ..., "parameters": {...}}'
-    )
+    assert str(empty.value) == ('request body is empty; send JSON like {"inputs": ..., "parameters": {...}}')
 
 
 def test_a_body_is_parsed_strictly_and_named_request_body():

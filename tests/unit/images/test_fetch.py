@@ -81,7 +81,9 @@ def origin() -> Iterator[ImageServer]:
 def fetcher_for(*allow: str, **limits: float) -> UrlFetcher:
     settings = {"max_bytes": 20_000, "connect_timeout": 2.0, "read_timeout": 5.0, "total_timeout": 10.0}
     settings.update(limits)
-    return UrlFetcher(policy=AddressPolicy.from_entries(allow or ["127.0.0.1"]), limits=FetchLimits(**settings))
+    return UrlFetcher(
+        policy=AddressPolicy.from_entries(allow or ["127.0.0.1"]), limits=FetchLimits(**settings)
+    )
 
 
 @pytest.fixture
@@ -612,7 +614,10 @@ def test_each_failure_kind_has_its_words(error, said):
     [
         ("http://shop.example/a.png?x=1&y=[2]#top", "http://shop.example/a.png?x=1&y=[2]#top"),
         ("http://h/a b/%41.png?q=a b", "http://h/a%20b/%41.png?q=a%20b"),
-        ("http://bücher.example/ä.png?q=ü#f ä", "http://xn--bcher-kva.example/%C3%A4.png?q=%C3%BC#f%20%C3%A4"),
+        (
+            "http://bücher.example/ä.png?q=ü#f ä",
+            "http://xn--bcher-kva.example/%C3%A4.png?q=%C3%BC#f%20%C3%A4",
+        ),
         ("https://bücher.example:8443/a", "https://xn--bcher-kva.example:8443/a"),
         ("http://üser:pw@h/a", "http://%C3%BCser:pw@h/a"),
         ("http://h/a\tb", "http://h/ab"),  # tabs and newlines are dropped (WHATWG), spaces encoded
