@@ -166,6 +166,16 @@ def test_an_attributes_size_is_counted_in_characters_of_its_json():
     )
 
 
+def test_long_attribute_names_are_quoted_in_part():
+    key = "k" * 100
+    assert refused(ProductDraft.from_fields, "p", {key: float("nan")}, LIMITS) == (
+        f"attribute {'k' * 80!r} must be JSON: text, a finite number, true/false, null, lists or objects"
+    )
+    assert refused(ProductDraft.from_fields, "p", {key: "x" * 10}, SMALL) == (
+        f"attribute {'k' * 80!r} is 12 characters as JSON; the limit is 5 (VITRINE_MAX_ATTRIBUTE_CHARS)"
+    )
+
+
 def test_attribute_count_at_and_over_the_limit():
     assert len(ProductDraft.from_fields("p", {"a": 1, "b": 2, "title": "t"}, SMALL).attributes) == 2
     assert refused(ProductDraft.from_fields, "p", {"a": 1, "b": 2, "c": 3}, SMALL) == (
@@ -244,8 +254,10 @@ def test_a_patch_applied_merges_attributes_and_keeps_what_it_does_not_name():
     assert patch.apply(record, LIMITS) == ProductDraft(
         "p1", "Old", "kitchen", {"color": "blue", "new": True}, None
     )
-    patch = ProductPatch.from_fields("p1", {"title": None, "category": "bath"}, LIMITS)
-    assert patch.apply(record, LIMITS) == ProductDraft("p1", None, "bath", {"color": "red", "size": 3}, None)
+    patch = ProductPatch.from_fields("p1", {"title": None, "category": "bath", "images": ["b.png"]}, LIMITS)
+    assert patch.apply(record, LIMITS) == ProductDraft(
+        "p1", None, "bath", {"color": "red", "size": 3}, ["b.png"]
+    )
 
 
 def test_a_patch_that_grows_a_product_past_the_attribute_limit_is_refused():

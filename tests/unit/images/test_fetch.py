@@ -285,8 +285,9 @@ def test_closing_does_not_wait_for_a_stuck_lookup(resolver):
 def test_unix_sockets_are_never_connected():
     backend = GuardedBackend(AddressPolicy())
     try:
-        with pytest.raises(httpcore.ConnectError, match="unix sockets are not fetched"):
+        with pytest.raises(httpcore.ConnectError) as refused:
             backend.connect_unix_socket("/tmp/x.sock")
+        assert str(refused.value) == "unix sockets are not fetched"
         backend.sleep(0.001)
     finally:
         backend.close()
