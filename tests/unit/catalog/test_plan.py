@@ -71,6 +71,17 @@ def test_an_id_with_whitespace_around_it_is_refused_and_quoted_in_part():
     )
 
 
+def test_long_ids_are_quoted_in_part():
+    long = "x" * 100
+    assert refused(check_external_id, long + "/", LIMITS) == (
+        f"product id {'x' * 80!r} is invalid: at most 256 characters (VITRINE_MAX_ID_CHARS), "
+        "no '/' or control characters"
+    )
+    assert refused(ProductDraft.from_fields, "p", {"id": long}, LIMITS) == (
+        f"body id {'x' * 80!r} differs from the path's 'p'"
+    )
+
+
 def test_an_id_of_exactly_the_limit_is_taken():
     assert check_external_id("abcde", SMALL) == "abcde"
 

@@ -346,3 +346,15 @@ def test_a_background_rebuild_catches_up_with_writes_made_while_it_built(catalog
     assert contents(sync.index) == expected(catalog, 1, 2)
     assert sync.index.revision == catalog.revision()
     assert contents(sync.load_file()) == expected(catalog, 1, 2)
+
+
+def test_tune_measures_text_like_recall_on_the_logged_queries(catalog, index_path):
+    write(catalog, *range(1, 131))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO)
+    assert sync.tune()["tuning_samples"]["text_source"] == "far proxies of catalog vectors"
+    for seed in range(25):
+        sync.query_log.add(vector(1000 + seed))
+    assert sync.tune()["tuning_samples"] == {"image_like": 130, "text_like": 25, "text_source": "given"}
+    given = np.stack([vector(2000 + seed) for seed in range(30)])
+    assert sync.tune(given)["tuning_samples"]["text_like"] == 30
+    assert sync.load_file().describe()["tuning_samples"]["text_like"] == 30  # saved with the index

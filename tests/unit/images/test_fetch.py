@@ -396,6 +396,31 @@ def test_tls_is_started_on_the_guarded_connection_and_keeps_the_deadline(certifi
         echo.close()
 
 
+@pytest.mark.parametrize("deadline", [None, 0.3], ids=["handshake-timeout", "fetch-deadline"])
+def test_a_tls_handshake_that_never_completes_ends_in_time(deadline):
+    # A listener that never accepts: the connection opens, the ClientHello is never answered. The
+    # listener closes after 5 s, so a handshake without a time limit fails with another error.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    closer = threading.Timer(5, listener.close)
+    closer.start()
+    backend = GuardedBackend(AddressPolicy.from_entries(["127.0.0.1"]))
+    token = fetch._DEADLINE.set(time.monotonic() + deadline) if deadline else None
+    try:
+        stream = backend.connect_tcp("127.0.0.1", port, timeout=2)
+        with pytest.raises(httpcore.ConnectTimeout):
+            stream.start_tls(
+                ssl.create_default_context(), server_hostname="localhost", timeout=None if deadline else 0.3
+            )
+        stream.close()
+    finally:
+        if token is not None:
+            fetch._DEADLINE.reset(token)
+        backend.close()
+        closer.cancel()
+        listener.close()
+
+
 def test_an_origin_with_a_certificate_nobody_signed_is_not_fetched(certificate, resolver):
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(certificate / "cert.pem", certificate / "key.pem")
