@@ -90,6 +90,7 @@ def test_the_dimension_comes_from_the_catalog_when_not_given(catalog, index_path
 
 def test_an_empty_catalog_opens_an_empty_index_at_its_revision_without_a_warning(catalog, index_path, caplog):
     catalog.remove(["nothing"])  # revision 1, no image
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
         sync = sync_of(catalog, index_path)
     assert (sync.dim, sync.index.dim, len(sync.index), sync.index.revision) == (None, 0, 0, 1)
@@ -101,11 +102,14 @@ def test_an_empty_catalog_opens_an_empty_index_at_its_revision_without_a_warning
 def test_no_index_file_builds_one_from_the_database_and_saves_it(catalog, index_path, caplog):
     write(catalog, 1, 2)
     write(catalog, 3, model="model-b")
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
         sync = sync_of(catalog, index_path)
     assert contents(sync.index) == expected(catalog, 1, 2)
     assert sync.index.revision == catalog.revision()
-    assert "rebuilding it from the database" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"index file unusable (no index file at {index_path}); rebuilding it from the database"
+    ]
     saved = sync.load_file()
     assert contents(saved) == expected(catalog, 1, 2)
     assert saved.revision == catalog.revision()
@@ -122,6 +126,12 @@ def test_a_saved_index_is_loaded_and_caught_up(catalog, index_path, caplog):
     assert caplog.records == []  # loaded, not rebuilt
     assert contents(sync.index) == expected(catalog, 2, 3)
     assert sync.index.revision == catalog.revision()
+    sync.save()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
+        again = sync_of(catalog, index_path)  # the file at the database's revision: loaded as it is
+    assert caplog.records == []
+    assert contents(again.index) == expected(catalog, 2, 3)
 
 
 def test_an_index_file_newer_than_the_database_is_rebuilt(catalog, index_path, caplog):
@@ -184,9 +194,12 @@ def test_an_index_behind_pruned_removals_is_rebuilt(catalog, index_path, caplog)
     catalog.remove(["p1"])
     write(catalog, 3)
     assert catalog.prune_removals(catalog.revision()) == 1
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
         index = sync.apply_changes(stale)
-    assert "were pruned" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "removals up to revision 3 were pruned; asked from 1: rebuilding the index from the database"
+    ]
     assert contents(index) == expected(catalog, 2, 3)
     assert index.revision == catalog.revision()
 
@@ -270,7 +283,7 @@ def test_tune_measures_and_saves(catalog, index_path):
 # Rebuilding in the background -------------------------------------------------------------------------------
 
 
-def test_an_outgrown_index_is_rebuilt_in_the_background_and_swapped_in(catalog, index_path):
+def test_an_outgrown_index_is_rebuilt_in_the_background_and_swapped_in(catalog, index_path, caplog):
     write(catalog, *range(1, 11))
     sync = sync_of(catalog, index_path, spec=SMALL_AUTO, rebuild_in_background=True)
     write(catalog, *range(11, 131))
@@ -278,7 +291,10 @@ def test_an_outgrown_index_is_rebuilt_in_the_background_and_swapped_in(catalog, 
     assert current.kind == "flat" and len(current) == 130
     thread = sync._rebuild_thread
     assert thread is not None and thread.name == "vitrine-index-rebuild" and thread.daemon
-    thread.join(60)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="search.catalog.sync"):
+        thread.join(60)
+    assert caplog.records[-1].getMessage().startswith("index rebuilt in the background: IVF,SQ8,IP")
     assert sync.index is not current
     assert (sync.index.kind, len(sync.index), sync.index.revision) == ("ivf", 130, catalog.revision())
     assert sync.load_file().kind == "ivf"
@@ -325,10 +341,13 @@ def test_a_failed_background_rebuild_keeps_the_current_index(catalog, index_path
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sync, "_build", broken)
+    caplog.clear()
     with caplog.at_level(logging.ERROR, logger="search.catalog.sync"):
         sync.start_background_rebuild().join(60)
     assert sync.index is current
-    assert "background index rebuild failed" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "background index rebuild failed; the previous index keeps serving"
+    ]
 
 
 def test_a_background_rebuild_catches_up_with_writes_made_while_it_built(catalog, index_path, monkeypatch):
@@ -358,3 +377,13 @@ def test_tune_measures_text_like_recall_on_the_logged_queries(catalog, index_pat
     given = np.stack([vector(2000 + seed) for seed in range(30)])
     assert sync.tune(given)["tuning_samples"]["text_like"] == 30
     assert sync.load_file().describe()["tuning_samples"]["text_like"] == 30  # saved with the index
+
+
+def test_logged_queries_are_kept_beside_the_index_across_restarts(catalog, index_path):
+    write(catalog, 1)
+    sync = sync_of(catalog, index_path)
+    sync.query_log.add(vector(77))
+    sync.save()
+    assert (index_path.parent / "vectors.idx.queries.npy").exists()
+    again = sync_of(catalog, index_path)
+    np.testing.assert_array_equal(again.query_log.sample(DIM), vector(77)[None])

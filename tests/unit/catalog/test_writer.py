@@ -5,6 +5,7 @@ transaction per commit, the listeners, and a manifest's local files kept inside 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +70,21 @@ def embedding(writer: CatalogWriter, data: bytes) -> np.ndarray:
 
 
 # Drafts -----------------------------------------------------------------------------------------------------
+
+
+def test_writes_to_one_id_wait_for_each_other(writer):
+    entered = threading.Event()
+
+    def second_writer() -> None:
+        with writer.locks.hold(["p1"]):
+            entered.set()
+
+    with writer.locks.hold(["p1"]):
+        other = threading.Thread(target=second_writer)
+        other.start()
+        assert not entered.wait(0.2)  # held here: the other writer waits
+    other.join(10)
+    assert entered.is_set()
 
 
 def test_drafts_are_checked_against_the_writers_limits(catalog, tmp_path):

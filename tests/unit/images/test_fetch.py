@@ -603,13 +603,17 @@ class BadOrigin:
     ],
     ids=["garbage", "reset"],
 )
-def test_a_broken_origin_is_named_by_the_kind_of_failure_only(fetcher, reply, reset, said):
+def test_a_broken_origin_is_named_by_the_kind_of_failure_only(fetcher, reply, reset, said, caplog):
     bad = BadOrigin(reply, reset)
     try:
         url = f"http://127.0.0.1:{bad.port}/a.png"
-        assert refusal(url, fetcher) == f"fetching {url} failed: {said}"
+        with caplog.at_level(logging.INFO, logger="search.images.fetch"):
+            assert refusal(url, fetcher) == f"fetching {url} failed: {said}"
     finally:
         bad.close()
+    # The operator's log keeps the error itself.
+    logged = caplog.records[-1].getMessage()
+    assert logged.startswith(f"fetching {url} failed: ") and logged.endswith(")")  # the error's repr
 
 
 def test_a_closed_port_could_not_be_connected(fetcher):
