@@ -14,7 +14,7 @@ import pytest
 
 from search.catalog import Catalog
 from search.catalog.db import migrate
-from search.catalog.plan import ImageSource, ProductLimits, WritePlan
+from search.catalog.plan import ImageSource, ProductDraft, ProductLimits, WritePlan
 from search.catalog.records import vector_to_bytes
 from search.catalog.writer import CatalogWriter, Committed, ImagesRead, PreparedWrite, read_local_image
 from search.errors import BadInput, VitrineError
@@ -238,12 +238,16 @@ def test_given_vectors_are_stored_as_given(writer):
 
 
 def test_a_vector_equal_to_a_stored_images_keeps_that_image(writer):
-    a, b, c = unit(1, DIM), unit(2, DIM), unit(3, DIM)
+    a, b, c = unit(1, DIM), unit(2, DIM), unit(3, DIM).astype(np.float64)
     writer.commit([writer.plan_with_vectors(writer.draft("p1", {"images": ["a", "b"]}), None, [a, b])])
     stored = writer.catalog.get("p1")
     ids = [image.id for image in stored.images]
     # b twice: the first keeps stored image b, the second is new; c is new; a is dropped.
-    prepared = writer.plan_with_vectors(writer.draft("p1", {"images": ["b", "b2", "c"]}), stored, [b, b, c])
+    draft = writer.draft("p1", {"images": ["b", "b2", "c"]})
+    prepared = writer.plan_with_vectors(draft, stored, [b, b, c])
+    assert prepared.draft is draft
+    assert prepared.plan.kind == "updated"
+    assert prepared.plan.changes == {"images": {"added": ["b2", "c"], "removed": ["a"], "kept": 1}}
     assert [image.keep_id for image in prepared.plan.write.images] == [ids[1], None, None]
     assert prepared.plan.embed == [1, 2]
     assert prepared.plan.write.images[2].embedding.dtype == np.float32
@@ -268,15 +272,15 @@ def test_vectors_must_match_the_images_one_to_one(writer):
 
 
 def test_reembedding_keeps_every_image_and_its_id_with_a_new_vector(writer):
-    put(writer, "p1", [b64(PNG[0]), b64(PNG[1])], title="Mug", color="red")
+    put(writer, "p1", [b64(PNG[0]), b64(PNG[1])], title="Mug", category="kitchen", color="red")
     record = writer.catalog.get("p1")
-    prepared = writer.reembedded(record, [unit(5, DIM), unit(6, DIM)], "model-b")
+    prepared = writer.reembedded(record, [unit(5, DIM).astype(np.float64), unit(6, DIM)], "model-b")
     write = prepared.plan.write
     assert prepared.plan.kind == "updated"
     assert (write.external_id, write.title, write.category, write.attributes) == (
         "p1",
         "Mug",
-        None,
+        "kitchen",
         {"color": "red"},
     )
     assert write.must_exist is True
@@ -287,7 +291,9 @@ def test_reembedding_keeps_every_image_and_its_id_with_a_new_vector(writer):
         for image in record.images
     ]
     assert all(i.embedding.dtype == np.float32 for i in write.images)
-    assert prepared.draft.external_id == "p1" and prepared.draft.title == "Mug"
+    assert prepared.draft == ProductDraft("p1", "Mug", "kitchen", {"color": "red"})
+    with pytest.raises(ValueError):
+        writer.reembedded(record, [unit(5, DIM)], "model-b")  # one vector per image, in order
     writer.commit([prepared])
     after = writer.catalog.get("p1")
     assert [image.id for image in after.images] == [image.id for image in record.images]
