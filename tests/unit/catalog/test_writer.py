@@ -176,6 +176,23 @@ def test_the_plan_carries_pixels_of_exactly_the_pictures_to_embed(writer):
     assert set(prepared.files) == {writer.image_store.name_for(PNG[0]), writer.image_store.name_for(PNG[1])}
 
 
+def test_prepare_reads_a_manifests_files_and_refetches_when_asked(writer, origin, tmp_path):
+    folder = tmp_path / "manifest"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(PNG[2])
+    draft = writer.draft("p1", {"image": "a.png"})
+    prepared = writer.prepare(draft, None, base_dir=folder)
+    assert prepared.draft is draft
+    assert prepared.plan.write.images[0].image_ref == "a.png"
+    url = origin.add("/u.png", PNG[1])
+    put(writer, "p2", [url])
+    stored = writer.catalog.get("p2")
+    assert writer.prepare(writer.draft("p2", {"image": url}), stored).plan.kind == "unchanged"
+    assert origin.hits == {"/u.png": 1}  # trusted: not fetched again
+    assert writer.prepare(writer.draft("p2", {"image": url}), stored, refetch=True).plan.kind == "unchanged"
+    assert origin.hits == {"/u.png": 2}
+
+
 def test_a_plan_with_nothing_to_embed_has_no_pixels(writer):
     put(writer, "p1", [b64(PNG[0])])
     stored = writer.catalog.get("p1")
@@ -276,7 +293,7 @@ def test_reembedding_keeps_every_image_and_its_id_with_a_new_vector(writer):
     record = writer.catalog.get("p1")
     prepared = writer.reembedded(record, [unit(5, DIM).astype(np.float64), unit(6, DIM)], "model-b")
     write = prepared.plan.write
-    assert prepared.plan.kind == "updated"
+    assert prepared.plan == WritePlan("updated", write, [], {})  # nothing to embed here, no field changes
     assert (write.external_id, write.title, write.category, write.attributes) == (
         "p1",
         "Mug",
