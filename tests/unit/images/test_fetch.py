@@ -509,6 +509,15 @@ def test_a_body_of_exactly_the_limit_is_fetched_declared_or_not(origin):
         fetcher.close()
 
 
+def test_a_body_read_in_several_chunks_is_joined_as_sent(origin):
+    body = bytes(range(256)) * 400  # 102,400 bytes: several reads
+    fetcher = fetcher_for(max_bytes=200_000)
+    try:
+        assert fetcher.fetch(origin.add("/a.png", body, send_length=False)) == body
+    finally:
+        fetcher.close()
+
+
 def test_a_declared_length_over_the_limit_is_refused_with_the_numbers(origin):
     fetcher = fetcher_for(max_bytes=len(BODY) - 1)
     url = origin.add("/a.png", BODY)
