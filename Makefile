@@ -32,6 +32,7 @@ mutants: install
 	$(BIN)/pip install --quiet mutmut==3.8.1
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results
+	$(BIN)/python -m devtools.mutation_scores
 
 lint: install
 	$(BIN)/ruff check .

@@ -254,6 +254,12 @@ def plan_write(
             for image in (stored.images if stored else ())
             if image.image_sha256 and image.embedding_model == model
         }
+        # A stored image a source was taken to be without reading it is that source's: a read picture
+        # of the same content elsewhere in the list does not take it first (its pixels are at hand).
+        claimed = {source.stored.id for source in sources if source.stored is not None}
+        for sha, image in list(reusable.items()):
+            if image.id in claimed:
+                del reusable[sha]
         used: set[int] = set()
         for source in sources:
             keep = source.stored or reusable.get(source.image_sha256 or "")

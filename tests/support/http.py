@@ -38,15 +38,18 @@ class ImageServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: dict[str, int] = {}
+        # The headers of the last request of each path.
+        self.request_headers: dict[str, dict[str, str]] = {}
         # Requests being answered at once, and the most seen since reset_concurrency().
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        routes, hits, server = self.routes, self.hits, self
+        routes, hits, server, seen = self.routes, self.hits, self, self.request_headers
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 hits[self.path] = hits.get(self.path, 0) + 1
+                seen[self.path] = dict(self.headers)
                 route = routes.get(self.path)
                 if route is None:
                     self.send_error(404)
@@ -77,7 +80,8 @@ class ImageServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll: close() (shutdown) waits up to one poll interval, 0.5 s by default, in every test.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def reset_concurrency(self) -> None:
