@@ -373,7 +373,7 @@ def test_tune_measures_text_like_recall_on_the_logged_queries(catalog, index_pat
     assert sync.tune()["tuning_samples"]["text_source"] == "far proxies of catalog vectors"
     for seed in range(25):
         sync.query_log.add(vector(1000 + seed))
-    assert sync.tune()["tuning_samples"] == {"image_like": 130, "text_like": 25, "text_source": "given"}
+    assert sync.tune()["tuning_samples"] == {"image_like": 130, "text_like": 25, "text_source": "25 served queries"}
     given = np.stack([vector(2000 + seed) for seed in range(30)])
     assert sync.tune(given)["tuning_samples"]["text_like"] == 30
     assert sync.load_file().describe()["tuning_samples"]["text_like"] == 30  # saved with the index
