@@ -3,14 +3,17 @@
 Python's default handler raises KeyboardInterrupt wherever the main thread is at the time; when that is
 inside a weakref callback or a ``__del__`` (garbage collection), the exception is printed as "ignored"
 and the job runs on to the end as if never interrupted (seen in the crash-safety test: exit 0 instead
-of 130). Here the handler also records the request, and the batch loops check it after every batch.
+of 130). Here the handler also records the request, and the batch loops check it after every batch;
+and such a swallowed interrupt is not printed as a traceback (``sys.unraisablehook``): it is recorded,
+and the run stops at its next check with its one line.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -25,15 +28,32 @@ def handled() -> Iterator[None]:
         return
     _requested.clear()
     previous = signal.signal(signal.SIGINT, _on_sigint)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_interrupts(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     _requested.set()
     raise KeyboardInterrupt
+
+
+def _quiet_interrupts(
+    hook: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], None]:
+    """An unraisable-exception hook that drops our own KeyboardInterrupt (raised inside a weakref
+    callback or ``__del__``, where it cannot propagate) and passes everything else to ``hook``."""
+
+    def quiet(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _requested.is_set():
+            return
+        hook(unraisable)
+
+    return quiet
 
 
 def requested() -> bool:

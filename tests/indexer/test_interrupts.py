@@ -1,0 +1,53 @@
+"""Ctrl-C that lands inside a weakref callback or ``__del__`` (where Python can only print it as
+"Exception ignored") is recorded for the run's next check, not printed as a traceback."""
+
+import gc
+import os
+import signal
+import sys
+import weakref
+
+from indexer import interrupts
+
+
+class _Thing:
+    pass
+
+
+def _collect_with_a_callback(callback) -> None:
+    thing = _Thing()
+    ref = weakref.ref(thing, callback)
+    del thing
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_ctrl_c_swallowed_by_a_weakref_callback_is_recorded_and_not_printed(capsys) -> None:
+    def callback(_ref) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler raises KeyboardInterrupt in here
+        sum(range(1000))  # bytecode for the handler to run at
+
+    with interrupts.handled():
+        _collect_with_a_callback(callback)
+        assert interrupts.requested()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_other_unraisable_errors_still_reach_the_previous_hook() -> None:
+    seen = []
+
+    def mine(args) -> None:
+        seen.append(args.exc_type)
+
+    previous, sys.unraisablehook = sys.unraisablehook, mine
+    try:
+
+        def callback(_ref) -> None:
+            raise ValueError("a bug in a callback")
+
+        with interrupts.handled():
+            _collect_with_a_callback(callback)
+        assert seen == [ValueError]
+        assert sys.unraisablehook is mine  # the caller's hook again once the block ends
+    finally:
+        sys.unraisablehook = previous
