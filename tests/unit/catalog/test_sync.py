@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import insert, select
 
 from search.catalog import Catalog
 from search.catalog.db import migrate
 from search.catalog.records import ImageWrite, ProductWrite
+from search.catalog.schema import Product, ProductImage
 from search.catalog.sync import IndexSync, catalog_dim
 from search.index import IndexSpec, VectorIndex
 
@@ -387,3 +389,49 @@ def test_logged_queries_are_kept_beside_the_index_across_restarts(catalog, index
     assert (index_path.parent / "vectors.idx.queries.npy").exists()
     again = sync_of(catalog, index_path)
     np.testing.assert_array_equal(again.query_log.sample(DIM), vector(77)[None])
+
+
+# A bulk load --------------------------------------------------------------------------------------------------
+
+
+def add_images(catalog: Catalog, seed: int, count: int) -> None:
+    """``count`` more images of product ``p{seed}``, at its revision, written straight into the table (the
+    catalog's writer would take minutes for the 50,000 a bulk load needs)."""
+    with catalog.engine.begin() as connection:
+        product_id, revision = connection.execute(
+            select(Product.id, Product.revision).where(Product.external_id == f"p{seed}")
+        ).one()
+        embedding = vector(seed).tobytes()
+        connection.execute(
+            insert(ProductImage),
+            [
+                {
+                    "product_id": product_id,
+                    "position": position,
+                    "image_ref": f"{seed}-{position}.png",
+                    "embedding": embedding,
+                    "embedding_dim": DIM,
+                    "embedding_model": MODEL,
+                    "revision": revision,
+                }
+                for position in range(1, count + 1)
+            ],
+        )
+
+
+def test_more_than_50000_changed_images_are_read_by_a_fresh_build(catalog, index_path, caplog):
+    write(catalog, 1)
+    add_images(catalog, 1, 49_999)
+    sync = sync_of(catalog, index_path, load=False)
+    caplog.set_level(logging.INFO, logger="search.catalog.sync")
+    # 50,000 changes: caught up from the change log, as any other.
+    assert len(sync.apply_changes(sync.empty())) == 50_000
+    assert "rebuilding" not in caplog.text
+    write(catalog, 2)
+    # One more: a fresh build streams them from the database instead, and says so.
+    caught_up = sync.apply_changes(sync.empty())
+    assert len(caught_up) == 50_001
+    assert caught_up.revision == catalog.revision()
+    assert [r.getMessage() for r in caplog.records] == [
+        "50001 changed images: rebuilding the index from the database"
+    ]
