@@ -101,6 +101,15 @@ def test_an_empty_catalog_opens_an_empty_index_at_its_revision_without_a_warning
     assert not index_path.exists()  # nothing to save without a dimension
 
 
+def test_a_catalog_with_only_another_models_images_opens_without_a_warning(catalog, index_path, caplog):
+    write(catalog, 1, model="model-b")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
+        sync = sync_of(catalog, index_path)
+    assert caplog.records == []  # nothing of this model to lose: no file is expected yet
+    assert (sync.dim, len(sync.index), sync.index.revision) == (None, 0, catalog.revision())
+
+
 def test_no_index_file_builds_one_from_the_database_and_saves_it(catalog, index_path, caplog):
     write(catalog, 1, 2)
     write(catalog, 3, model="model-b")
@@ -144,7 +153,10 @@ def test_an_index_file_newer_than_the_database_is_rebuilt(catalog, index_path, c
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
         reopened = sync_of(catalog, index_path)
-    assert "index file is newer than the database" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "index file unusable (index file is newer than the database (restored from a backup?)); "
+        "rebuilding it from the database"
+    ]
     assert reopened.index.revision == catalog.revision()
     assert reopened.load_file().revision == catalog.revision()  # the rebuilt index was saved
 
