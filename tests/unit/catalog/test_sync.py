@@ -88,6 +88,8 @@ def test_the_dimension_comes_from_the_catalog_when_not_given(catalog, index_path
     assert sync_of(catalog, index_path).dim == DIM
     given = IndexSync(catalog, model=MODEL, index_path=index_path, dim=16, spec=FLAT, load=False)
     assert given.dim == 16
+    # load=False: an empty index of the given shape, model and spec, the file left as it is
+    assert (given.index.dim, given.index.model, given.index.spec, given.index.revision) == (16, MODEL, FLAT, 0)
 
 
 def test_an_empty_catalog_opens_an_empty_index_at_its_revision_without_a_warning(catalog, index_path, caplog):
@@ -96,6 +98,7 @@ def test_an_empty_catalog_opens_an_empty_index_at_its_revision_without_a_warning
     with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
         sync = sync_of(catalog, index_path)
     assert (sync.dim, sync.index.dim, len(sync.index), sync.index.revision) == (None, 0, 0, 1)
+    assert (sync.index.model, sync.index.spec) == (MODEL, FLAT)
     assert caplog.records == []
     sync.save()
     assert not index_path.exists()  # nothing to save without a dimension
