@@ -277,6 +277,13 @@ def test_checkpoint_rebuilds_an_outgrown_index_in_the_open(catalog, index_path):
     assert (saved.kind, len(saved), saved.revision) == ("ivf", 130, catalog.revision())
 
 
+def test_the_kind_of_a_build_counts_only_this_models_images(catalog, index_path):
+    write(catalog, *range(1, 61))
+    write(catalog, *range(61, 121), model="model-b")  # 120 images in all, 60 of this model
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO)
+    assert (sync.index.kind, len(sync.index)) == ("flat", 60)  # under the exact limit of 100
+
+
 def test_rebuild_returns_the_count_and_drops_parts_no_index_uses(catalog, index_path):
     write(catalog, *range(1, 131))
     sync = sync_of(catalog, index_path, spec=SMALL_AUTO)
