@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import insert, select
 
 from search.catalog import Catalog
 from search.catalog.db import migrate
 from search.catalog.records import ImageWrite, ProductWrite
+from search.catalog.schema import Product, ProductImage
 from search.catalog.sync import IndexSync, catalog_dim
 from search.index import IndexSpec, VectorIndex
 
@@ -86,6 +88,8 @@ def test_the_dimension_comes_from_the_catalog_when_not_given(catalog, index_path
     assert sync_of(catalog, index_path).dim == DIM
     given = IndexSync(catalog, model=MODEL, index_path=index_path, dim=16, spec=FLAT, load=False)
     assert given.dim == 16
+    # load=False: an empty index of the given shape, model and spec, the file left as it is
+    assert (given.index.dim, given.index.model, given.index.spec, given.index.revision) == (16, MODEL, FLAT, 0)
 
 
 def test_an_empty_catalog_opens_an_empty_index_at_its_revision_without_a_warning(catalog, index_path, caplog):
@@ -94,9 +98,19 @@ def test_an_empty_catalog_opens_an_empty_index_at_its_revision_without_a_warning
     with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
         sync = sync_of(catalog, index_path)
     assert (sync.dim, sync.index.dim, len(sync.index), sync.index.revision) == (None, 0, 0, 1)
+    assert (sync.index.model, sync.index.spec) == (MODEL, FLAT)
     assert caplog.records == []
     sync.save()
     assert not index_path.exists()  # nothing to save without a dimension
+
+
+def test_a_catalog_with_only_another_models_images_opens_without_a_warning(catalog, index_path, caplog):
+    write(catalog, 1, model="model-b")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
+        sync = sync_of(catalog, index_path)
+    assert caplog.records == []  # nothing of this model to lose: no file is expected yet
+    assert (sync.dim, len(sync.index), sync.index.revision) == (None, 0, catalog.revision())
 
 
 def test_no_index_file_builds_one_from_the_database_and_saves_it(catalog, index_path, caplog):
@@ -142,7 +156,10 @@ def test_an_index_file_newer_than_the_database_is_rebuilt(catalog, index_path, c
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="search.catalog.sync"):
         reopened = sync_of(catalog, index_path)
-    assert "index file is newer than the database" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "index file unusable (index file is newer than the database (restored from a backup?)); "
+        "rebuilding it from the database"
+    ]
     assert reopened.index.revision == catalog.revision()
     assert reopened.load_file().revision == catalog.revision()  # the rebuilt index was saved
 
@@ -258,6 +275,13 @@ def test_checkpoint_rebuilds_an_outgrown_index_in_the_open(catalog, index_path):
     assert len(sync.index) == 130
     saved = sync.load_file()
     assert (saved.kind, len(saved), saved.revision) == ("ivf", 130, catalog.revision())
+
+
+def test_the_kind_of_a_build_counts_only_this_models_images(catalog, index_path):
+    write(catalog, *range(1, 61))
+    write(catalog, *range(61, 121), model="model-b")  # 120 images in all, 60 of this model
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO)
+    assert (sync.index.kind, len(sync.index)) == ("flat", 60)  # under the exact limit of 100
 
 
 def test_rebuild_returns_the_count_and_drops_parts_no_index_uses(catalog, index_path):
@@ -387,3 +411,49 @@ def test_logged_queries_are_kept_beside_the_index_across_restarts(catalog, index
     assert (index_path.parent / "vectors.idx.queries.npy").exists()
     again = sync_of(catalog, index_path)
     np.testing.assert_array_equal(again.query_log.sample(DIM), vector(77)[None])
+
+
+# A bulk load --------------------------------------------------------------------------------------------------
+
+
+def add_images(catalog: Catalog, seed: int, count: int) -> None:
+    """``count`` more images of product ``p{seed}``, at its revision, written straight into the table (the
+    catalog's writer would take minutes for the 50,000 a bulk load needs)."""
+    with catalog.engine.begin() as connection:
+        product_id, revision = connection.execute(
+            select(Product.id, Product.revision).where(Product.external_id == f"p{seed}")
+        ).one()
+        embedding = vector(seed).tobytes()
+        connection.execute(
+            insert(ProductImage),
+            [
+                {
+                    "product_id": product_id,
+                    "position": position,
+                    "image_ref": f"{seed}-{position}.png",
+                    "embedding": embedding,
+                    "embedding_dim": DIM,
+                    "embedding_model": MODEL,
+                    "revision": revision,
+                }
+                for position in range(1, count + 1)
+            ],
+        )
+
+
+def test_more_than_50000_changed_images_are_read_by_a_fresh_build(catalog, index_path, caplog):
+    write(catalog, 1)
+    add_images(catalog, 1, 49_999)
+    sync = sync_of(catalog, index_path, load=False)
+    caplog.set_level(logging.INFO, logger="search.catalog.sync")
+    # 50,000 changes: caught up from the change log, as any other.
+    assert len(sync.apply_changes(sync.empty())) == 50_000
+    assert "rebuilding" not in caplog.text
+    write(catalog, 2)
+    # One more: a fresh build streams them from the database instead, and says so.
+    caught_up = sync.apply_changes(sync.empty())
+    assert len(caught_up) == 50_001
+    assert caught_up.revision == catalog.revision()
+    assert [r.getMessage() for r in caplog.records] == [
+        "50001 changed images: rebuilding the index from the database"
+    ]

@@ -120,8 +120,9 @@ def test_within_a_fetch_a_timeout_is_shortened_to_the_deadline():
 def test_a_passed_deadline_ends_any_wait():
     token = fetch._DEADLINE.set(time.monotonic() - 1)
     try:
-        with pytest.raises(DeadlinePassed, match="the fetch deadline passed"):
+        with pytest.raises(DeadlinePassed) as passed:
             _remaining(5.0)
+        assert str(passed.value) == "the fetch deadline passed"
         with pytest.raises(DeadlinePassed):
             _remaining(None)
     finally:
@@ -341,6 +342,69 @@ def test_a_connection_reads_and_writes_and_knows_its_peer():
     finally:
         backend.close()
         echo.close()
+
+
+class Silent:
+    """A TCP server on 127.0.0.1 that accepts one connection and never reads from it, with a small
+    receive buffer: a large write to it fills both buffers and then waits."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited when accepted
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self.done.wait(5.0)
+        conn.close()
+
+    def close(self) -> None:
+        self.done.set()
+        self.listener.close()
+
+
+# More than the client's send buffer (4 MiB at most here) and the silent server's 4 KiB receive buffer.
+LARGE = 16 * 1024 * 1024
+
+
+def test_a_write_without_a_timeout_still_ends_at_the_fetch_deadline():
+    silent = Silent()
+    backend = GuardedBackend(AddressPolicy.from_entries(["127.0.0.1"]))
+    token = fetch._DEADLINE.set(time.monotonic() + 0.3)
+    try:
+        stream = backend.connect_tcp("127.0.0.1", silent.port)
+        # Without the deadline this write would wait until the server hangs up.
+        with pytest.raises(httpcore.WriteTimeout):
+            stream.write(b"x" * LARGE)
+        stream.close()
+    finally:
+        fetch._DEADLINE.reset(token)
+        backend.close()
+        silent.close()
+
+
+def test_a_request_the_origin_does_not_take_is_cut_at_the_write_timeout():
+    # A request larger than the socket buffers (here a huge User-Agent) waits for the origin to read it:
+    # that wait ends at the write timeout (the read timeout's value), well before the total deadline.
+    silent = Silent()
+    fetcher = UrlFetcher(
+        policy=AddressPolicy.from_entries(["127.0.0.1"]),
+        limits=FetchLimits(max_bytes=20_000, connect_timeout=2.0, read_timeout=0.3, total_timeout=4.0),
+        user_agent="x" * LARGE,
+    )
+    url = f"http://127.0.0.1:{silent.port}/a.png"
+    try:
+        assert refusal(url, fetcher) == f"fetching {url} timed out"
+    finally:
+        fetcher.close()
+        silent.close()
 
 
 def test_a_read_without_a_timeout_still_ends_at_the_fetch_deadline():
