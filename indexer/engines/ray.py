@@ -129,8 +129,11 @@ def _local_head() -> Iterator[str]:
         start_new_session=True,
     )
     # Read when ray is imported: the driver's own node address is loopback too, with the head's token.
-    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
-        os.environ[name] = env[name]
+    # Put back afterwards: a process that runs more than one job (a test session, a notebook) would
+    # otherwise hand this job's token to everything it starts later.
+    names = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: env[name] for name in names})
     try:
         _wait_for_port(port, head)
         yield f"127.0.0.1:{port}"
@@ -146,6 +149,11 @@ def _local_head() -> Iterator[str]:
         head.wait(timeout=15)
         if head.stderr is not None:
             head.stderr.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _free_port() -> int:
