@@ -199,7 +199,15 @@ def test_a_memory_budget_below_the_export_need_gives_one_line_and_torch_serves(
     settings = settings_for(
         tiny_model_dir, tmp_path / "data", runtime="auto", dtype="auto", export_memory_budget=1_000_000
     )
-    with caplog.at_level(logging.INFO):
+    # The export's own logger, read directly: in a long test session another library's logging set-up
+    # (a dictConfig disables the loggers that exist) once left caplog's root handler without the line.
+    logger = logging.getLogger("search.model.background_export")
+    was_disabled, logger.disabled = logger.disabled, False
+    records: list[logging.LogRecord] = []
+    collect = logging.Handler(logging.INFO)
+    collect.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(collect)
+    try:
         server = LiveServer(create_app(settings)).start()
         try:
             export = server.app.state.vitrine.components.export
@@ -210,10 +218,13 @@ def test_a_memory_budget_below_the_export_need_gives_one_line_and_torch_serves(
             )
         finally:
             server.stop()
+    finally:
+        logger.removeHandler(collect)
+        logger.disabled = was_disabled
     assert response.status_code == 200
     assert info["runtime"] == "torch" and info["export"] == "skipped"
     assert "openvino-int8 export skipped" in info["phase"]
-    lines = [record.getMessage() for record in caplog.records if "not building the" in record.getMessage()]
+    lines = [record.getMessage() for record in records if "not building the" in record.getMessage()]
     assert len(lines) == 1, lines
     assert "\n" not in lines[0]
     assert "VITRINE_EXPORT_MEMORY_BUDGET" in lines[0] and "`python -m indexer export-model`" in lines[0]
