@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    _import_model_libraries(sys.argv[1:] if argv is None else argv)
     code = run(argv)
     # The run is over and its result printed. The interpreter's teardown (a second or two of library
     # atexit hooks) puts SIGINT's default handler back, so a Ctrl-C then, or one a half-imported
@@ -77,6 +78,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         os._exit(130)
     sys.exit(code)
+
+
+def _import_model_libraries(argv: list[str]) -> None:
+    """For a command that embeds, import torch and transformers now, while Ctrl-C still ends the
+    process at once with its one line (the early handler above): a KeyboardInterrupt raised inside their
+    native initialisation later, under the run's own handler, was seen to abort the process (SIGABRT)
+    instead of exiting 130."""
+    command = COMMANDS.get(argv[0]) if argv else None
+    if command is not None and command.needs_model:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
 
 
 def run(

@@ -80,6 +80,7 @@ class Command:
     run: Callable[[Context], int]
     arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
     needs_catalog: bool = True  # migrations run first
+    needs_model: bool = False  # torch and transformers load before the command (see indexer.__main__)
 
 
 def progress_arguments(parser: argparse.ArgumentParser) -> None:

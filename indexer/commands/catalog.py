@@ -74,6 +74,14 @@ def reembed(context: Context) -> int:
 
 
 COMMANDS = [
-    Command("add", "index a manifest (CSV, JSONL) or a folder of images", add, _add_arguments),
-    Command("reembed", "re-embed every product with VITRINE_MODEL (resumable)", reembed, _reembed_arguments),
+    Command(
+        "add", "index a manifest (CSV, JSONL) or a folder of images", add, _add_arguments, needs_model=True
+    ),
+    Command(
+        "reembed",
+        "re-embed every product with VITRINE_MODEL (resumable)",
+        reembed,
+        _reembed_arguments,
+        needs_model=True,
+    ),
 ]
