@@ -20,6 +20,7 @@ from search.catalog.records import ImageWrite, ProductWrite
 from search.catalog.schema import Product, ProductImage
 from search.catalog.sync import IndexSync, catalog_dim
 from search.index import IndexSpec, VectorIndex
+from search.index.tuning_queries import MIN_SERVED, RETUNE_AFTER
 
 MODEL = "model-a"
 DIM = 8
@@ -219,6 +220,8 @@ def test_an_index_behind_pruned_removals_is_rebuilt(catalog, index_path, caplog)
     ]
     assert contents(index) == expected(catalog, 2, 3)
     assert index.revision == catalog.revision()
+    # A refresh rebuilds in memory: the file is written by checkpoints and saves, not by a search.
+    assert sync.load_file().revision == stale.revision
 
 
 def test_the_first_vectors_of_an_empty_catalog_fix_the_dimension(catalog, index_path):
@@ -457,3 +460,164 @@ def test_more_than_50000_changed_images_are_read_by_a_fresh_build(catalog, index
     assert [r.getMessage() for r in caplog.records] == [
         "50001 changed images: rebuilding the index from the database"
     ]
+    assert not index_path.exists()  # built in memory for the catch-up, not saved
+
+
+# Tuning on text-side queries ----------------------------------------------------------------------------------
+# embed_texts stands for the text tower here (tests/unit/index/test_text_tuning.py runs the real one): a
+# fixed vector per text, so what the index was tuned on shows in its saved facts.
+
+
+def embed_texts(texts) -> np.ndarray:
+    return np.stack([vector(10_000 + sum(map(ord, text))) for text in texts])
+
+
+def write_titled(catalog: Catalog, count: int) -> None:
+    catalog.upsert(
+        [
+            ProductWrite(
+                f"p{seed}",
+                title=f"{['red', 'oak', 'linen'][seed % 3]} item {seed}",
+                category=f"shelf {seed % 5}",
+                images=[ImageWrite(f"{seed}.png", embedding=vector(seed), embedding_model=MODEL)],
+            )
+            for seed in range(1, count + 1)
+        ]
+    )
+
+
+def text_source(index: VectorIndex) -> str | None:
+    return index.describe().get("tuning_samples", {}).get("text_source")
+
+
+def test_a_build_with_the_text_tower_is_tuned_on_the_catalogs_titles(catalog, index_path, caplog):
+    write_titled(catalog, 130)
+    caplog.set_level(logging.INFO, logger="search.catalog.sync")
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO, embed_texts=embed_texts)
+    # Tuned by the build itself, not re-tuned after it as a guess would be.
+    assert not [r for r in caplog.records if r.getMessage().startswith("index tuned on")]
+    assert sync.index.kind == "ivf"
+    facts = sync.index.describe()["tuning_samples"]
+    # 130 titles and 5 categories: the 300-text sample holds all of them
+    assert facts["text_source"] == "text tower: 135 catalog titles and categories"
+    assert facts["text_like"] == 135
+    assert text_source(sync.load_file()) == facts["text_source"]  # saved with the build
+
+
+def test_a_catalog_without_titles_is_tuned_on_the_built_in_phrases(catalog, index_path):
+    write(catalog, *range(1, 131))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO, embed_texts=embed_texts)
+    assert text_source(sync.index) == "text tower: 200 built-in product phrases"
+
+
+def test_given_queries_are_named_by_their_count(catalog, index_path):
+    write(catalog, *range(1, 131))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO)
+    given = np.stack([vector(2000 + seed) for seed in range(30)])
+    assert sync.tune(given)["tuning_samples"]["text_source"] == "30 given queries"
+
+
+def test_an_index_tuned_on_far_proxies_is_re_tuned_once_the_text_tower_is_loaded(catalog, index_path, caplog):
+    write(catalog, *range(1, 131))
+    built = sync_of(catalog, index_path, spec=SMALL_AUTO).index  # no model: `indexer import`
+    assert text_source(built) == "far proxies of catalog vectors"
+    caplog.set_level(logging.INFO, logger="search.catalog.sync")
+    caplog.clear()
+    opened = sync_of(catalog, index_path, spec=SMALL_AUTO, embed_texts=embed_texts).index
+    assert opened.parts() == built.parts()  # loaded from its file and re-tuned, not rebuilt
+    assert text_source(opened) == "text tower: 200 built-in product phrases"
+    assert text_source(sync_of(catalog, index_path, spec=SMALL_AUTO).load_file()) == text_source(opened)
+    recall = opened.describe()["measured_recall_at_10"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"index tuned on text tower: 200 built-in product phrases: {recall}"
+    ]
+    # Opened again: already measured on text-side queries, so left as it is.
+    caplog.clear()
+    sync_of(catalog, index_path, spec=SMALL_AUTO, embed_texts=embed_texts)
+    assert caplog.records == []
+
+
+def test_an_exact_index_is_never_tuned(catalog, index_path):
+    write(catalog, *range(1, 11))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO, embed_texts=embed_texts, rebuild_in_background=True)
+    assert sync.index.kind == "flat" and text_source(sync.index) is None
+    for seed in range(MIN_SERVED):
+        sync.query_log.add(vector(3000 + seed))
+    sync.refresh()
+    assert sync._retune_thread is None and text_source(sync.index) is None
+
+
+def log_served(sync: IndexSync, count: int, seed: int = 3000) -> None:
+    for offset in range(count):
+        sync.query_log.add(vector(seed + offset))
+
+
+def test_a_server_re_tunes_in_the_background_once_enough_queries_are_served(catalog, index_path, caplog):
+    write(catalog, *range(1, 131))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO, rebuild_in_background=True)
+    log_served(sync, MIN_SERVED - 1)
+    sync.refresh()
+    assert sync._retune_thread is None  # 199 logged: not enough to measure on
+    log_served(sync, 1, seed=9000)
+    sync.refresh()
+    thread = sync._retune_thread
+    assert thread is not None and thread.name == "vitrine-index-retune" and thread.daemon
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="search.catalog.sync"):
+        thread.join(60)
+    recall = sync.index.describe()["measured_recall_at_10"]
+    assert [r.getMessage() for r in caplog.records] == [f"index re-tuned on {MIN_SERVED} served queries: {recall}"]
+    assert text_source(sync.index) == f"{MIN_SERVED} served queries"
+    assert text_source(sync.load_file()) == f"{MIN_SERVED} served queries"  # saved
+    # The next re-tune waits for RETUNE_AFTER more queries, not for the same ones again.
+    sync.refresh()
+    assert sync._retune_thread is thread
+    log_served(sync, RETUNE_AFTER, seed=20_000)
+    sync.refresh()
+    assert sync._retune_thread is not thread
+    sync._retune_thread.join(60)
+
+
+def test_a_batch_job_never_re_tunes_in_the_background(catalog, index_path):
+    write(catalog, *range(1, 131))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO)
+    log_served(sync, MIN_SERVED)
+    sync.refresh()
+    assert sync._retune_thread is None
+    assert text_source(sync.index) == "far proxies of catalog vectors"
+
+
+def test_one_re_tune_at_a_time(catalog, index_path, monkeypatch):
+    write(catalog, *range(1, 131))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO, rebuild_in_background=True)
+    release = threading.Event()
+    tune = sync.index.tune
+    monkeypatch.setattr(sync.index, "tune", lambda *args: release.wait(30) and tune(*args))
+    log_served(sync, MIN_SERVED)
+    sync.refresh()
+    first = sync._retune_thread
+    log_served(sync, RETUNE_AFTER, seed=20_000)  # due again while the first still runs
+    sync.refresh()
+    assert sync._retune_thread is first
+    release.set()
+    first.join(60)
+
+
+def test_a_failed_re_tune_keeps_the_probe_count(catalog, index_path, monkeypatch, caplog):
+    write(catalog, *range(1, 131))
+    sync = sync_of(catalog, index_path, spec=SMALL_AUTO, rebuild_in_background=True)
+    before = sync.index.describe()
+
+    def broken(*args) -> dict:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(sync.index, "tune", broken)
+    log_served(sync, MIN_SERVED)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="search.catalog.sync"):
+        sync.refresh()
+        sync._retune_thread.join(60)
+    assert [r.getMessage() for r in caplog.records] == [
+        "background re-tune failed; the index keeps its probe count"
+    ]
+    assert sync.index.describe() == before
