@@ -143,23 +143,39 @@ def _reason(exc: Exception) -> str:
 
 class Embedder:
     """The embed stage in one worker: ``settings.model`` loaded once, through the same loader and
-    runtime layer as the local indexer, refusing weights of another embedding space than the job's."""
+    runtime layer as the local indexer, refusing weights of another embedding space than the job's.
+
+    The model is loaded when the first item with pixels arrives, not when the worker starts: a rerun
+    whose rows are all stored (every item skipped by its read) loads no model on any node."""
 
     def __init__(self, settings: Settings, model_key: str) -> None:
-        from search.model.space import space_of
-        from search.wiring import load_encoder
-
         if not settings.torch_threads and settings.device != "cuda":
             # A CPU worker gets every core of its machine (one worker per node embeds fastest on CPU:
             # batching does not raise throughput there); Ray's own default would be one thread.
             settings = settings.model_copy(update={"torch_threads": len(os.sched_getaffinity(0))})
-        self.encoder: Encoder = load_encoder(settings)
-        loaded = space_of(settings.model, self.encoder.info.embedding_dim, self.encoder.checkpoint)
-        if loaded.key != model_key:
-            raise VitrineError(
-                f"this worker's {settings.model} is embedding space {loaded.key}, not the job's "
-                f"{model_key}: every node needs the same weights"
-            )
+        self.settings = settings
+        self.model_key = model_key
+        self._encoder: Encoder | None = None
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            from search.model.space import space_of
+            from search.wiring import load_encoder
+
+            encoder = load_encoder(self.settings)
+            loaded = space_of(self.settings.model, encoder.info.embedding_dim, encoder.checkpoint)
+            if loaded.key != self.model_key:
+                raise VitrineError(
+                    f"this worker's {self.settings.model} is embedding space {loaded.key}, not the job's "
+                    f"{self.model_key}: every node needs the same weights"
+                )
+            self._encoder = encoder
+        return self._encoder
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
 
     def embed(self, pixels: list[np.ndarray | None]) -> list[np.ndarray | None]:
         """Vectors for each item's pixels, all items in one pass (None stays None)."""
