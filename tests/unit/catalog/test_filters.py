@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 
 from search.catalog import Catalog, ImageWrite, ProductWrite
 from search.catalog.db import migrate
-from search.catalog.filters import Filters
+from search.catalog.filters import Filters, tag_field
 from search.catalog.query import Example, SearchQuery
 from search.catalog.service import ProductService
 from search.errors import BadInput
@@ -362,3 +362,19 @@ def test_the_default_form_tests_each_attribute_by_an_indexed_lookup(case: str) -
     sql = str(Filters.parse(filters, 100).clause().compile())
     assert "IN (SELECT product_attributes.product_id" in sql, sql
     assert "product_attributes.product_id = products.id" not in sql, sql
+
+
+# Fields of the tags table (issue 19) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "field"), [("tags.color", "color"), ("tags.", None), ("color", None), ("tag.color", None)]
+)
+def test_a_tags_field_names_its_tag(name: str, field: str | None) -> None:
+    assert tag_field(name) == field
+
+
+def test_a_range_on_a_tag_is_refused_with_its_reason() -> None:
+    with pytest.raises(BadInput) as raised:
+        Filters.parse({"tags.color": {"gt": 1}}, 100)
+    assert raised.value.message == "filters.tags.color: tags are text; ranges apply to numeric attributes"

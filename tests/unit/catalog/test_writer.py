@@ -436,3 +436,47 @@ def test_decoded_pictures_match_the_loaders_decoding(writer):
     read = writer.read_images([b64(PNG[0])], None)
     reference = decode_image(PNG[0], writer.images.limits)
     assert read.pictures[0].tobytes() == reference.tobytes()
+
+
+# A distributed job's writes -----------------------------------------------------------------------------------
+# indexer/engines/ray.py: workers read and embed, the driver plans with their sources, files and vectors.
+
+
+def test_a_jobs_reads_and_vectors_are_written_as_the_local_path_writes_them(writer):
+    draft = writer.draft("p1", {"images": [b64(PNG[0]), b64(PNG[1])], "title": "Tile"})
+    read = writer.read_images(draft.images, None)  # what a worker's read returns
+    vectors = {0: unit(1, DIM), 1: unit(2, DIM).astype(np.float64)}
+    prepared = writer.plan_embedded(draft, None, read.sources, read.files, vectors)
+    assert (prepared.draft, prepared.plan.kind, prepared.files) == (draft, "created", read.files)
+    writer.commit([prepared])
+    assert writer.catalog.get("p1").title == "Tile"
+    assert [vector_to_bytes(v) for v in vectors_of(writer, "p1")] == [
+        vector_to_bytes(unit(1, DIM)),
+        vector_to_bytes(unit(2, DIM)),  # stored as float32
+    ]
+    for data in PNG[:2]:
+        assert writer.image_store.path(writer.image_store.name_for(data)).read_bytes() == data
+    # The same row again: the same skip decision as the local path, with no vector needed.
+    stored = writer.catalog.get("p1")
+    again = writer.plan_embedded(draft, stored, writer.read_images(draft.images, stored).sources, {}, {})
+    assert again.plan.embed == [] and writer.commit([again]) == Committed([], [])
+
+
+def test_a_vector_missing_for_an_image_the_plan_embeds_asks_for_a_new_read(writer):
+    draft = writer.draft("p1", {"images": [b64(PNG[0]), b64(PNG[1])]})
+    read = writer.read_images(draft.images, None)
+    with pytest.raises(BadInput) as refused:
+        writer.plan_embedded(draft, None, read.sources, read.files, {0: unit(1, DIM)})
+    assert refused.value.message == "images[1] must be read again: the stored product changed meanwhile"
+    assert writer.catalog.get("p1") is None
+
+
+def test_with_images_in_the_database_the_files_travel_in_the_transaction(catalog, tmp_path, writer):
+    from search.catalog.blobs import DatabaseImageStore
+
+    in_db = CatalogWriter(catalog, DatabaseImageStore(catalog), MODEL, ProductLimits(), writer.images, writer.encoder)
+    draft = in_db.draft("p1", {"images": [b64(PNG[2])]})
+    in_db.commit([in_db.prepare(draft, None)])
+    name = in_db.image_store.name_for(PNG[2])
+    assert catalog.image_blob(name) == PNG[2]
+    assert list((tmp_path / "images").iterdir()) == []  # nothing in the folder store
