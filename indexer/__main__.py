@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from indexer import interrupts
 from indexer.cli import Context
 from indexer.commands import COMMANDS
-from search.errors import IndexDeviceError, ModelLoadError, VitrineError
+from search.errors import IndexDeviceError, ModelLoadError, VectorBackendError, VitrineError
 from search.logs import configure_logging
 from search.settings import Settings
 
@@ -120,7 +120,7 @@ def run(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (VitrineError, ModelLoadError, IndexDeviceError) as exc:
+    except (VitrineError, ModelLoadError, IndexDeviceError, VectorBackendError) as exc:
         if interrupts.requested():  # the interrupt surfaced as a library's error
             print("interrupted", file=sys.stderr)
             return 130
