@@ -346,8 +346,9 @@ def keep_vector_table(catalog: Catalog, model: str) -> None:
     """A FAISS-served catalog whose PostgreSQL has the pgvector table (it was, or will be, served by
     pgvector) keeps the table whole: this process's writes go to it too, in their transactions."""
     if table_exists(catalog.engine):
+        recorded = catalog.recorded_space()
         with catalog.engine.connect() as connection:
-            catalog.vector_rows = VectorRows(model, table_dim(connection))
+            catalog.vector_rows = VectorRows(recorded[0] if recorded else model, table_dim(connection))
 
 
 def image_store_for(settings: Settings, catalog: Catalog) -> ImageStorage:

@@ -48,11 +48,15 @@ class PgVectorSync:
         self.catalog = catalog
         self.model = model
         self.spec = spec
+        # The table holds the catalog's recorded embedding space: while `indexer reembed` moves the
+        # catalog to another model, its new vectors leave the table (as they leave a FAISS server's
+        # index) and come back when the server starts in the new space.
         recorded = catalog.recorded_space()
-        self.dim = dim or (recorded[2] if recorded else None) or catalog_dim(catalog, model)
+        self.space = recorded[0] if recorded else model
+        self.dim = (recorded[2] if recorded else dim) or catalog_dim(catalog, model)
         self.index_path = None  # no index file
         self.query_log = None  # FAISS tunes on logged queries; here the settings say the breadth
-        catalog.vector_rows = VectorRows(model, self.dim)
+        catalog.vector_rows = VectorRows(self.space, self.dim)
         # prepare=False (verify) leaves the table as it is: verify reports what is missing.
         if prepare and self.dim:
             self.prepare()
@@ -61,7 +65,7 @@ class PgVectorSync:
     def prepare(self) -> None:
         with self.catalog.engine.begin() as connection:
             ensure_table(connection, self.dim)
-        copied = fill_missing(self.catalog.engine, self.model, self.dim)
+        copied = fill_missing(self.catalog.engine, self.space, self.dim)
         if copied:
             log.info("pgvector: copied %d stored vectors into image_vectors", copied)
         create_index(self.catalog.engine, self.spec)

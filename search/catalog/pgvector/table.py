@@ -186,6 +186,11 @@ def ensure_table(connection: Connection, dim: int) -> None:
         )
         connection.execute(text(f"CREATE INDEX ix_{TABLE}_product ON {TABLE} (product_id)"))
         log.info("created %s for %d-d vectors", TABLE, dim)
+    elif existing != dim and connection.scalar(text(f"SELECT count(*) FROM {TABLE}")) == 0:
+        # Every vector left with a move to another model (indexer reembed): the table follows it.
+        connection.execute(text(f"DROP TABLE {TABLE}"))
+        log.info("%s: recreated for %d-d vectors (it held %d-d ones)", TABLE, dim, existing)
+        ensure_table(connection, dim)
     elif existing != dim:
         raise VectorBackendError(
             f"{TABLE} holds {existing}-d vectors but the catalog's embedding space has {dim}: the served "
@@ -229,9 +234,10 @@ def create_index(engine: Engine, spec: PgVectorSpec, *, replace: bool = False) -
         connection.execute(text(f"DROP INDEX IF EXISTS {building}"))
         connection.execute(text("SET maintenance_work_mem = '512MB'"))
         connection.execute(text(f"CREATE INDEX CONCURRENTLY {building} ON {TABLE} USING {using}"))
-        with connection.begin():
-            connection.execute(text(f"DROP INDEX IF EXISTS {ANN_INDEX}"))
-            connection.execute(text(f"ALTER INDEX {building} RENAME TO {ANN_INDEX}"))
+    with engine.begin() as connection:  # the swap in one transaction: searches see one index or the other
+        connection.execute(text(f"DROP INDEX IF EXISTS {ANN_INDEX}"))
+        connection.execute(text(f"ALTER INDEX {building} RENAME TO {ANN_INDEX}"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text(f"ANALYZE {TABLE}"))
         definition = ann_index(connection)
     log.info("built the vector index over %d vectors: %s", rows, definition)

@@ -1,0 +1,231 @@
+"""The pgvector backend against a real PostgreSQL + pgvector (tests/support/pgvector.py): the same
+answers as the FAISS backend on the same catalog, selective filters (exact plan) and broad ones
+(iterative index scans) alike, with the IVFFlat and HNSW indexes; writes searchable at commit from
+another catalog connection; verify and rebuild; and a clear error where the backend cannot run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import create_engine, text
+
+from search.catalog import Catalog, ImageWrite, ProductWrite
+from search.catalog.filters import Filters
+from search.catalog.pgvector.table import PgVectorSpec
+from search.catalog.query import Example, SearchQuery
+from search.catalog.service import ProductService
+from search.errors import VectorBackendError
+from search.images.store import ImageStore
+from search.settings import Settings
+from search.wiring import build_products
+from tests.support.pgvector import fresh_pgvector_database
+from tests.unit.catalog.test_store_congruence import MODEL, scenario
+
+DIM = 16
+# Each variant searches exactly on this small catalog (probes cover every list, ef_search every node),
+# so its answers must equal FAISS's exact search; exact_limit 40 sends broad filters through the index
+# with iterative scans and selective ones through the exact plan.
+VARIANTS = {
+    "no index": PgVectorSpec(exact_limit=40),
+    "ivfflat": PgVectorSpec(index="ivfflat", index_min_rows=0, lists=4, probes=4, exact_limit=40),
+    "hnsw": PgVectorSpec(index="hnsw", exact_limit=40),
+}
+
+
+def unit(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
+    vector = rng.standard_normal(dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def catalog_rows(count: int = 240, seed: int = 5) -> list[ProductWrite]:
+    rng = np.random.default_rng(seed)
+    return [
+        ProductWrite(
+            f"p{i:03d}",
+            f"product {i}",
+            "rare" if i % 60 == 0 else ("tile" if i % 2 else "wood"),
+            {"color": ["red", "blue", "green"][i % 3], "price": float(i)},
+            images=[
+                ImageWrite(f"https://img.example/{i}-{n}.jpg", embedding=unit(rng), embedding_model=MODEL)
+                for n in range(1 + i % 3)
+            ],
+        )
+        for i in range(count)
+    ]
+
+
+def service_on(catalog: Catalog, root: Path, **backend: Any) -> ProductService:
+    return build_products(
+        catalog,
+        model=MODEL,
+        index_path=root / "index.faiss",
+        image_store=ImageStore(root / "images"),
+        **backend,
+    )
+
+
+def pgvector(spec: PgVectorSpec | None = None) -> dict[str, Any]:
+    return {"vector_backend": "pgvector", "pgvector": spec or PgVectorSpec(), "dim": DIM}
+
+
+def answers(service: ProductService, queries: list[np.ndarray]) -> list[Any]:
+    out = []
+    for filters in (None, {"category": "rare"}, {"color": "red"}, {"price": {"lt": 180}}):
+        for query in queries:
+            search = SearchQuery(
+                [Example(vector=tuple(query))], filters=Filters.parse(filters, 100), k=8, mode="vector"
+            )
+            out.append(
+                (
+                    filters,
+                    [
+                        (hit.record.external_id, round(hit.score, 5), hit.matched_image.position)
+                        for hit in service.search(search).hits
+                    ],
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_filters_selective_and_broad_give_faiss_s_products(variant, pgvector_url, tmp_path) -> None:
+    rows = catalog_rows()
+    queries = [unit(np.random.default_rng(900 + i)) for i in range(4)]
+    reference_catalog = Catalog.open(f"sqlite:///{tmp_path / 'faiss.db'}")
+    from search.catalog.db import migrate
+
+    migrate(str(reference_catalog.engine.url))
+    reference = service_on(reference_catalog, tmp_path / "faiss")
+    reference_catalog.upsert(rows)
+    reference.refresh()
+    expected = answers(reference, queries)
+    reference_catalog.close()
+
+    catalog = Catalog.open(pgvector_url)
+    try:
+        service = service_on(catalog, tmp_path / "pg", **pgvector(VARIANTS[variant]))
+        catalog.upsert(rows)
+        if variant == "ivfflat":
+            service.rebuild()  # its lists are trained on the rows present
+        definition = service.index.refresh().definition
+        assert (definition is None) == (variant == "no index")
+        got = answers(service, queries)
+    finally:
+        catalog.close()
+    for (filters, want), (_, found) in zip(expected, got, strict=True):
+        assert found == want, filters
+    assert any(len(found) == 4 for filters, found in got if filters == {"category": "rare"})  # 4 rare
+
+
+def test_the_congruence_scenario_answers_as_with_faiss(pgvector_url, tmp_path) -> None:
+    reference_catalog = Catalog.open(f"sqlite:///{tmp_path / 'reference.db'}")
+    from search.catalog.db import migrate
+
+    migrate(str(reference_catalog.engine.url))
+    reference = scenario(reference_catalog, tmp_path / "reference")
+    reference_catalog.close()
+    catalog = Catalog.open(pgvector_url)
+    try:
+        trace = scenario(catalog, tmp_path / "pg", vector_backend="pgvector")
+    finally:
+        catalog.close()
+    for (step, expected), (_, got) in zip(reference, trace, strict=True):
+        assert got == expected, step
+
+
+def test_a_commit_is_searchable_from_another_connection_without_any_sync(pgvector_url, tmp_path) -> None:
+    writer_catalog, reader_catalog = Catalog.open(pgvector_url), Catalog.open(pgvector_url)
+    try:
+        service_on(writer_catalog, tmp_path / "w", **pgvector())
+        reader = service_on(reader_catalog, tmp_path / "r", **pgvector())
+        rows = catalog_rows(12)
+        query = rows[7].images[1].embedding
+        search = SearchQuery([Example(vector=tuple(query))], k=3, mode="vector")
+        assert reader.search(search).hits == []
+        writer_catalog.upsert(rows)
+        hits = reader.search(search).hits
+        assert hits[0].record.external_id == "p007" and hits[0].matched_image.position == 1
+        assert hits[0].score == pytest.approx(1.0, abs=1e-6)  # re-scored from the float32 vector
+        writer_catalog.remove(["p007"])
+        assert "p007" not in [hit.record.external_id for hit in reader.search(search).hits]
+        with reader_catalog.engine.connect() as connection:  # the rows went with the images
+            images = connection.scalar(text("SELECT count(*) FROM product_images"))
+            assert connection.scalar(text("SELECT count(*) FROM image_vectors")) == images == 22
+    finally:
+        writer_catalog.close()
+        reader_catalog.close()
+
+
+def test_verify_finds_a_missing_vector_row_and_rebuild_restores_it(pgvector_url, tmp_path) -> None:
+    catalog = Catalog.open(pgvector_url)
+    try:
+        service = service_on(catalog, tmp_path, **pgvector())
+        catalog.upsert(catalog_rows(6))
+        assert service.verify().ok
+        with catalog.engine.begin() as connection:
+            connection.execute(text("DELETE FROM image_vectors WHERE image_id = 3"))
+        report = service.verify()
+        assert not report.ok and "1 images have no vector row in image_vectors: [3]" in report.problems[0]
+        assert service.rebuild() == 12
+        assert service.verify().ok
+        stats = service.stats()
+        assert stats["vector_backend"] == "pgvector" and stats["index_file"] is None
+    finally:
+        catalog.close()
+
+
+def test_a_catalog_served_by_faiss_is_filled_when_pgvector_starts(pgvector_url, tmp_path) -> None:
+    catalog = Catalog.open(pgvector_url)
+    try:
+        service_on(catalog, tmp_path / "faiss")
+        catalog.upsert(catalog_rows(9))
+        catalog.vector_rows = None
+        service = service_on(catalog, tmp_path / "pg", **pgvector())
+        assert len(service.index) == 18 and service.verify().ok
+    finally:
+        catalog.close()
+
+
+def test_without_the_vector_extension_start_up_names_create_extension(pgvector_server_url, tmp_path) -> None:
+    with fresh_pgvector_database(pgvector_server_url, extension=False) as url:
+        catalog = Catalog.open(url)
+        try:
+            with pytest.raises(VectorBackendError, match=r"CREATE EXTENSION vector"):
+                service_on(catalog, tmp_path, **pgvector())
+        finally:
+            catalog.close()
+
+
+def test_sqlite_with_pgvector_is_a_settings_error_naming_create_extension(tmp_path) -> None:
+    with pytest.raises(ValidationError, match=r"needs the catalog in PostgreSQL.*CREATE EXTENSION vector"):
+        Settings(data_dir=tmp_path, vector_backend="pgvector")
+    catalog = Catalog.open(f"sqlite:///{tmp_path / 'v.db'}")
+    try:
+        with pytest.raises(VectorBackendError, match=r"CREATE EXTENSION vector.*sqlite"):
+            service_on(catalog, tmp_path, **pgvector())
+    finally:
+        catalog.close()
+
+
+def test_tune_says_which_settings_serve_instead(pgvector_url, tmp_path) -> None:
+    catalog = Catalog.open(pgvector_url)
+    try:
+        service = service_on(catalog, tmp_path, **pgvector())
+        with pytest.raises(Exception, match="VITRINE_PGVECTOR_PROBES"):
+            service.tune()
+    finally:
+        catalog.close()
+
+
+def test_the_pgvector_server_url_is_a_superuser_of_a_server_with_the_extension(pgvector_server_url) -> None:
+    engine = create_engine(pgvector_server_url)
+    with engine.connect() as connection:
+        available = connection.scalar(
+            text("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+        )
+    engine.dispose()
+    assert available is not None
