@@ -78,8 +78,17 @@ class PgVectorSync:
                 self.dim = self.index.dim = self.catalog.vector_rows.dim  # fixed by the first write
         return self.index
 
+    def follow_space(self) -> None:
+        """After `indexer reembed` moved the catalog to another space: the table holds the new one."""
+        recorded = self.catalog.recorded_space()
+        if recorded is not None and recorded[0] != self.space:
+            self.space, self.dim = recorded[0], recorded[2]
+            self.index.dim = recorded[2]
+            self.catalog.vector_rows = VectorRows(self.space, self.dim)
+
     def rebuild(self) -> int:
         """Fill missing rows and build the vector index again; the number of vectors."""
+        self.follow_space()
         if not self.dim:
             return 0
         self.prepare()

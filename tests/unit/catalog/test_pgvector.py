@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from search.catalog import Catalog, ImageWrite, ProductWrite
 from search.catalog.filters import Filters
-from search.catalog.pgvector.table import PgVectorSpec
+from search.catalog.pgvector.table import PgVectorSpec, VectorRows
 from search.catalog.query import Example, SearchQuery
 from search.catalog.service import ProductService
 from search.errors import VectorBackendError
@@ -229,3 +229,60 @@ def test_the_pgvector_server_url_is_a_superuser_of_a_server_with_the_extension(p
         )
     engine.dispose()
     assert available is not None
+
+
+def test_a_table_of_another_dimension_is_recreated_only_when_empty(pgvector_url) -> None:
+    from search.catalog.pgvector.table import ensure_table, table_dim
+
+    catalog = Catalog.open(pgvector_url)
+    try:
+        catalog.vector_rows = VectorRows(MODEL, 8)
+        catalog.upsert([_product_of_dim(8)])
+        with catalog.engine.begin() as connection, pytest.raises(VectorBackendError, match="DROP TABLE"):
+            ensure_table(connection, 16)
+        catalog.remove(["d8"])  # the rows go with the images: the table is empty
+        with catalog.engine.begin() as connection:
+            ensure_table(connection, 16)
+            assert table_dim(connection) == 16
+    finally:
+        catalog.close()
+
+
+def _product_of_dim(dim: int) -> ProductWrite:
+    vector = unit(np.random.default_rng(dim), dim)
+    return ProductWrite(
+        "d8",
+        None,
+        None,
+        {},
+        images=[ImageWrite("https://img.example/d.jpg", embedding=vector, embedding_model=MODEL)],
+    )
+
+
+def test_the_duplicate_pass_finds_copies_through_the_database(pgvector_url, tmp_path) -> None:
+    catalog = Catalog.open(pgvector_url)
+    try:
+        service = service_on(catalog, tmp_path, **pgvector())
+        rows = catalog_rows(20)
+        copy = rows[4].images[0].embedding
+        rows.append(
+            ProductWrite(
+                "copy",
+                None,
+                None,
+                {},
+                images=[ImageWrite("https://img.example/c.jpg", embedding=copy, embedding_model=MODEL)],
+            )
+        )
+        catalog.upsert(rows)
+        pairs, groups, _ = service.duplicates.full_pass(0.99)
+        names = {
+            r.id: r.external_id
+            for r in catalog.get_by_ids([p for pair in pairs.scores for p in pair]).values()
+        }
+        assert [tuple(sorted(names[p] for p in pair)) for pair in pairs.scores] == [("copy", "p004")]
+        assert len(groups) == 1
+        found = service.duplicates.of_product("copy", None, 10)
+        assert [names[m.product] for m in found] == ["p004"]
+    finally:
+        catalog.close()
