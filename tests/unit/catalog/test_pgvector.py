@@ -286,3 +286,18 @@ def test_the_duplicate_pass_finds_copies_through_the_database(pgvector_url, tmp_
         assert [names[m.product] for m in found] == ["p004"]
     finally:
         catalog.close()
+
+
+def test_a_faiss_process_on_a_catalog_with_the_table_keeps_it_whole(pgvector_url, tmp_path) -> None:
+    served = Catalog.open(pgvector_url)
+    other = Catalog.open(pgvector_url)
+    try:
+        service = service_on(served, tmp_path / "pg", **pgvector())
+        served.upsert(catalog_rows(3))
+        service_on(other, tmp_path / "faiss")  # VITRINE_VECTOR_BACKEND=faiss, e.g. a forgotten indexer
+        other.upsert(catalog_rows(8)[3:])
+        assert service.verify().ok
+        assert len(service.index.refresh()) == 15  # 6 + 9 images
+    finally:
+        served.close()
+        other.close()
