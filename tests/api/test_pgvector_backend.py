@@ -91,3 +91,44 @@ def test_the_faiss_default_says_so(start_server: Callable[..., TestServer]) -> N
     server = start_server()
     assert server.client.get("/info").json()["storage"]["vector_backend"] == "faiss"
     assert 'vector_backend="faiss"' in server.client.get("/metrics").text
+
+
+def test_hybrid_facets_composed_collapse_and_explain_answer_as_with_faiss(
+    replicas, start_server: Callable[..., TestServer]
+) -> None:
+    a, b = replicas
+    faiss = start_server()  # SQLite and FAISS: the reference
+    for server in (a, faiss):
+        for i in range(6):
+            put(
+                server,
+                f"p{i}",
+                image=b64(png(500 + i)),
+                title=f"ceramic tile {i}",
+                color=["red", "blue"][i % 2],
+            )
+        put(server, "twin", image=b64(png(500)), title="ceramic tile twin", color="red")  # p0's picture
+    body = {"text": "ceramic tile", "mode": "hybrid", "k": 10, "facets": ["color"]}
+    answer = b.client.post("/search", json=body).json()
+    assert len(answer["results"]) == 7 and answer["facets"] == {"color": {"red": 4, "blue": 3}}
+
+    def ranked(server: TestServer, **query: object) -> list[tuple[str, float]]:
+        # twin and p0 are one picture: they tie to the last float bit, which FAISS and NumPy round
+        # apart (which of them leads, or stays after a collapse, is that bit): one name for both.
+        found = [
+            (item["id"].replace("twin", "p0"), round(item["score"], 4)) for item in search(server, **query)
+        ]
+        return sorted(found, key=lambda hit: (-hit[1], hit[0]))
+
+    for query in (
+        {"positive": [{"product_id": "p3"}], "negative": [{"product_id": "p4"}], "k": 4, "mode": "vector"},
+        {"image": b64(png(500)), "k": 10, "collapse": "duplicates"},
+        {"text": "tile", "mode": "vector", "k": 5, "filters": {"color": "blue"}},
+    ):
+        assert ranked(b, **query) == ranked(faiss, **query), query
+    collapsed = [item["id"] for item in search(b, image=b64(png(500)), k=10, collapse="duplicates")]
+    assert collapsed.count("p0") + collapsed.count("twin") == 1 and len(collapsed) == 6
+    why = b.client.post(
+        "/search/explain", json={"query": {"image": b64(png(501)), "k": 1}, "product_id": "p5"}
+    )
+    assert why.status_code == 200, why.text
