@@ -105,6 +105,9 @@ def run(
         settings = settings or Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a rule across settings: its message names them
+            print(f"error: invalid settings: {first['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+            return 1
         name = "VITRINE_" + "_".join(str(part) for part in first["loc"]).upper()
         print(f"error: invalid setting {name}={first.get('input')!r}: {first['msg']}", file=sys.stderr)
         return 1

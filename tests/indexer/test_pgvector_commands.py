@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from devtools.random_model import write_random_model
@@ -53,3 +54,27 @@ def test_add_verify_rebuild_stats_duplicates_and_reembed(
     assert reembedded.returncode == 0, reembedded.stderr
     assert json.loads(reembedded.stdout)["updated"] == 4
     assert indexer(other, "verify").returncode == 0
+
+
+def test_pgvector_on_sqlite_is_one_line_from_the_indexer_and_the_server(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+
+    from api.__main__ import main as api_main
+    from indexer.__main__ import run
+
+    monkeypatch.setenv("VITRINE_VECTOR_BACKEND", "pgvector")
+    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("VITRINE_DATABASE_URL", raising=False)
+    assert run(["stats"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line == (
+        "error: invalid settings: VITRINE_VECTOR_BACKEND=pgvector needs the catalog in PostgreSQL with the "
+        "vector extension (CREATE EXTENSION vector); VITRINE_DATABASE_URL is sqlite"
+    )
+    with pytest.raises(SystemExit) as exited:
+        api_main([])
+    assert str(exited.value).splitlines() == [
+        "vitrine could not start: invalid settings",
+        "  " + line.split(": ", 2)[2],
+    ]
