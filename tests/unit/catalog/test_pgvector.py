@@ -301,3 +301,14 @@ def test_a_faiss_process_on_a_catalog_with_the_table_keeps_it_whole(pgvector_url
     finally:
         served.close()
         other.close()
+
+
+def test_an_unavailable_pgvector_server_fails_under_ci_and_skips_elsewhere(monkeypatch) -> None:
+    from tests.support.pgvector import unavailable
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="unavailable under CI: no server"):
+        unavailable("no server")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no server"):
+        unavailable("no server")
