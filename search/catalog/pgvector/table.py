@@ -303,16 +303,13 @@ def _values(row: VectorRow) -> dict[str, object]:
 def fill_missing(engine: Engine, model: str, dim: int, batch: int = 5_000) -> int:
     """Vector rows for the images of ``model`` that have none: a catalog that was served by FAISS, or
     written by a process without this backend. Each batch locks its image rows against removal (FOR KEY
-    SHARE) and leaves rows a concurrent write made alone (ON CONFLICT DO NOTHING). Returns how many."""
+    SHARE), arrives by a binary COPY into a temporary table (no text formatting of floats: a tenth of
+    the time) and leaves rows a concurrent write made alone (ON CONFLICT DO NOTHING). Returns how many."""
     select_missing = text(
         f"SELECT i.id, i.product_id, i.embedding FROM product_images i "
         f"LEFT JOIN {TABLE} v ON v.image_id = i.id "
         "WHERE v.image_id IS NULL AND i.embedding_model = :model AND i.embedding_dim = :dim "
         "ORDER BY i.id LIMIT :n FOR KEY SHARE OF i"
-    )
-    insert = text(
-        f"INSERT INTO {TABLE} (image_id, product_id, embedding) "
-        f"VALUES (:image_id, :product_id, CAST(:embedding AS halfvec({int(dim)}))) ON CONFLICT DO NOTHING"
     )
     total = 0
     while True:
@@ -321,11 +318,47 @@ def fill_missing(engine: Engine, model: str, dim: int, batch: int = 5_000) -> in
             if not rows:
                 return total
             connection.execute(
-                insert,
-                [
-                    _values(VectorRow(int(i), int(p), np.frombuffer(blob, dtype="<f4"), model))
-                    for i, p, blob in rows
-                ],
+                text(
+                    "CREATE TEMP TABLE vitrine_fill (image_id integer, product_id integer, "
+                    f"embedding halfvec({int(dim)})) ON COMMIT DROP"
+                )
+            )
+            cursor = connection.connection.driver_connection.cursor()  # psycopg, in this transaction
+            with cursor.copy("COPY vitrine_fill FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.write(_binary_rows(rows, dim))
+            connection.execute(
+                text(
+                    f"INSERT INTO {TABLE} (image_id, product_id, embedding) "
+                    "SELECT image_id, product_id, embedding FROM vitrine_fill ON CONFLICT DO NOTHING"
+                )
             )
         total += len(rows)
         log.info("%s: %d stored vectors copied so far", TABLE, total)
+
+
+def _binary_rows(rows: Sequence[tuple[int, int, bytes]], dim: int) -> bytes:
+    """PostgreSQL's binary COPY of (integer, integer, halfvec) rows. A halfvec is sent as pgvector's
+    halfvec_send writes it: int16 dimension, int16 unused, then each float16 big-endian."""
+    count = len(rows)
+    ids = np.array([(row[0], row[1]) for row in rows], dtype=">i4")
+    vectors = np.frombuffer(b"".join(row[2] for row in rows), dtype="<f4").reshape(count, dim)
+    record = np.dtype(
+        [
+            ("fields", ">i2"),
+            ("id_len", ">i4"),
+            ("id", ">i4"),
+            ("product_len", ">i4"),
+            ("product", ">i4"),
+            ("vector_len", ">i4"),
+            ("dim", ">i2"),
+            ("unused", ">i2"),
+            ("vector", ">f2", (dim,)),
+        ]
+    )
+    out = np.zeros(count, dtype=record)
+    out["fields"], out["id_len"], out["product_len"] = 3, 4, 4
+    out["id"], out["product"] = ids[:, 0], ids[:, 1]
+    out["vector_len"], out["dim"] = 4 + 2 * dim, dim
+    out["vector"] = vectors.astype(np.float16)
+    header = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+    return header + out.tobytes() + (-1).to_bytes(2, "big", signed=True)
