@@ -77,7 +77,7 @@ def main() -> None:
     from search.catalog import Catalog
     from search.catalog.filters import Filters
     from search.catalog.pgvector.retrieval import best_per_product
-    from search.catalog.pgvector.search import image_hits, set_breadth
+    from search.catalog.pgvector.search import estimated_share, image_hits, set_breadth
     from search.catalog.pgvector.table import PgVectorSpec
     from search.images.store import ImageStore
     from search.wiring import build_products
@@ -133,6 +133,11 @@ def main() -> None:
                     scores[:, ~mask] = -np.inf
                 truth = np.argsort(-scores, axis=1)[:, :10] + 1  # product row ids
                 parsed = Filters.parse(filters, 100)
+                if filters:  # the planner's estimate the breadth is scaled by (probes / share)
+                    with catalog.connection() as connection:
+                        share = estimated_share(connection, parsed.clause())
+                    results[f"{name} / estimated share"] = round(share, 4)
+                    print(name, "estimated share", round(share, 4), flush=True)
                 variants = {"backend": lambda q, f=parsed: retrieval.nearest(q, 10, f, [], None)}
                 if name == "category_1pct":  # the exact plan against the index with iterative scans
                     variants["no exact plan"] = lambda q, f=parsed: plain(q, f, exact=False)
