@@ -39,6 +39,7 @@ TABLE = "image_vectors"
 ANN_INDEX = "ix_image_vectors_embedding"
 # pg_advisory_xact_lock key: one process creates the table or its index at a time ("vitr").
 _LOCK_KEY = 0x76697472
+_BUILD_KEY = _LOCK_KEY + 1  # pg_try_advisory_lock: one process builds the vector index at a time
 # halfvec keeps 11 significant bits: a stored component differs from its float32 by at most this much
 # (unit vectors), and a cosine read from halfvecs by at most about ``SCORE_SLACK``.
 COMPONENT_TOLERANCE = 2e-3
@@ -231,15 +232,21 @@ def create_index(engine: Engine, spec: PgVectorSpec, *, replace: bool = False) -
         using = f"ivfflat (embedding halfvec_cosine_ops) WITH (lists = {spec.lists_for(rows)})"
     building = ANN_INDEX + "_new"
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text(f"DROP INDEX IF EXISTS {building}"))
-        connection.execute(text("SET maintenance_work_mem = '512MB'"))
-        connection.execute(text(f"CREATE INDEX CONCURRENTLY {building} ON {TABLE} USING {using}"))
-    with engine.begin() as connection:  # the swap in one transaction: searches see one index or the other
-        connection.execute(text(f"DROP INDEX IF EXISTS {ANN_INDEX}"))
-        connection.execute(text(f"ALTER INDEX {building} RENAME TO {ANN_INDEX}"))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text(f"ANALYZE {TABLE}"))
-        definition = ann_index(connection)
+        # One builder at a time (replicas starting together): the others go on, exact until it is there.
+        if not connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": _BUILD_KEY}):
+            log.info("another process is building the vector index; searches are exact until it is done")
+            return current
+        try:
+            connection.execute(text(f"DROP INDEX IF EXISTS {building}"))
+            connection.execute(text("SET maintenance_work_mem = '512MB'"))
+            connection.execute(text(f"CREATE INDEX CONCURRENTLY {building} ON {TABLE} USING {using}"))
+            with engine.begin() as swap:  # in one transaction: searches see one index or the other
+                swap.execute(text(f"DROP INDEX IF EXISTS {ANN_INDEX}"))
+                swap.execute(text(f"ALTER INDEX {building} RENAME TO {ANN_INDEX}"))
+            connection.execute(text(f"ANALYZE {TABLE}"))
+            definition = ann_index(connection)
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _BUILD_KEY})
     log.info("built the vector index over %d vectors: %s", rows, definition)
     return definition
 

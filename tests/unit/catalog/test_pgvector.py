@@ -312,3 +312,22 @@ def test_an_unavailable_pgvector_server_fails_under_ci_and_skips_elsewhere(monke
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="no server"):
         unavailable("no server")
+
+
+def test_one_process_builds_the_vector_index_the_others_go_on_exact(pgvector_url, tmp_path) -> None:
+    from search.catalog.pgvector.table import _BUILD_KEY, create_index
+
+    catalog = Catalog.open(pgvector_url)
+    try:
+        service_on(catalog, tmp_path, **pgvector())
+        catalog.upsert(catalog_rows(10))
+        spec = PgVectorSpec(index_min_rows=0)
+        builder = create_engine(pgvector_url)
+        with builder.connect() as other:  # another replica holds the build
+            other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _BUILD_KEY})
+            assert create_index(catalog.engine, spec) is None
+            other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _BUILD_KEY})
+        builder.dispose()
+        assert "ivfflat" in create_index(catalog.engine, spec)
+    finally:
+        catalog.close()
