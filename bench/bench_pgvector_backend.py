@@ -118,8 +118,9 @@ def main() -> None:
                 """The backend's statement with the filter, iterative scans at the configured breadth."""
                 with catalog.connection() as connection:
                     set_breadth(connection, spec, "exact" if exact else "wide", 1.0)
+                    where = filters.clause(per_row=not exact)  # as the backend states each plan's filter
                     hits = image_hits(
-                        connection, query, 20, dim=model.dim, where=filters.clause(), exact=exact
+                        connection, query, 20, dim=model.dim, where=where, exact=exact, per_row=not exact
                     )
                 return best_per_product(hits)[:10]
 

@@ -3,8 +3,9 @@
 SQL statement instead of an id list or a check on the hits.
 
 A filter allowing at most ``exact_limit`` images is searched exactly (every allowed vector compared; the
-count is bounded, so it costs no more than that); a broader one goes through the index with iterative
-scans, its breadth scaled by 1/share (the planner's estimate of the filter's share). Several images per
+count that decides it is bounded, and skipped when the planner's estimate is far above the limit); a
+broader one goes through the index with iterative scans, its breadth scaled by 1/share (the planner's
+estimate of the filter's share), the filter checked on each vector the scan yields. Several images per
 product mean k image hits can be fewer than k products: the statement is run again for more hits until
 ``want`` products are found or no more are left, as the FAISS path does.
 """
@@ -19,6 +20,9 @@ from search.catalog.pgvector.search import ImageHit, allowed_images, estimated_s
 from search.catalog.query import Candidate
 from search.catalog.store import Catalog
 from search.errors import BadInput
+
+# A filter the planner estimates at more than this many times the exact limit is taken as broad.
+CLEARLY_BROAD = 4
 
 
 class PgVectorRetrieval:
@@ -35,7 +39,10 @@ class PgVectorRetrieval:
         return len(self.index)
 
     def catch_up(self) -> None:
-        """Nothing to catch up: a commit is searchable in the database at once."""
+        """The vectors need no catching up (a commit is searchable at once); the index's facts (its size,
+        which the plan choice reads, and what /ready shows) follow the catalog's revision."""
+        if self.catalog.revision() != self.index.revision:
+            self.index.refresh()
 
     def nearest(
         self,
@@ -56,11 +63,21 @@ class PgVectorRetrieval:
         with self.catalog.connection() as connection:
             exact, share = False, 1.0
             if where is not None:
-                exact = allowed_images(connection, where, spec.exact_limit) <= spec.exact_limit
-                if not exact:
-                    share = estimated_share(connection, where)
+                estimate = estimated_share(connection, where)
+                # Far above the limit by the planner's estimate: broad, without counting (a bounded
+                # count still reads exact_limit rows: 20k rows cost more than the search). Near or
+                # below it, or without statistics, the count decides: an estimate must never send a
+                # selective filter wide.
+                size = max(len(self.index), 1)
+                if estimate is None or estimate * size <= CLEARLY_BROAD * spec.exact_limit:
+                    allowed = allowed_images(connection, where, spec.exact_limit)
+                    exact = allowed <= spec.exact_limit
+                    estimate = estimate if estimate is not None else allowed / size  # at least that
+                share = estimate
             plan = "exact" if exact else ("wide" if where is not None else "index")
             set_breadth(connection, spec, plan, share)
+            if plan == "wide":  # checked on the vectors the scan yields, not listed in full
+                where = filters.clause(per_row=True)
             fetch = want * 2
             while True:
                 hits = image_hits(
@@ -72,6 +89,7 @@ class PgVectorRetrieval:
                     excluded=excluded,
                     min_score=min_score,
                     exact=exact,
+                    per_row=plan == "wide",
                 )
                 best = best_per_product(hits)
                 if len(best) >= want or len(hits) < fetch:  # enough products, or no more hits

@@ -67,15 +67,22 @@ def image_hits(
     excluded: list[int] | None = None,
     min_score: float | None = None,
     exact: bool = False,
+    per_row: bool = False,
 ) -> list[ImageHit]:
     """The ``k`` nearest image vectors (of products passing ``where``), best first by exact cosine;
-    breadth as ``set_breadth`` left it. Fewer than ``k`` when no more pass ``min_score``."""
+    breadth as ``set_breadth`` left it. Fewer than ``k`` when no more pass ``min_score``.
+
+    ``per_row``: ``where`` is a filter's per-row form (``Filters.clause(per_row=True)``), checked on each
+    vector the index scan yields by primary-key lookups, instead of listing every product a broad filter
+    allows."""
     if k <= 0:
         return []
     query = np.asarray(vector, dtype=np.float32).reshape(-1)
     d = distance(query_param(query, dim))
     inner = select(VECTORS.c.image_id, VECTORS.c.product_id)
-    if where is not None:
+    if where is not None and per_row:
+        inner = inner.where(select(Product.id).where(Product.id == VECTORS.c.product_id, where).exists())
+    elif where is not None:
         inner = inner.where(VECTORS.c.product_id.in_(select(Product.id).where(where)))
     if excluded:
         inner = inner.where(VECTORS.c.image_id.not_in([int(i) for i in excluded]))
@@ -112,8 +119,9 @@ def allowed_images(connection: Connection, where: ColumnElement[bool], cap: int)
     return int(connection.scalar(select(text("count(*)")).select_from(allowed)) or 0)
 
 
-def estimated_share(connection: Connection, where: ColumnElement[bool]) -> float:
-    """The planner's estimate of the share of products ``where`` allows (planning only: no rows read)."""
+def estimated_share(connection: Connection, where: ColumnElement[bool]) -> float | None:
+    """The planner's estimate of the share of products ``where`` allows (planning only: no rows read);
+    None while ``products`` has no statistics (never analyzed: a fresh bulk load)."""
     statement = select(Product.id).where(where)
     compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
     plan = connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled.string, compiled.params).scalar()
@@ -122,5 +130,5 @@ def estimated_share(connection: Connection, where: ColumnElement[bool]) -> float
     total = connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'products'::regclass"))
     total = float(total or 0)
     if total <= 0:
-        return 1.0
+        return None
     return max(0.0, min(1.0, rows / total))

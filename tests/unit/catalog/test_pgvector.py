@@ -147,6 +147,9 @@ def test_a_commit_is_searchable_from_another_connection_without_any_sync(pgvecto
         search = SearchQuery([Example(vector=tuple(query))], k=3, mode="vector")
         assert reader.search(search).hits == []
         writer_catalog.upsert(rows)
+        # Straight to the retrieval, no catch_up: the reader holds nothing that must follow the write.
+        found = reader.finder.vectors.nearest(query, 3, Filters(), [], None)
+        assert found[0].product == writer_catalog.get("p007").id and len(reader.index) == 0
         hits = reader.search(search).hits
         assert hits[0].record.external_id == "p007" and hits[0].matched_image.position == 1
         assert hits[0].score == pytest.approx(1.0, abs=1e-6)  # re-scored from the float32 vector
