@@ -186,7 +186,7 @@ class Settings(BaseSettings):
     pgvector_exact_limit: int = Field(
         20_000,
         ge=0,
-        description="A filter allowing at most this many images is searched exactly (every allowed "
+        description="A filter allowing at most this many products is searched exactly (every allowed "
         "vector compared); broader ones use the index with iterative scans, widened by 1/share",
     )
     search_mode: Literal["vector", "lexical", "hybrid"] = Field(

@@ -2,7 +2,7 @@
 ``IndexRetrieval`` -- at most ``want`` products, each scored by its best image -- with the filter in the
 SQL statement instead of an id list or a check on the hits.
 
-A filter allowing at most ``exact_limit`` images is searched exactly (every allowed vector compared; the
+A filter allowing at most ``exact_limit`` products is searched exactly (every allowed vector compared; the
 count that decides it is bounded, and skipped when the planner's estimate is far above the limit); a
 broader one goes through the index with iterative scans, its breadth scaled by 1/share (the planner's
 estimate of the filter's share), the filter checked on each vector the scan yields. Several images per
@@ -16,7 +16,13 @@ import numpy as np
 
 from search.catalog.filters import Filters
 from search.catalog.pgvector.index import PgVectorIndex
-from search.catalog.pgvector.search import ImageHit, allowed_images, estimated_share, image_hits, set_breadth
+from search.catalog.pgvector.search import (
+    ImageHit,
+    allowed_products,
+    estimated_share,
+    image_hits,
+    set_breadth,
+)
 from search.catalog.query import Candidate
 from search.catalog.store import Catalog
 from search.errors import BadInput
@@ -65,12 +71,12 @@ class PgVectorRetrieval:
             if where is not None:
                 estimate = estimated_share(connection, where)
                 # Far above the limit by the planner's estimate: broad, without counting (a bounded
-                # count still reads exact_limit rows: 20k rows cost more than the search). Near or
+                # count still reads exact_limit rows of the filter's index). Near or
                 # below it, or without statistics, the count decides: an estimate must never send a
                 # selective filter wide.
                 size = max(len(self.index), 1)
                 if estimate is None or estimate * size <= CLEARLY_BROAD * spec.exact_limit:
-                    allowed = allowed_images(connection, where, spec.exact_limit)
+                    allowed = allowed_products(connection, where, spec.exact_limit)
                     exact = allowed <= spec.exact_limit
                     estimate = estimate if estimate is not None else allowed / size  # at least that
                 share = estimate

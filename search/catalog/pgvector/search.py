@@ -4,7 +4,7 @@ exclusions in the same statement, each hit re-scored exactly from the float32 ve
 Three plans (``Plan``):
 - ``index``: the vector index at the configured breadth (ivfflat.probes / hnsw.ef_search);
 - ``exact``: every allowed vector compared (``ORDER BY distance + 0`` keeps the planner off the vector
-  index): for filters allowing few images, where an index scan would find too few of them
+  index): for filters allowing few products, where an index scan would find too few of them
   (docs/scaling.md section 4: a 1% filter kept 0.53 recall under IVFFlat);
 - ``wide``: the index with iterative scans (``relaxed_order``) and a breadth scaled by 1/share, for
   broad filters: the hits come back a little out of order and the exact re-score sorts them.
@@ -108,14 +108,10 @@ def image_hits(
     return found
 
 
-def allowed_images(connection: Connection, where: ColumnElement[bool], cap: int) -> int:
-    """How many image vectors ``where`` allows, counted up to ``cap + 1`` (the cost stays bounded)."""
-    allowed = (
-        select(VECTORS.c.image_id)
-        .where(VECTORS.c.product_id.in_(select(Product.id).where(where)))
-        .limit(cap + 1)
-        .subquery()
-    )
+def allowed_products(connection: Connection, where: ColumnElement[bool], cap: int) -> int:
+    """How many products ``where`` allows, counted up to ``cap + 1`` (bounded; read from the filter's
+    indexes, never from the wide vector rows)."""
+    allowed = select(Product.id).where(where).limit(cap + 1).subquery()
     return int(connection.scalar(select(text("count(*)")).select_from(allowed)) or 0)
 
 

@@ -79,7 +79,7 @@ class PgVectorSpec:
     ef_search: int = 400
     hnsw_m: int = 16
     hnsw_ef_construction: int = 64
-    exact_limit: int = 20_000  # a filter allowing at most this many images is searched exactly
+    exact_limit: int = 20_000  # a filter allowing at most this many products is searched exactly
 
     def lists_for(self, rows: int) -> int:
         return self.lists or max(16, int(4 * math.sqrt(max(rows, 1))))
@@ -88,12 +88,12 @@ class PgVectorSpec:
         if self.index == "hnsw":
             return (
                 f"pgvector HNSW on halfvec (m {self.hnsw_m}, ef_construction {self.hnsw_ef_construction}, "
-                f"ef_search {self.ef_search}); exact under filters allowing <= {self.exact_limit} images"
+                f"ef_search {self.ef_search}); exact under filters allowing <= {self.exact_limit} products"
             )
         return (
             f"pgvector IVFFlat on halfvec (lists {self.lists or '4 * sqrt(vectors)'}, probes {self.probes}, "
             f"built from {self.index_min_rows} vectors, exact below); exact under filters allowing "
-            f"<= {self.exact_limit} images"
+            f"<= {self.exact_limit} products"
         )
 
 
