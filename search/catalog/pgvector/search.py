@@ -37,9 +37,13 @@ class ImageHit:
     score: float  # exact cosine (float32 vectors)
 
 
-def set_breadth(connection: Connection, spec: PgVectorSpec, plan: Plan, share: float = 1.0) -> None:
-    """The index's search breadth for the statements that follow in this transaction (SET LOCAL)."""
+def set_breadth(
+    connection: Connection, spec: PgVectorSpec, plan: Plan, share: float = 1.0, probes: int | None = None
+) -> None:
+    """The index's search breadth for the statements that follow in this transaction (SET LOCAL).
+    ``probes``: the IVFFlat lists to probe unfiltered (``PgVectorIndex.probes``), else the spec's."""
     wide = plan == "wide"
+    probes = probes or spec.probes
     share = max(MIN_SHARE, min(1.0, share)) if wide else 1.0
     if spec.index == "hnsw":
         values = {
@@ -49,9 +53,9 @@ def set_breadth(connection: Connection, spec: PgVectorSpec, plan: Plan, share: f
         }
     else:
         values = {
-            "ivfflat.probes": math.ceil(spec.probes / share),
+            "ivfflat.probes": math.ceil(probes / share),
             "ivfflat.iterative_scan": "relaxed_order" if wide else "off",
-            "ivfflat.max_probes": math.ceil(4 * spec.probes / share),
+            "ivfflat.max_probes": math.ceil(4 * probes / share),
         }
     calls = ", ".join(f"set_config('{name}', :v{i}, true)" for i, name in enumerate(values))
     connection.execute(text(f"SELECT {calls}"), {f"v{i}": str(v) for i, v in enumerate(values.values())})

@@ -334,3 +334,18 @@ def test_one_process_builds_the_vector_index_the_others_go_on_exact(pgvector_url
         assert "ivfflat" in create_index(catalog.engine, spec)
     finally:
         catalog.close()
+
+
+def test_ivfflat_probes_scan_at_least_min_scanned_vectors_and_never_more_than_the_lists() -> None:
+    from search.catalog.pgvector.index import MIN_SCANNED, probes_for
+
+    spec = PgVectorSpec(probes=32)
+    definition = (
+        "CREATE INDEX ix ON image_vectors USING ivfflat (embedding halfvec_cosine_ops) WITH (lists='{}')"
+    )
+    assert probes_for(spec, None, 100_000) == 32  # no index yet: searches are exact anyway
+    assert probes_for(spec, definition.format(1264), 100_000) == 64  # 64 x 79 vectors >= 5,000
+    assert probes_for(spec, definition.format(400), 10_000) == 200
+    assert probes_for(spec, definition.format(16), 100) == 16  # all the lists, no more
+    assert probes_for(spec, definition.format(4000), 10_000_000) == 32  # big lists: the setting rules
+    assert MIN_SCANNED == 5_000
