@@ -21,6 +21,9 @@ def _invalid_settings_message(exc: ValidationError) -> str:
     # One line per bad variable, named as it is set, instead of a pydantic traceback.
     lines = ["vitrine could not start: invalid settings"]
     for error in exc.errors():
+        if not error["loc"]:  # a rule across settings: its message names them
+            lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
+            continue
         name = "VITRINE_" + "_".join(str(part) for part in error["loc"]).upper()
         lines.append(f"  {name}={error.get('input')!r}: {error['msg']}")
     return "\n".join(lines)

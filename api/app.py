@@ -23,7 +23,7 @@ from api.readiness import DatabaseProbe
 from api.routes import catalog, docs, duplicates, embeddings, inference, probes, relevance, taxonomy
 from api.settings import ServerSettings
 from api.state import ServiceState
-from search.errors import IndexDeviceError, ModelLoadError
+from search.errors import IndexDeviceError, ModelLoadError, VectorBackendError
 from search.model.encoder import Encoder
 from search.wiring import Components
 
@@ -127,7 +127,11 @@ def _load(start: Callable[[], None], state: ServiceState, on_fatal: Callable[[st
     try:
         start()
         log.info("ready")
-    except (ModelLoadError, IndexDeviceError) as exc:  # a setting to fix: the message says which
+    except (
+        ModelLoadError,
+        IndexDeviceError,
+        VectorBackendError,
+    ) as exc:  # a setting to fix: the message says which
         state.load_error = str(exc)
         if on_fatal:
             on_fatal(str(exc))  # the caller prints it once and exits

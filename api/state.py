@@ -118,7 +118,7 @@ class ServiceState:
         """Which backends serve: the catalog's database (where reads go), the vectors, the images."""
         return {
             "database": products.catalog.describe_database(),
-            "vector_backend": "faiss",
+            "vector_backend": products.vector_backend,
             "image_store": products.image_store.kind,
         }
 

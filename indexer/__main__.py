@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from indexer import interrupts
 from indexer.cli import Context
 from indexer.commands import COMMANDS
-from search.errors import IndexDeviceError, ModelLoadError, VitrineError
+from search.errors import IndexDeviceError, ModelLoadError, VectorBackendError, VitrineError
 from search.logs import configure_logging
 from search.settings import Settings
 
@@ -105,6 +105,9 @@ def run(
         settings = settings or Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a rule across settings: its message names them
+            print(f"error: invalid settings: {first['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+            return 1
         name = "VITRINE_" + "_".join(str(part) for part in first["loc"]).upper()
         print(f"error: invalid setting {name}={first.get('input')!r}: {first['msg']}", file=sys.stderr)
         return 1
@@ -120,7 +123,7 @@ def run(
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (VitrineError, ModelLoadError, IndexDeviceError) as exc:
+    except (VitrineError, ModelLoadError, IndexDeviceError, VectorBackendError) as exc:
         if interrupts.requested():  # the interrupt surfaced as a library's error
             print("interrupted", file=sys.stderr)
             return 130

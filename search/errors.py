@@ -57,3 +57,8 @@ class ModelLoadError(Exception):
 
 class IndexDeviceError(Exception):
     """VITRINE_INDEX_DEVICE=cuda, but the index cannot search on the GPU: a start-up error naming why."""
+
+
+class VectorBackendError(Exception):
+    """VITRINE_VECTOR_BACKEND=pgvector, but the catalog's database cannot hold the vectors (no vector
+    extension, another dimension): a start-up error naming what to do."""

@@ -16,6 +16,8 @@ DEFAULT_MODEL = "google/siglip2-base-patch16-512"
 
 MiB = 1024 * 1024
 
+VectorBackend = Literal["faiss", "pgvector"]
+
 
 def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """The user's cache folder for vitrine (the XDG convention, as huggingface_hub's own cache)."""
@@ -154,6 +156,42 @@ class Settings(BaseSettings):
         description="Where FAISS searches: auto (the GPU when faiss-gpu sees one and the index fits), "
         "cpu, cuda (the GPU or a start-up error)",
     )
+    # Where the vectors are searched (docs/scaling.md section 4)
+    vector_backend: VectorBackend = Field(
+        "faiss",
+        description="faiss: an index in each process, a cache of the catalog's vectors; pgvector: the "
+        "vectors in the catalog's PostgreSQL (CREATE EXTENSION vector), searched in SQL, a write "
+        "searchable at commit, no index in any process",
+    )
+    pgvector_index: Literal["ivfflat", "hnsw"] = Field(
+        "ivfflat",
+        description="pgvector's index on halfvec: ivfflat (measured faster at equal text recall at 100k, "
+        "bench/RESULTS.md) or hnsw",
+    )
+    pgvector_index_min_rows: int = Field(
+        10_000,
+        ge=0,
+        description="ivfflat: vectors before the index is built (its lists are trained on the rows "
+        "present); below it every search is exact",
+    )
+    pgvector_lists: int = Field(0, ge=0, description="ivfflat lists; 0: about 4 * sqrt(vectors)")
+    pgvector_probes: int = Field(
+        32,
+        ge=1,
+        description="ivfflat lists probed, raised so that at least 5,000 vectors are scanned (small "
+        "lists: small catalogs); text recall@10 0.990 at 100k with 1264 lists (64 probes), bench/RESULTS.md",
+    )
+    pgvector_ef_search: int = Field(
+        400, ge=1, le=1000, description="hnsw search breadth (text recall@10 0.967 at 100k)"
+    )
+    pgvector_hnsw_m: int = Field(16, ge=2, le=100, description="hnsw graph degree")
+    pgvector_hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    pgvector_exact_limit: int = Field(
+        20_000,
+        ge=0,
+        description="A filter allowing at most this many products is searched exactly (every allowed "
+        "vector compared); broader ones use the index with iterative scans, widened by 1/share",
+    )
     search_mode: Literal["vector", "lexical", "hybrid"] = Field(
         "hybrid", description="Ranking of text queries when a request names no mode"
     )
@@ -197,6 +235,17 @@ class Settings(BaseSettings):
                         f"VITRINE_DATABASE_READ_URL needs PostgreSQL for both databases (a streaming standby "
                         f"of the primary); {name} is {url.split(':', 1)[0]}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _pgvector_is_postgres(self) -> Settings:
+        # pgvector is a PostgreSQL extension: the vectors live in the catalog's own database.
+        url = self.resolved_database_url
+        if self.vector_backend == "pgvector" and not url.startswith("postgresql"):
+            raise ValueError(
+                "VITRINE_VECTOR_BACKEND=pgvector needs the catalog in PostgreSQL with the vector "
+                f"extension (CREATE EXTENSION vector); VITRINE_DATABASE_URL is {url.split(':', 1)[0]}"
+            )
         return self
 
     @property

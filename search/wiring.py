@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING
 
 from search.catalog.db import migrate
 from search.catalog.duplicate_groups import DuplicateService
+from search.catalog.pgvector.retrieval import PgVectorRetrieval
+from search.catalog.pgvector.sync import PgVectorSync
+from search.catalog.pgvector.table import PgVectorSpec, VectorRows, table_dim, table_exists
 from search.catalog.plan import ProductLimits
 from search.catalog.query import Mode, SearchLimits
-from search.catalog.retrieval import IndexRetrieval
+from search.catalog.retrieval import IndexRetrieval, VectorRetrieval, VectorSync
 from search.catalog.search import CatalogSearch
 from search.catalog.service import ProductService
 from search.catalog.spaces import settle_space
@@ -25,7 +28,7 @@ from search.images.loader import ImageLimits, ImageLoader
 from search.images.store import ImageStorage, ImageStore
 from search.index.spec import IndexSpec
 from search.model.space import EmbeddingSpace, SpaceMismatch, space_of
-from search.settings import Settings
+from search.settings import Settings, VectorBackend
 from search.strict_json import JsonLimits
 
 if TYPE_CHECKING:  # the maintenance commands never load torch: the model's modules load when used
@@ -50,6 +53,19 @@ def index_spec(settings: Settings) -> IndexSpec:
         ivf_nlist=settings.ivf_nlist,
         ivf_nprobe=settings.ivf_nprobe,
         device=settings.index_device,
+    )
+
+
+def pgvector_spec(settings: Settings) -> PgVectorSpec:
+    return PgVectorSpec(
+        index=settings.pgvector_index,
+        index_min_rows=settings.pgvector_index_min_rows,
+        lists=settings.pgvector_lists,
+        probes=settings.pgvector_probes,
+        ef_search=settings.pgvector_ef_search,
+        hnsw_m=settings.pgvector_hnsw_m,
+        hnsw_ef_construction=settings.pgvector_hnsw_ef_construction,
+        exact_limit=settings.pgvector_exact_limit,
     )
 
 
@@ -227,21 +243,35 @@ def build_products(
     rebuild_in_background: bool = False,
     duplicate_threshold: float = 0.97,
     duplicate_live_pass_max_images: int = 20_000,
+    vector_backend: VectorBackend = "faiss",
+    pgvector: PgVectorSpec | None = None,
 ) -> ProductService:
-    """The product service over ``catalog``: its index (kept at the catalog's revision), search and writer.
+    """The product service over ``catalog``: its vectors' search (``vector_backend``: a FAISS index kept
+    at the catalog's revision, or pgvector in the catalog's PostgreSQL), search and writer.
 
     ``model`` is the label of the vectors to serve (the embedding space's key). Without an encoder it
     serves maintenance and vector queries only."""
-    sync = IndexSync(
-        catalog,
-        model=model,
-        index_path=index_path,
-        dim=dim or (encoder.info.embedding_dim if encoder else None),
-        spec=index_spec or IndexSpec(),
-        load=load_index,
-        rebuild_in_background=rebuild_in_background,
-        embed_texts=encoder.embed_texts if encoder else None,
-    )
+    dim = dim or (encoder.info.embedding_dim if encoder else None)
+    sync: VectorSync
+    retrieval: VectorRetrieval
+    if vector_backend == "pgvector":
+        sync = PgVectorSync(
+            catalog, model=model, dim=dim, spec=pgvector or PgVectorSpec(), prepare=load_index
+        )
+        retrieval = PgVectorRetrieval(catalog, sync.index)
+    else:
+        sync = IndexSync(
+            catalog,
+            model=model,
+            index_path=index_path,
+            dim=dim,
+            spec=index_spec or IndexSpec(),
+            load=load_index,
+            rebuild_in_background=rebuild_in_background,
+            embed_texts=encoder.embed_texts if encoder else None,
+        )
+        retrieval = IndexRetrieval(catalog, sync)
+        keep_vector_table(catalog, model)
     limits = search_limits or SearchLimits()
     duplicates = DuplicateService(
         catalog,
@@ -251,7 +281,7 @@ def build_products(
     )
     finder = CatalogSearch(
         catalog,
-        IndexRetrieval(catalog, sync),
+        retrieval,
         limits=limits,
         query_log=sync.query_log,
         encoder=encoder,
@@ -307,7 +337,18 @@ def open_products(
         rebuild_in_background=rebuild_in_background,
         duplicate_threshold=settings.duplicate_threshold,
         duplicate_live_pass_max_images=settings.duplicate_live_pass_max_images,
+        vector_backend=settings.vector_backend,
+        pgvector=pgvector_spec(settings),
     )
+
+
+def keep_vector_table(catalog: Catalog, model: str) -> None:
+    """A FAISS-served catalog whose PostgreSQL has the pgvector table (it was, or will be, served by
+    pgvector) keeps the table whole: this process's writes go to it too, in their transactions."""
+    if table_exists(catalog.engine):
+        recorded = catalog.recorded_space()
+        with catalog.engine.connect() as connection:
+            catalog.vector_rows = VectorRows(recorded[0] if recorded else model, table_dim(connection))
 
 
 def image_store_for(settings: Settings, catalog: Catalog) -> ImageStorage:
@@ -378,11 +419,12 @@ class Components:
                 read_standby=True,
             )
             log.info(
-                "catalog: %d products, index of %d vectors at revision %d (%s), searching on %s (%s)",
+                "catalog: %d products, %s index of %d vectors at revision %d (%s), searching on %s (%s)",
                 products.catalog.count(),
+                products.vector_backend,
                 len(products.index),
                 products.index.revision,
-                settings.index_path,
+                products.index_path or "image_vectors in the catalog's database",
                 *products.index.search_device,
             )
         return cls(

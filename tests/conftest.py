@@ -217,3 +217,24 @@ def catalog_copy(indexed_catalog: IndexedCatalog, tmp_path: Path) -> IndexedCata
     """A private copy of the indexed catalog: its data folder is the one ``make_settings`` and
     ``start_server`` use (tmp_path / "data"), its manifest and images may be edited."""
     return copy_catalog(indexed_catalog, tmp_path)
+
+
+# pgvector -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pgvector_server_url() -> Iterator[str]:
+    """A throwaway PostgreSQL + pgvector for the session (tests/support/pgvector.py); fails under CI."""
+    from tests.support.pgvector import pgvector_server
+
+    with pgvector_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server_url: str) -> Iterator[str]:
+    """A fresh, migrated catalog database with the vector extension."""
+    from tests.support.pgvector import fresh_pgvector_database
+
+    with fresh_pgvector_database(pgvector_server_url) as url:
+        yield url

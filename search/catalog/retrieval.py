@@ -10,6 +10,9 @@ and, with a filter, checks it on them.
 from __future__ import annotations
 
 import math
+import threading
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,12 +21,63 @@ from search.catalog.query import Candidate
 from search.catalog.store import Catalog
 from search.catalog.sync import IndexSync
 from search.errors import BadInput
+from search.index.query_log import QueryLog
 from search.index.vector_index import SearchHit, VectorIndex
 
 # A filter is first checked on the nearest 1/share times the hits wanted, for these shares in turn:
 # filters allowing at least 1/16 of the catalog (near the query) never list their ids.
 BROAD_FILTER_SHARES = (1 / 4, 1 / 16)
 BROAD_FILTER_MAX_HITS = 2_000  # each is re-scored and checked: past this, listing the ids is as cheap
+
+
+class VectorRetrieval(Protocol):
+    """What a search asks of the vector side: FAISS (``IndexRetrieval``) or pgvector
+    (``search.catalog.pgvector.retrieval.PgVectorRetrieval``) answer it alike."""
+
+    @property
+    def dim(self) -> int | None: ...
+
+    @property
+    def size(self) -> int: ...  # image vectors searched
+
+    def catch_up(self) -> None: ...
+
+    def nearest(
+        self,
+        vector: np.ndarray,
+        want: int,
+        filters: Filters,
+        excluded: list[int],
+        min_score: float | None,
+    ) -> list[Candidate]: ...
+
+
+class VectorSync(Protocol):
+    """The vector backend's upkeep as the service and the maintenance commands call it: ``IndexSync``
+    (FAISS, an index per process) or ``PgVectorSync`` (the catalog's PostgreSQL)."""
+
+    backend: str
+    model: str
+    dim: int | None
+    index_path: Path | None
+    query_log: QueryLog | None
+
+    @property
+    def index(self) -> Any: ...  # VectorIndex or PgVectorIndex: len, dim, revision, kind, describe, search
+
+    def refresh(self) -> Any: ...
+
+    def rebuild(self) -> int: ...
+
+    def compact(self) -> int: ...
+
+    def save(self) -> None: ...
+
+    def checkpoint(self) -> None: ...
+
+    def tune(self, text_samples: np.ndarray | None = None) -> dict[str, Any]: ...
+
+    def start_background_rebuild(self) -> threading.Thread | None: ...
 
 
 class IndexRetrieval:
@@ -36,6 +90,10 @@ class IndexRetrieval:
     @property
     def dim(self) -> int | None:
         return self.sync.dim
+
+    @property
+    def size(self) -> int:
+        return len(self.sync.index)
 
     def catch_up(self) -> None:
         """Bring the index to the catalog's revision. Called before a search pins its read connection:

@@ -28,7 +28,7 @@ from search.catalog.fusion import reciprocal_rank_fusion
 from search.catalog.lexical import LexicalResult
 from search.catalog.query import Candidate, Example, Mode, ProductHit, SearchAnswer, SearchLimits, SearchQuery
 from search.catalog.records import ImageRecord, bytes_to_vector
-from search.catalog.retrieval import IndexRetrieval
+from search.catalog.retrieval import VectorRetrieval
 from search.catalog.schema import Product
 from search.catalog.sorting import SortKey, sort_ids
 from search.catalog.store import Catalog
@@ -80,7 +80,7 @@ class CatalogSearch:
     def __init__(
         self,
         catalog: Catalog,
-        vectors: IndexRetrieval,
+        vectors: VectorRetrieval,
         *,
         limits: SearchLimits,
         query_log: QueryLog | None = None,

@@ -12,12 +12,16 @@ import numpy as np
 
 from search.catalog.duplicate_groups import DuplicateService
 from search.catalog.filters import Filters
+from search.catalog.pgvector.index import PgVectorIndex
+from search.catalog.pgvector.sync import PgVectorSync
+from search.catalog.pgvector.table import PgVectorSpec
+from search.catalog.pgvector.verify import verify_vector_table
 from search.catalog.plan import ProductDraft, ProductPatch
 from search.catalog.query import ListAnswer, SearchAnswer, SearchLimits, SearchQuery
 from search.catalog.records import ProductRecord
+from search.catalog.retrieval import VectorSync
 from search.catalog.search import CatalogSearch
 from search.catalog.store import Catalog
-from search.catalog.sync import IndexSync
 from search.catalog.tag_service import TaggingService
 from search.catalog.transactions import ConcurrentChange, MissingEmbedding
 from search.catalog.verify import VerifyReport, verify_catalog
@@ -42,7 +46,7 @@ class ProductService:
         self,
         catalog: Catalog,
         *,
-        sync: IndexSync,
+        sync: VectorSync,
         finder: CatalogSearch,
         writer: CatalogWriter,
         image_store: ImageStorage,
@@ -65,17 +69,22 @@ class ProductService:
         return self.sync.model
 
     @property
-    def index_spec(self) -> IndexSpec:
-        return self.sync.spec
+    def index_spec(self) -> IndexSpec | PgVectorSpec:
+        return self.sync.spec  # type: ignore[attr-defined]
+
+    @property
+    def vector_backend(self) -> str:
+        """Which backend searches the vectors: faiss (an index in this process) or pgvector."""
+        return self.sync.backend
 
     # Index ------------------------------------------------------------------------------------------
 
     @property
-    def index(self) -> VectorIndex:
+    def index(self) -> VectorIndex | PgVectorIndex:
         return self.sync.index
 
     @property
-    def index_path(self) -> Path:
+    def index_path(self) -> Path | None:
         return self.sync.index_path
 
     @property
@@ -204,8 +213,11 @@ class ProductService:
     # Health -----------------------------------------------------------------------------------------
 
     def verify(self) -> VerifyReport:
-        """Prove the index file plus the change log equals the database, vector for vector."""
-        return verify_catalog(self.sync, self.image_store)
+        """Prove the index file plus the change log (pgvector: the vector table) equals the database,
+        vector for vector."""
+        if isinstance(self.sync, PgVectorSync):
+            return verify_vector_table(self.sync, self.image_store)
+        return verify_catalog(self.sync, self.image_store)  # type: ignore[arg-type]
 
     def stats(self) -> dict[str, Any]:
         self.refresh()
@@ -213,6 +225,7 @@ class ProductService:
             "products": self.catalog.count(),
             "images": self.catalog.count_images(),
             "images_by_model": self.catalog.count_by_model(),
+            "vector_backend": self.vector_backend,
             "index_vectors": len(self.index),
             "index_type": self.index_spec.describe(self.index.kind),
             "index": self.index.describe(),
@@ -220,5 +233,5 @@ class ProductService:
             "model": self.model,
             "database_revision": self.catalog.revision(),
             "index_revision": self.index.revision,
-            "index_file": str(self.index_path),
+            "index_file": str(self.index_path) if self.index_path else None,
         }

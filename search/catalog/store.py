@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
@@ -53,6 +53,9 @@ from search.catalog.schema import (
     RemovedImage,
 )
 from search.catalog.tag_store import TAG_COLUMNS, TaggerCache, tag_views, tags_of
+
+if TYPE_CHECKING:
+    from search.catalog.pgvector.table import VectorRows
 
 _PRODUCT_COLUMNS = (
     Product.id,
@@ -117,6 +120,8 @@ class Catalog:
         self._local = threading.local()  # a connection pinned by reading()
         # The stored taxonomy's tagger: every product write re-tags what it writes, in its transaction.
         self.tags = TaggerCache()
+        # The pgvector backend's table writer (search/catalog/pgvector): every write keeps it in step.
+        self.vector_rows: VectorRows | None = None
 
     @classmethod
     def open(cls, url: str, read_url: str | None = None, *, read_your_writes_wait_s: float = 1.0) -> Catalog:
@@ -161,6 +166,11 @@ class Catalog:
         """One write transaction (SQLite: BEGIN IMMEDIATE) for the writers of tags and the taxonomy."""
         with self._write() as session, session.begin():
             yield session.connection()
+
+    def connection(self) -> AbstractContextManager[Connection]:
+        """A read connection: the one ``reading()`` pinned, else a fresh one (for the pgvector
+        backend's statements, which live with the backend)."""
+        return self._connect()
 
     def _connect(self) -> AbstractContextManager[Connection]:
         pinned = getattr(self._local, "connection", None)
@@ -634,7 +644,7 @@ class Catalog:
         ``blobs``: stored images (name -> bytes) to keep in the database with the rows.
         The written products are re-tagged by the stored taxonomy in the same transaction."""
         with self._write() as session, session.begin():
-            revision, ids, created = transactions.upsert(session, writes, blobs, self.tags)
+            revision, ids, created = transactions.upsert(session, writes, blobs, self.tags, self.vector_rows)
             # Read inside the transaction: the commit is the last thing that happens.
             records = self._records(Product.id.in_(ids), session.connection())
         self._wrote()

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 class IndexSync:
+    backend = "faiss"
+
     def __init__(
         self,
         catalog: Catalog,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from search.catalog.records import ProductWrite, vector_to_bytes
+from search.catalog.records import ImageWrite, ProductWrite, vector_to_bytes
 from search.catalog.schema import (
     CatalogState,
     DuplicateDecision,
@@ -28,6 +28,7 @@ from search.catalog.schema import (
 from search.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
+    from search.catalog.pgvector.table import VectorRows
     from search.catalog.tag_store import TaggerCache
 
 
@@ -48,12 +49,14 @@ def upsert(
     writes: Sequence[ProductWrite],
     blobs: Mapping[str, bytes] | None = None,
     tags: TaggerCache | None = None,
+    vectors: VectorRows | None = None,
 ) -> tuple[int, list[int], list[bool]]:
     """Insert or update products (and their images); returns (revision, their row ids, which were created).
 
     ``blobs``: stored images (name -> bytes) the writes name, kept in the database (the database image
     store); written in this transaction, after the revision lock, so no concurrent write drops them.
-    With ``tags``, the written products are re-tagged by the stored taxonomy in the same transaction."""
+    With ``tags``, the written products are re-tagged by the stored taxonomy in the same transaction;
+    with ``vectors`` (the pgvector backend), the new vectors are written to its table in it too."""
     now = utcnow()
     created: list[bool] = []
     revision = _next_revision(session)
@@ -61,6 +64,7 @@ def upsert(
         _store_blobs(session, blobs, now)
     rows: list[Product] = []
     dropped_files: set[str] = set()
+    embedded: list[tuple[ProductImage, ImageWrite]] = []
     for write in writes:
         row = session.scalar(select(Product).where(Product.external_id == write.external_id))
         created.append(row is None)
@@ -80,9 +84,11 @@ def upsert(
         session.flush()  # a new row gets its id
         rows.append(row)
         if write.images is not None:
-            dropped_files |= _replace_images(session, row, write, revision)
+            dropped_files |= _replace_images(session, row, write, revision, embedded)
     _replace_attributes(session, rows)
     session.flush()
+    if vectors is not None:
+        _write_vectors(session, vectors, embedded)
     _drop_unused_blobs(session, dropped_files)
     if tags is not None:
         tags.retag(session.connection(), [row.id for row in rows])
@@ -176,9 +182,16 @@ def _drop_unused_blobs(session: Session, names: set[str]) -> None:
         session.execute(delete(ImageBlob).where(ImageBlob.name.in_(sorted(names)), ~still_used))
 
 
-def _replace_images(session: Session, row: Product, write: ProductWrite, revision: int) -> set[str]:
+def _replace_images(
+    session: Session,
+    row: Product,
+    write: ProductWrite,
+    revision: int,
+    embedded: list[tuple[ProductImage, ImageWrite]],
+) -> set[str]:
     """The product's images become exactly ``write.images``: kept ones keep their vector (and id).
-    Returns the stored files of the images it dropped (a blob may now be unused)."""
+    Returns the stored files of the images it dropped (a blob may now be unused); the images given a
+    vector are added to ``embedded``."""
     stored = {
         image.id: image
         for image in session.scalars(select(ProductImage).where(ProductImage.product_id == row.id))
@@ -210,9 +223,24 @@ def _replace_images(session: Session, row: Product, write: ProductWrite, revisio
             target.embedding_dim = int(image.embedding.shape[-1])
             target.embedding_model = image.embedding_model
             target.revision = revision
+            embedded.append((target, image))
         elif target.revision is None:
             raise ValueError(f"image of {row.external_id!r} has no vector")
     return dropped_files  # type: ignore[return-value]
+
+
+def _write_vectors(
+    session: Session, vectors: VectorRows, embedded: list[tuple[ProductImage, ImageWrite]]
+) -> None:
+    """The pgvector table's rows of the images given a vector (their ids exist after the flush)."""
+    from search.catalog.pgvector.table import VectorRow
+
+    rows = [
+        VectorRow(target.id, target.product_id, image.embedding, image.embedding_model)
+        for target, image in embedded
+        if image.embedding is not None
+    ]
+    vectors.write(session.connection(), rows)
 
 
 def _replace_attributes(session: Session, rows: Sequence[Product]) -> None:

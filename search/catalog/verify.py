@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search.catalog.store import Catalog
 from search.catalog.sync import IndexSync
 from search.images.store import ImageStorage
 from search.index import IndexFileError, VectorIndex
@@ -55,15 +56,7 @@ def verify_catalog(sync: IndexSync, image_store: ImageStorage) -> VerifyReport:
         problems.append(f"{len(extra)} index vectors have no product image: {sorted(extra)[:10]}")
     if len(index_ids) != len(index):
         problems.append("the index holds duplicate ids")
-    stored = catalog.stored_images()
-    absent = set(image_store.missing(sorted({name for _, name in stored})))
-    missing_images = [ext for ext, name in stored if name in absent]
-    if missing_images:
-        where = "files" if image_store.kind == "folder" else f"{image_store.kind} blobs"
-        problems.append(f"{len(missing_images)} stored image {where} are missing: {missing_images[:10]}")
-    other_models = {m: n for m, n in catalog.count_by_model().items() if m != model}
-    if other_models:
-        problems.append(f"images embedded by other models (re-run the indexer): {other_models}")
+    problems += stored_image_problems(catalog, image_store) + other_model_problems(catalog, model)
     return VerifyReport(
         ok=not problems,
         database_products=catalog.count(),
@@ -73,3 +66,21 @@ def verify_catalog(sync: IndexSync, image_store: ImageStorage) -> VerifyReport:
         index_file_revision=file_revision,
         problems=problems[:100],
     )
+
+
+def stored_image_problems(catalog: Catalog, image_store: ImageStorage) -> list[str]:
+    """The stored copies (files or blobs) that product images name but the image store lacks."""
+    stored = catalog.stored_images()
+    absent = set(image_store.missing(sorted({name for _, name in stored})))
+    missing_images = [ext for ext, name in stored if name in absent]
+    if not missing_images:
+        return []
+    where = "files" if image_store.kind == "folder" else f"{image_store.kind} blobs"
+    return [f"{len(missing_images)} stored image {where} are missing: {missing_images[:10]}"]
+
+
+def other_model_problems(catalog: Catalog, model: str) -> list[str]:
+    other_models = {m: n for m, n in catalog.count_by_model().items() if m != model}
+    if not other_models:
+        return []
+    return [f"images embedded by other models (re-run the indexer): {other_models}"]

@@ -93,7 +93,7 @@ def _vector_place(
     query_vector = np.asarray(prepared.vector, dtype=np.float32)
     cosine = max(float(np.dot(vector, query_vector)) for _, vector in images)
     filters = query.filters if passes_filter else Filters()
-    size = len(finder.vectors.sync.index)
+    size = max(finder.vectors.size, 1)
     closer = finder.vectors.nearest(query_vector, size, filters, prepared.excluded, cosine - 1e-5)
     rank = next((i + 1 for i, c in enumerate(closer) if c.product == record.id), None)
     return {"rank": rank, "cosine": cosine, "in_window": False, "filtered": passes_filter}

@@ -74,6 +74,14 @@ def test_scale_profile_puts_both_replicas_on_one_postgres_behind_the_balancer():
     assert a["environment"]["VITRINE_IMAGE_STORE"] == b["environment"]["VITRINE_IMAGE_STORE"] == "database"
     assert a["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert b["depends_on"]["vitrine-scale-a"]["condition"] == "service_healthy"  # A migrates first
+    # Either vector backend: the database has the extension pgvector needs from its first start.
+    assert b["environment"]["VITRINE_VECTOR_BACKEND"] == "${VITRINE_VECTOR_BACKEND:-faiss}"
+    assert any(
+        "postgres-vector.sql:/docker-entrypoint-initdb.d/" in v for v in services["postgres"]["volumes"]
+    )
+    assert (
+        "CREATE EXTENSION IF NOT EXISTS vector" in (REPO_ROOT / "deploy" / "postgres-vector.sql").read_text()
+    )
     balancer = services["balancer"]
     assert set(balancer["depends_on"]) == {"vitrine-scale-a", "vitrine-scale-b"}
     assert all(port.startswith("127.0.0.1:") for port in balancer["ports"])

@@ -117,3 +117,20 @@ def test_the_image_store_is_a_folder_or_the_database(monkeypatch):
     monkeypatch.setenv("VITRINE_IMAGE_STORE", "s3")
     with pytest.raises(ValidationError, match="image_store"):
         ServerSettings()
+
+
+def test_the_vector_backend_is_faiss_unless_pgvector_is_named(monkeypatch):
+    from search.wiring import pgvector_spec
+
+    assert ServerSettings().vector_backend == "faiss"
+    monkeypatch.setenv("VITRINE_DATABASE_URL", "postgresql+psycopg://vitrine@db/vitrine")
+    monkeypatch.setenv("VITRINE_VECTOR_BACKEND", "pgvector")
+    monkeypatch.setenv("VITRINE_PGVECTOR_INDEX", "hnsw")
+    monkeypatch.setenv("VITRINE_PGVECTOR_EF_SEARCH", "600")
+    settings = ServerSettings()
+    spec = pgvector_spec(settings)
+    assert settings.vector_backend == "pgvector"
+    assert (spec.index, spec.ef_search, spec.probes, spec.exact_limit) == ("hnsw", 600, 32, 20_000)
+    monkeypatch.setenv("VITRINE_VECTOR_BACKEND", "milvus")
+    with pytest.raises(ValidationError, match="vector_backend"):
+        ServerSettings()

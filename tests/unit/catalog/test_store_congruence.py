@@ -53,11 +53,16 @@ def product(i: int, *, title: str | None = None, images: int = 1) -> ProductWrit
     )
 
 
-def scenario(catalog: Catalog, root: Path) -> list[tuple[str, Any]]:
+def scenario(catalog: Catalog, root: Path, **backend: Any) -> list[tuple[str, Any]]:
+    """``backend``: build_products' vector backend arguments (tests/unit/catalog/test_pgvector.py)."""
     trace: list[tuple[str, Any]] = []
     record = trace.append
     service = build_products(
-        catalog, model=MODEL, index_path=root / "index.faiss", image_store=ImageStore(root / "images")
+        catalog,
+        model=MODEL,
+        index_path=root / "index.faiss",
+        image_store=ImageStore(root / "images"),
+        **backend,
     )
 
     def listed(filters: object) -> list[str]:
