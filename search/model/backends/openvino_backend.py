@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,21 @@ REFERENCE = "reference.npz"  # the float32 outputs on the probe inputs, kept wit
 DYNAMIC_QUANTIZATION_GROUP = 256
 
 
+def _block_vendor_telemetry() -> None:
+    """Keep OpenVINO's and NNCF's usage telemetry out of this process.
+
+    Both import ``openvino_telemetry`` when they can, and with no consent file it sends events to Google
+    Analytics by default: each event forks the process (``multiprocessing``), so a model conversion
+    holding a 1.5 GB checkpoint forked copies of itself that tried to reach the internet from a
+    catalog's server. Both fall back to a stub when the package cannot be imported (their own
+    ``except ImportError``), which is what a ``None`` in ``sys.modules`` makes every import of it do.
+    """
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+
+
 def _import_openvino() -> object:
+    _block_vendor_telemetry()
     try:
         import openvino
     except ImportError as exc:
@@ -50,6 +65,7 @@ def _import_openvino() -> object:
 
 
 def _import_nncf() -> object:
+    _block_vendor_telemetry()
     try:
         import nncf
     except ImportError as exc:

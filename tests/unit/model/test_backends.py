@@ -338,3 +338,34 @@ def test_a_batch_of_concurrent_requests_on_each_runtime_matches_float32_alone(
             assert similar.max() < 0.999
     finally:
         batched.close()
+
+
+def test_an_openvino_export_sends_no_telemetry_and_forks_no_process(tiny_model_dir, tmp_path):
+    """OpenVINO's and NNCF's usage telemetry (openvino_telemetry) forks the converting process to send
+    each event to Google Analytics: from a server holding the checkpoint, over the network."""
+    import os
+    import sys
+    import threading
+
+    from search.model.backends.openvino_backend import build
+
+    forks: list[str] = []
+    watching = threading.Event()
+    os.register_at_fork(
+        before=lambda: forks.append(threading.current_thread().name) if watching.is_set() else None
+    )
+    watching.set()
+    try:
+        float_ir = tmp_path / "float32"
+        float_ir.mkdir()
+        build(str(tiny_model_dir), RuntimeChoice("openvino", "float32"), float_ir)
+        int8 = tmp_path / "int8"
+        int8.mkdir()
+        build(str(tiny_model_dir), RuntimeChoice("openvino", "int8"), int8, source=float_ir)
+    finally:
+        watching.clear()
+    assert forks == []
+    assert sys.modules["openvino_telemetry"] is None
+    from openvino.tools.ovc import telemetry_utils
+
+    assert telemetry_utils.tm.__name__ == "openvino.tools.ovc.telemetry_stub"
