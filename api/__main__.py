@@ -11,9 +11,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.app import create_app
-from api.memory import limit_malloc_arenas
 from api.server import server_config
 from api.settings import ServerSettings
+from search.heap import limit_malloc_arenas
 from search.logs import configure_logging
 
 

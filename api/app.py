@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from api.auth import BearerAuth
 from api.errors import install_error_handlers
 from api.headers import SecurityHeaders
-from api.memory import glibc_malloc_trim, release_memory_when_idle
+from api.memory import release_memory_when_idle
 from api.metrics import MetricsMiddleware
 from api.openapi import install_openapi
 from api.readiness import DatabaseProbe
@@ -24,6 +24,7 @@ from api.routes import catalog, docs, duplicates, embeddings, inference, probes,
 from api.settings import ServerSettings
 from api.state import ServiceState
 from search.errors import IndexDeviceError, ModelLoadError, VectorBackendError
+from search.heap import glibc_malloc_trim
 from search.model.encoder import Encoder
 from search.wiring import Components
 

@@ -14,7 +14,6 @@ before any thread starts), the same soak kept 33 MB, and its peak was 194 MB low
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 from collections.abc import Callable
 
@@ -23,32 +22,6 @@ from api.state import ServiceState
 log = logging.getLogger(__name__)
 
 TRIM_INTERVAL_S = 5.0
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
-
-
-def limit_malloc_arenas(count: int) -> bool:
-    """Cap glibc's heap arenas at ``count`` (0: leave glibc's default). Call before threads start:
-    threads that already have an arena keep it. False where the C library is not glibc."""
-    if count <= 0:
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, count))
-
-
-def glibc_malloc_trim() -> Callable[[], None] | None:
-    """``malloc_trim(0)`` where the C library is glibc; None elsewhere (musl, macOS)."""
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
 
 
 async def release_memory_when_idle(

@@ -37,18 +37,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """(summed RSS, summed PSS) of the process and its descendants. A forked child's copy-on-write pages
+    count once per process in the RSS sum; the PSS sum splits them, so it is what the tree holds (what
+    a container's memory limit sees, page cache aside)."""
+    rss = pss = 0
     try:
         members = [process, *process.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return 0, 0
     for member in members:
         try:
-            total += member.memory_info().rss
+            info = member.memory_full_info()
         except psutil.Error:
-            pass
-    return total
+            continue
+        rss += info.rss
+        pss += info.pss
+    return rss, pss
 
 
 def first_start(name: str, code: Path, model: Path, timeout: float, results: dict) -> None:
@@ -74,15 +79,15 @@ def first_start(name: str, code: Path, model: Path, timeout: float, results: dic
     )
     watched = psutil.Process(server.pid)
     facts: dict[str, object] = {"code": str(code), "log": str(work / "server.log")}
-    peak = peak_until_ready = 0
+    peak = peak_until_ready = peak_pss = peak_pss_until_ready = 0
     ready_at = faster_at = None
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     last_probe = 0.0
     while time.monotonic() - started < timeout and server.poll() is None:
-        rss = tree_rss(watched)
-        peak = max(peak, rss)
+        rss, pss = tree_memory(watched)
+        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
         if ready_at is None:
-            peak_until_ready = peak
+            peak_until_ready, peak_pss_until_ready = peak, peak_pss
         now = time.monotonic()
         if now - last_probe >= 1.0:
             last_probe = now
@@ -113,6 +118,8 @@ def first_start(name: str, code: Path, model: Path, timeout: float, results: dic
         "faster_path_serves_s": None if faster_at is None else round(faster_at, 1),
         "peak_tree_rss_gb": round(peak / 1e9, 2),
         "peak_tree_rss_until_ready_gb": round(peak_until_ready / 1e9, 2),
+        "peak_tree_pss_gb": round(peak_pss / 1e9, 2),
+        "peak_tree_pss_until_ready_gb": round(peak_pss_until_ready / 1e9, 2),
     }
     results[name] = facts
     print(name, json.dumps(facts), flush=True)

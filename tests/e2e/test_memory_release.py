@@ -6,9 +6,10 @@ import asyncio
 import subprocess
 import sys
 
-from api.memory import glibc_malloc_trim, release_memory_when_idle
+from api.memory import release_memory_when_idle
 from api.settings import ServerSettings
 from api.state import ServiceState
+from search.heap import glibc_malloc_trim
 
 
 def test_glibc_trim_is_found_and_callable_here() -> None:
@@ -41,7 +42,7 @@ def test_trims_after_traffic_only_when_nothing_is_in_flight() -> None:
 
 ARENA_PROBE = """
 import ctypes, sys, threading
-from api.memory import limit_malloc_arenas
+from search.heap import limit_malloc_arenas
 if sys.argv[1] == "limit":
     assert limit_malloc_arenas(2)
 libc = ctypes.CDLL("libc.so.6")

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from search.heap import limit_malloc_arenas
+
 PROGRESS_PREFIX = "@progress "
 
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     os.nice(10)  # the server's requests come first on a shared CPU
+    limit_malloc_arenas(2)  # before OpenVINO's threads: freed graphs go back to the OS (search/heap.py)
 
     from search.logs import configure_logging, quiet_libraries
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNLIMITED = 1 << 60  # cgroup v1 writes a number near 2**63 for "no limit"
-# Bytes one export step peaks at, per byte of float32 weights (the largest step: the float conversion,
-# whose peak holds a tower, its traced graph and the converted IR at once). From siglip2-base-512 (1.50 GB
-# of weights): the first start's whole process tree peaked at 8.99 GB while the export ran, the server
-# alone at about 2.8 GB, so a step at about 6.2 GB (bench/RESULTS.md, "First start"; an estimate from
-# the tree, not a per-step measurement).
-PEAK_PER_WEIGHT_BYTE = 4.1
+# Bytes one export step peaks at, per byte of float32 weights, beyond STEP_OVERHEAD. Measured step by step
+# for siglip2-base-512 (1.50 GB of weights; bench/bench_export_memory.py, bench/RESULTS.md "The export's
+# memory, step by step"): the vision tower's conversion (its traced activations at 512 px) and the int8
+# compression (a tower's float32 IR beside its int8 weights) each peak at 2.74 GB, the text tower's
+# conversion at 1.73 GB once the vision tower's freed graph is given back. 1.5 x 1.50 GB + 0.6 GB = 2.85 GB.
+# (An earlier 4.1 came from summing the RSS of the export's process tree, which counted OpenVINO's
+# telemetry forks, copies of the converting process, as memory of their own.)
+PEAK_PER_WEIGHT_BYTE = 1.5
 STEP_OVERHEAD = 600 * 1024 * 1024  # the libraries a step imports (torch, openvino, nncf)
 RESERVE = 256 * 1024 * 1024  # kept free for the server's own requests while the export runs
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.heap import release_freed_memory
 from search.model.backends.accuracy import Reference, probe_inputs
 from search.model.backends.base import BackendUnavailable, RuntimeChoice
 from search.model.backends.export_cache import MIN_COSINE, Export, load_or_build
@@ -239,6 +240,7 @@ def _convert(ov: object, model_id: str, folder: Path) -> Reference:
         ov.save_model(graph, str(folder / IR[name]), compress_to_fp16=False)
         del graph, model
         gc.collect()
+        release_freed_memory()  # else glibc keeps the vision tower's freed graph under the text tower's
     scale, bias = _logit_scale_and_bias(model_id)
     reference = Reference(pixels, ids, outputs[VISION], outputs[TEXT], scale, bias)
     reference.save(folder / REFERENCE)
