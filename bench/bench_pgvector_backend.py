@@ -193,6 +193,13 @@ def main() -> None:
         help="also time the whole-catalog duplicate pass (one k-NN statement per image with pgvector)",
     )
     parser.add_argument(
+        "--probes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="at the end, unfiltered text and image queries again at these IVFFlat probes (0: the default)",
+    )
+    parser.add_argument(
         "--faiss", action="store_true", help="also vitrine's FAISS IVF, same vectors and queries"
     )
     args = parser.parse_args()
@@ -311,6 +318,20 @@ def main() -> None:
                 results["duplicate_pass_s"] = round(time.perf_counter() - started, 1)
                 results["duplicate_pairs"] = len(pairs.scores)
                 print("duplicate pass", results["duplicate_pass_s"], "s", flush=True)
+            default_probes = retrieval.index.probes
+            for probes in args.probes:  # unfiltered again, after every other query: warm, at these probes
+                retrieval.index.probes = probes or default_probes
+                for name, batch in (("text", texts), ("image", images)):
+                    key = f"{name} / probes {retrieval.index.probes}, second pass"
+                    results[key] = measure(
+                        lambda q: [
+                            c.product for c in retrieval.nearest(q, 10, Filters.parse(None, 100), [], None)
+                        ],
+                        batch,
+                        truths[name],
+                    )
+                    print(key, results[key], flush=True)
+            retrieval.index.probes = default_probes
             results["memory_after_queries"] = server_memory(url)
             print("memory after queries", results["memory_after_queries"], flush=True)
             catalog.close()
