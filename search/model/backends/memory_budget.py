@@ -14,12 +14,12 @@ from pathlib import Path
 UNLIMITED = 1 << 60  # cgroup v1 writes a number near 2**63 for "no limit"
 # Bytes one export step peaks at, per byte of float32 weights, beyond STEP_OVERHEAD. Measured step by step
 # for siglip2-base-512 (1.50 GB of weights; bench/bench_export_memory.py, bench/RESULTS.md "The export's
-# memory, step by step"): the vision tower's conversion (its traced activations at 512 px) and the int8
-# compression (a tower's float32 IR beside its int8 weights) each peak at 2.74 GB, the text tower's
-# conversion at 1.73 GB once the vision tower's freed graph is given back. 1.5 x 1.50 GB + 0.6 GB = 2.85 GB.
+# memory, step by step"): the int8 compression peaks at 2.22 GB (a tower's float32 IR beside its int8
+# weights), the text tower's conversion at 1.68 GB, the vision tower's at 1.61 GB, each once the previous
+# tower's freed memory is given back. 1.2 x 1.50 GB + 0.6 GB = 2.4 GB, a little above the measured peak.
 # (An earlier 4.1 came from summing the RSS of the export's process tree, which counted OpenVINO's
 # telemetry forks, copies of the converting process, as memory of their own.)
-PEAK_PER_WEIGHT_BYTE = 1.5
+PEAK_PER_WEIGHT_BYTE = 1.2
 STEP_OVERHEAD = 600 * 1024 * 1024  # the libraries a step imports (torch, openvino, nncf)
 RESERVE = 256 * 1024 * 1024  # kept free for the server's own requests while the export runs
 
@@ -80,7 +80,7 @@ def _cgroup_v2(root: Path, proc: Path) -> tuple[int | None, int | None] | None:
     limit = _read_int(folder / "memory.max")
     if limit is None and not (folder / "memory.max").exists():
         return None
-    return limit, _read_int(folder / "memory.current")
+    return limit, _working_set(_read_int(folder / "memory.current"), folder / "memory.stat", "inactive_file")
 
 
 def _cgroup_v1(root: Path) -> tuple[int | None, int | None] | None:
@@ -88,9 +88,26 @@ def _cgroup_v1(root: Path) -> tuple[int | None, int | None] | None:
     if not (folder / "memory.limit_in_bytes").exists():
         return None
     limit = _read_int(folder / "memory.limit_in_bytes")
-    return (limit if limit is not None and limit < UNLIMITED else None), _read_int(
-        folder / "memory.usage_in_bytes"
+    used = _working_set(
+        _read_int(folder / "memory.usage_in_bytes"), folder / "memory.stat", "total_inactive_file"
     )
+    return (limit if limit is not None and limit < UNLIMITED else None), used
+
+
+def _working_set(usage: int | None, stat: Path, inactive_key: str) -> int | None:
+    """The cgroup's usage less its inactive file cache: the kernel reclaims those pages before it kills
+    anything (the checkpoint just read, for one), so they are room an export can use. The same measure
+    as the kubelet's and ``docker stats``' working set."""
+    if usage is None:
+        return None
+    try:
+        for line in stat.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == inactive_key and value.strip().isdigit():
+                return max(0, usage - int(value))
+    except OSError:
+        pass
+    return usage
 
 
 def _read_int(path: Path) -> int | None:

@@ -55,7 +55,28 @@ def test_the_budget_keeps_a_reserve_and_a_setting_overrides_it():
     assert export_budget(None, MemoryFacts(None, None, None)) is None  # unknown: not held back
 
 
-def test_a_base_sized_checkpoint_does_not_fit_a_4_gb_container_that_serves_it():
-    # siglip2-base-512: 1.5 GB of float32 weights; the server itself holds about 1.5 GB.
-    budget = export_budget(None, MemoryFacts(limit=4 * GB, used=int(1.5 * GB), available=20 * GB))
-    assert export_need(1_503_344_520) > budget
+def test_a_base_sized_checkpoint_fits_a_4_gb_container_only_beside_a_small_server():
+    # siglip2-base-512: 1.5 GB of float32 weights, an export peak measured at 2.2 GB.
+    need = export_need(1_503_344_520)
+    assert 2.2 * GB < need < 2.5 * GB
+    beside_1_gb = export_budget(None, MemoryFacts(limit=4 * GB, used=1 * GB, available=20 * GB))
+    beside_2_gb = export_budget(None, MemoryFacts(limit=4 * GB, used=2 * GB, available=20 * GB))
+    assert beside_2_gb < need <= beside_1_gb
+
+
+def test_inactive_file_cache_is_room_not_use(tmp_path):
+    # The checkpoint just read sits in the page cache, counted in memory.current; the kernel reclaims
+    # it before it kills anything, so the working set (current - inactive_file) is what is used.
+    root = tmp_path / "cgroup"
+    write(root / "memory.max", f"{4 * GB}\n")
+    write(root / "memory.current", f"{3 * GB}\n")
+    write(
+        root / "memory.stat",
+        f"anon {1 * GB}\nfile {2 * GB}\nactive_file {GB // 2}\ninactive_file {3 * GB // 2}\n",
+    )
+    assert read_memory(root, proc_with(tmp_path, 20_000_000)).used == 3 * GB // 2
+    v1 = tmp_path / "v1"
+    write(v1 / "memory" / "memory.limit_in_bytes", f"{4 * GB}\n")
+    write(v1 / "memory" / "memory.usage_in_bytes", f"{3 * GB}\n")
+    write(v1 / "memory" / "memory.stat", f"cache {2 * GB}\ninactive_file 7\ntotal_inactive_file {GB}\n")
+    assert read_memory(v1, proc_with(tmp_path, 20_000_000)).used == 2 * GB
