@@ -65,3 +65,20 @@ def test_the_audit_view_lists_the_contradictions(catalog_copy, start_server, pag
     assert [first.nth(i).inner_text() for i in range(3)] == [row["id"], row["given"], row["predicted"]]
     assert page.locator("#view-search").is_hidden()
     screenshot(page, tmp_path, "21-audit")
+
+
+def test_the_chosen_audit_attribute_survives_the_view_reloading_its_attributes(
+    catalog_copy, start_server, page  # noqa: F811
+):
+    # Opening the view fetches the taxonomy and refills the attribute list; an answer arriving after the
+    # user's choice used to reset it to the first attribute (and the audit then ran on the wrong one).
+    server = tagged_server(start_server)
+    page.goto(f"{server.base_url}/ui/")
+    with page.expect_response(lambda r: r.url.endswith("/taxonomy")):
+        page.get_by_role("button", name="Audit").click()
+    page.locator("#audit-attribute").select_option("category")
+    page.get_by_role("button", name="Search").first.click()
+    with page.expect_response(lambda r: r.url.endswith("/taxonomy")):
+        page.get_by_role("button", name="Audit").first.click()
+    page.wait_for_timeout(100)  # the answer's handler has run
+    assert page.locator("#audit-attribute").input_value() == "category"

@@ -13,11 +13,15 @@
       const names = Object.keys((answer.taxonomy && answer.taxonomy.attributes) || {});
       const fields = names.map((name) => `tags.${name}`).filter((field) => !state.attributeKeys.includes(field));
       state.attributeKeys.unshift(...fields); // searches facet on tags first
+      // Replaced each time the view opens: the attribute chosen meanwhile stays chosen (an answer that
+      // arrived after the choice used to reset it to the first attribute).
+      const chosen = $("audit-attribute").value;
       $("audit-attribute").replaceChildren(...names.map((name) => {
         const option = document.createElement("option");
         option.value = option.textContent = name;
         return option;
       }));
+      if (names.includes(chosen)) $("audit-attribute").value = chosen;
     } catch (_) { /* no catalog, or an older server: no tag facets */ }
   }
 
