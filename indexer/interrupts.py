@@ -66,3 +66,19 @@ def check() -> None:
     """Raise KeyboardInterrupt if Ctrl-C came and its exception was swallowed: call between batches."""
     if _requested.is_set():
         raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Ctrl-C held back while the block runs, then raised: a batch's transaction and the summary's count
+    of it happen both or neither (an interrupt between the two left "0 added" for a committed batch).
+    Keep the block short: the model's work goes before it. In other threads, the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: _requested.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    check()

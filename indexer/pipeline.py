@@ -111,9 +111,12 @@ class Indexer:
     def _commit(self, items: list[Prepared], summary: RunSummary, bar: Progress) -> None:
         interrupts.check()
         embedded = sum(item.to_embed for item in items)
-        self.writer.commit([item.write for item in items if item.write is not None])
-        summary.embedded += embedded  # counted once committed
-        self._count(summary, items)
+        writes = [item.write for item in items if item.write is not None]
+        self.writer.embed(writes)  # the slow part, where Ctrl-C stops the run at once
+        with interrupts.deferred():  # the transaction and its count: both or neither
+            self.writer.commit(writes)
+            summary.embedded += embedded
+            self._count(summary, items)
         bar.update(len(items), added=summary.added, updated=summary.updated, failed=len(summary.failed))
 
     @staticmethod

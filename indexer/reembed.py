@@ -59,9 +59,10 @@ def reembed(
                     service.writer.reembedded(record, [next(vectors) for _ in record.images], space.key)
                     for record in batch
                 ]
-                service.writer.commit(writes)
-                summary.updated += len(writes)
-                summary.embedded += sum(len(record.images) for record in batch)
+                with interrupts.deferred():  # the transaction and its count: both or neither
+                    service.writer.commit(writes)
+                    summary.updated += len(writes)
+                    summary.embedded += sum(len(record.images) for record in batch)
             progress.update(len(records), reembedded=summary.updated, failed=len(summary.failed))
     except KeyboardInterrupt:
         summary.interrupted = True

@@ -361,13 +361,14 @@ class _Batch:
         if not self.writes:
             return
         interrupts.check()
-        self.service.writer.commit([write for write, _, _ in self.writes])
-        for write, embedded, node in self.writes:  # counted once committed
-            self.summary.count(write.plan.kind)
-            self.summary.embedded += embedded
-            if embedded:
-                self.summary.nodes[node] = self.summary.nodes.get(node, 0) + embedded
-        done, self.writes = len(self.writes), []
+        with interrupts.deferred():  # the transaction and its count: both or neither
+            self.service.writer.commit([write for write, _, _ in self.writes])
+            for write, embedded, node in self.writes:  # counted once committed
+                self.summary.count(write.plan.kind)
+                self.summary.embedded += embedded
+                if embedded:
+                    self.summary.nodes[node] = self.summary.nodes.get(node, 0) + embedded
+            done, self.writes = len(self.writes), []
         self._progress(done)
 
     def _progress(self, n: int) -> None:

@@ -245,8 +245,9 @@ class CatalogWriter:
 
     # Committing -------------------------------------------------------------------------------------
 
-    def commit(self, prepared: list[PreparedWrite]) -> Committed:
-        """Embed every pending image in one pass, then write all the drafts in one transaction."""
+    def embed(self, prepared: list[PreparedWrite]) -> None:
+        """Embed every pending image of ``prepared`` in one pass (``commit`` does it when not done yet):
+        a batch job embeds first, where Ctrl-C may stop it, then commits and counts as one step."""
         to_embed = [item for item in prepared if item.pixels is not None]
         if to_embed:
             vectors = self._encoder().embed_pixels(np.concatenate([item.pixels for item in to_embed]))
@@ -256,6 +257,10 @@ class CatalogWriter:
                     item.plan.write.images[position].embedding = vectors[offset]
                     offset += 1
                 item.pixels = None  # embedded: a retry of this write does not embed again
+
+    def commit(self, prepared: list[PreparedWrite]) -> Committed:
+        """Embed every pending image in one pass, then write all the drafts in one transaction."""
+        self.embed(prepared)
         writes = [item.plan.write for item in prepared if item.plan.write is not None]
         if not writes:
             return Committed([], [])

@@ -58,3 +58,40 @@ def test_other_unraisable_errors_still_reach_the_previous_hook() -> None:
         assert sys.unraisablehook is mine  # the caller's hook again once the block ends
     finally:
         sys.unraisablehook = previous
+
+
+def test_a_ctrl_c_in_a_deferred_block_is_raised_once_the_block_is_done() -> None:
+    done = []
+    with interrupts.handled():
+        try:
+            with interrupts.deferred():
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # Ctrl-C just after a commit
+                done.append("counted")
+        except KeyboardInterrupt:
+            done.append("interrupted")
+        assert signal.getsignal(signal.SIGINT) is interrupts._on_sigint  # the run's handler is back
+    assert done == ["counted", "interrupted"]
+
+
+def test_ctrl_c_right_after_a_batch_commits_still_counts_that_batch(
+    indexed_catalog, indexer_cli, tmp_path, monkeypatch
+) -> None:
+    # The CI failure: Ctrl-C between a batch's transaction and the summary's count of it printed
+    # "0 added" for a run that had saved a batch.
+    import json
+
+    from search.catalog.writer import CatalogWriter
+
+    commit = CatalogWriter.commit
+
+    def commit_then_ctrl_c(self, prepared):
+        committed = commit(self, prepared)
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        return committed
+
+    monkeypatch.setattr(CatalogWriter, "commit", commit_then_ctrl_c)
+    run = indexer_cli(tmp_path / "data", "add", indexed_catalog.manifest, "--batch-size", 2, "--json")
+    assert run.returncode == 130
+    summary = json.loads(run.stdout)
+    assert summary["interrupted"] is True
+    assert summary["added"] == summary["embedded"] == 2  # the one batch saved, and counted
