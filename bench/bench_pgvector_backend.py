@@ -206,9 +206,9 @@ def main() -> None:
 
     from search.catalog import Catalog
     from search.catalog.filters import Filters
-    from search.catalog.pgvector.retrieval import best_per_product
     from search.catalog.pgvector.search import estimated_share, image_hits, set_breadth
     from search.catalog.pgvector.table import PgVectorSpec
+    from search.catalog.query import best_per_product
     from search.images.store import ImageStore
     from search.wiring import build_products
     from tests.support.pgvector import fresh_pgvector_database, pgvector_server
@@ -274,7 +274,7 @@ def main() -> None:
                     hits = image_hits(
                         connection, query, 20, dim=model.dim, where=where, exact=exact, per_row=not exact
                     )
-                return best_per_product(hits)[:10]
+                return best_per_product((h.image, h.product, h.score) for h in hits)[:10]
 
             for name, filters, mask in (
                 ("unfiltered", None, None),

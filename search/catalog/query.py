@@ -5,7 +5,7 @@ candidates its steps pass along, and the answer.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -159,6 +159,16 @@ class Candidate:
     lexical_rank: int | None = None
     boost: float = 0.0  # what the exact-match boost added to the score
     relevance: float | None = None  # the calibrated probability of relevance, where calibrated
+
+
+def best_per_product(hits: Iterable[tuple[int, int, float]]) -> list[Candidate]:
+    """Image hits (image id, product id, cosine), best first, as product candidates: each product
+    scored by its best image, and named by it (FAISS's and pgvector's retrieval alike)."""
+    best: dict[int, Candidate] = {}
+    for image, product, score in hits:
+        if product not in best:
+            best[product] = Candidate(product, score, image, score, vector_rank=len(best) + 1)
+    return list(best.values())
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from search.catalog.filters import Filters
-from search.catalog.query import Candidate
+from search.catalog.query import Candidate, best_per_product
 from search.catalog.store import Catalog
 from search.catalog.sync import IndexSync
 from search.errors import BadInput
@@ -126,7 +126,7 @@ class IndexRetrieval:
             hits = index.search(
                 vector, fetch, allowed_ids=allowed, excluded_ids=excluded, min_score=min_score
             )
-            best = _best_per_product(hits, self.catalog.owners([hit.id for hit in hits]))
+            best = _by_product(hits, self.catalog.owners([hit.id for hit in hits]))
             exhausted = len(hits) < fetch or fetch >= len(index)
             if len(best) >= want or exhausted:
                 return best[:want]
@@ -159,7 +159,7 @@ class IndexRetrieval:
             owners = self.catalog.owners([hit.id for hit in hits], checked)
             kept = [hit for hit in hits if hit.id in owners]
             if len(kept) >= fetch:
-                best = _best_per_product(kept, owners)
+                best = _by_product(kept, owners)
                 if len(best) >= want:
                     return best[:want]
             if len(kept) < share * wide / 8:
@@ -167,11 +167,6 @@ class IndexRetrieval:
         return None
 
 
-def _best_per_product(hits: list[SearchHit], owners: dict[int, int]) -> list[Candidate]:
+def _by_product(hits: list[SearchHit], owners: dict[int, int]) -> list[Candidate]:
     """Each product's best image among ``hits`` (best first): hits of removed images are dropped."""
-    best: dict[int, Candidate] = {}
-    for hit in hits:
-        product = owners.get(hit.id)
-        if product is not None and product not in best:
-            best[product] = Candidate(product, hit.score, hit.id, hit.score, vector_rank=len(best) + 1)
-    return list(best.values())
+    return best_per_product((hit.id, owners[hit.id], hit.score) for hit in hits if hit.id in owners)

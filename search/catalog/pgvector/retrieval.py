@@ -17,13 +17,12 @@ import numpy as np
 from search.catalog.filters import Filters
 from search.catalog.pgvector.index import PgVectorIndex
 from search.catalog.pgvector.search import (
-    ImageHit,
     allowed_products,
     estimated_share,
     image_hits,
     set_breadth,
 )
-from search.catalog.query import Candidate
+from search.catalog.query import Candidate, best_per_product
 from search.catalog.store import Catalog
 from search.errors import BadInput
 
@@ -97,18 +96,7 @@ class PgVectorRetrieval:
                     exact=exact,
                     per_row=plan == "wide",
                 )
-                best = best_per_product(hits)
+                best = best_per_product((hit.image, hit.product, hit.score) for hit in hits)
                 if len(best) >= want or len(hits) < fetch:  # enough products, or no more hits
                     return best[:want]
                 fetch *= 4
-
-
-def best_per_product(hits: list[ImageHit]) -> list[Candidate]:
-    """Each product's best image among ``hits`` (sorted best first)."""
-    best: dict[int, Candidate] = {}
-    for hit in hits:
-        if hit.product not in best:
-            best[hit.product] = Candidate(
-                hit.product, hit.score, hit.image, hit.score, vector_rank=len(best) + 1
-            )
-    return list(best.values())
