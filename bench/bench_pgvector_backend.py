@@ -253,7 +253,7 @@ def main() -> None:
                 results["fill_s"] = round(stamps.times["filled"] - started, 1)
                 results["index_build_s"] = round(stamps.times["indexed"] - stamps.times["filled"], 1)
             results["index"] = service.index.refresh().describe()["index_definition"]
-            results["probes"] = service.index.probes
+            results["probes"] = service.index.breadth
             print("started", results, flush=True)
             retrieval = service.finder.vectors
             spec = retrieval.index.spec
@@ -269,7 +269,7 @@ def main() -> None:
             def plain(query: np.ndarray, filters: Filters, *, exact: bool) -> list[object]:
                 """The backend's statement with the filter, iterative scans at the configured breadth."""
                 with catalog.connection() as connection:
-                    set_breadth(connection, spec, "exact" if exact else "wide", 1.0, retrieval.index.probes)
+                    set_breadth(connection, spec, "exact" if exact else "wide", 1.0, retrieval.index.breadth)
                     where = filters.clause(per_row=not exact)  # as the backend states each plan's filter
                     hits = image_hits(
                         connection, query, 20, dim=model.dim, where=where, exact=exact, per_row=not exact
@@ -318,11 +318,11 @@ def main() -> None:
                 results["duplicate_pass_s"] = round(time.perf_counter() - started, 1)
                 results["duplicate_pairs"] = len(pairs.scores)
                 print("duplicate pass", results["duplicate_pass_s"], "s", flush=True)
-            default_probes = retrieval.index.probes
+            default_probes = retrieval.index.breadth
             for probes in args.probes:  # unfiltered again, after every other query: warm, at these probes
-                retrieval.index.probes = probes or default_probes
+                retrieval.index.breadth = probes or default_probes
                 for name, batch in (("text", texts), ("image", images)):
-                    key = f"{name} / probes {retrieval.index.probes}, second pass"
+                    key = f"{name} / probes {retrieval.index.breadth}, second pass"
                     results[key] = measure(
                         lambda q: [
                             c.product for c in retrieval.nearest(q, 10, Filters.parse(None, 100), [], None)
@@ -331,7 +331,7 @@ def main() -> None:
                         truths[name],
                     )
                     print(key, results[key], flush=True)
-            retrieval.index.probes = default_probes
+            retrieval.index.breadth = default_probes
             results["memory_after_queries"] = server_memory(url)
             print("memory after queries", results["memory_after_queries"], flush=True)
             catalog.close()

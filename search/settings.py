@@ -145,7 +145,9 @@ class Settings(BaseSettings):
         "auto", description="auto: exact below index_exact_limit vectors, ivf above; flat; hnsw; ivf"
     )
     index_exact_limit: int = Field(50_000, ge=1, description="auto: largest catalog searched exactly")
-    recall_target: float = Field(0.95, gt=0, le=1, description="ivf: recall@10 the probe count is tuned to")
+    recall_target: float = Field(
+        0.95, gt=0, le=1, description="ivf and pgvector: recall@10 the search breadth is tuned to"
+    )
     ivf_nlist: int = Field(0, ge=0, description="ivf lists; 0: about 4 * sqrt(vectors)")
     ivf_nprobe: int = Field(0, ge=0, description="ivf lists probed; 0: tuned to recall_target")
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree")
@@ -176,13 +178,13 @@ class Settings(BaseSettings):
     )
     pgvector_lists: int = Field(0, ge=0, description="ivfflat lists; 0: about 4 * sqrt(vectors)")
     pgvector_probes: int = Field(
-        32,
-        ge=1,
-        description="ivfflat lists probed, raised so that at least 5,000 vectors are scanned (small "
-        "lists: small catalogs); text recall@10 0.990 at 100k with 1264 lists (64 probes), bench/RESULTS.md",
+        0,
+        ge=0,
+        description="ivfflat lists probed; 0: measured to reach recall_target on image-like and text-side "
+        "queries (stored in the database, shared by replicas); 32 or more until measured",
     )
     pgvector_ef_search: int = Field(
-        400, ge=1, le=1000, description="hnsw search breadth (text recall@10 0.967 at 100k)"
+        0, ge=0, le=1000, description="hnsw search breadth; 0: measured as the probes are (400 until then)"
     )
     pgvector_hnsw_m: int = Field(16, ge=2, le=100, description="hnsw graph degree")
     pgvector_hnsw_ef_construction: int = Field(64, ge=4, le=1000)

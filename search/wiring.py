@@ -66,6 +66,7 @@ def pgvector_spec(settings: Settings) -> PgVectorSpec:
         hnsw_m=settings.pgvector_hnsw_m,
         hnsw_ef_construction=settings.pgvector_hnsw_ef_construction,
         exact_limit=settings.pgvector_exact_limit,
+        recall_target=settings.recall_target,
     )
 
 
@@ -256,7 +257,14 @@ def build_products(
     retrieval: VectorRetrieval
     if vector_backend == "pgvector":
         sync = PgVectorSync(
-            catalog, model=model, dim=dim, spec=pgvector or PgVectorSpec(), prepare=load_index
+            catalog,
+            model=model,
+            dim=dim,
+            spec=pgvector or PgVectorSpec(),
+            prepare=load_index,
+            embed_texts=encoder.embed_texts if encoder else None,
+            query_log_path=index_path.with_name(index_path.name + ".queries.npy"),
+            tune_in_background=rebuild_in_background,
         )
         retrieval = PgVectorRetrieval(catalog, sync.index)
     else:

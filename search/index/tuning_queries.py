@@ -77,7 +77,7 @@ class TextQueries:
 class TuningQueries:
     def __init__(
         self,
-        query_log: QueryLog,
+        query_log: QueryLog | None,
         embed_texts: Callable[[Sequence[str]], np.ndarray] | None = None,
         catalog_texts: Callable[[int], list[str]] | None = None,
     ) -> None:
@@ -86,7 +86,7 @@ class TuningQueries:
         self.catalog_texts = catalog_texts
 
     def choose(self, dim: int) -> TextQueries:
-        served = self.query_log.sample(dim) if dim else None
+        served = self.query_log.sample(dim) if dim and self.query_log is not None else None
         if served is not None and len(served) >= MIN_SERVED:
             return TextQueries(served, f"{len(served)} served queries")
         if self.embed_texts is not None and dim:
@@ -111,4 +111,5 @@ class TuningQueries:
 
     def due(self, tuned_at: int) -> bool:
         """Enough served queries logged since the last tuning (at ``tuned_at`` adds) to tune on them."""
-        return len(self.query_log) >= MIN_SERVED and self.query_log.added - tuned_at >= RETUNE_AFTER
+        log = self.query_log
+        return log is not None and len(log) >= MIN_SERVED and log.added - tuned_at >= RETUNE_AFTER

@@ -81,6 +81,9 @@ def test_info_ready_and_metrics_say_pgvector_serves(replicas) -> None:
     info = a.client.get("/info").json()
     assert info["storage"]["vector_backend"] == "pgvector"
     assert info["index"]["kind"] == "pgvector" and info["index"]["table"] == "image_vectors"
+    # One vector: no vector index yet, every search exact (measured breadths: test_pgvector_tuning.py).
+    assert info["index"]["exact_search"] is True
+    assert info["index"]["measured_recall_at_10"] == {"image_like": 1.0, "text_like": 1.0}
     assert info["storage"]["database"]["backend"] == "postgresql"
     assert a.client.get("/ready").json()["index"]["size"] == 1
     metrics = a.client.get("/metrics").text

@@ -1,6 +1,6 @@
 """The indexer with VITRINE_VECTOR_BACKEND=pgvector on a real PostgreSQL + pgvector: `add` writes the
 vector rows with the image rows, `verify` checks that every image has its row, `rebuild` restores a
-missing one, `stats` and `tune` say which backend serves, `duplicates` and `reembed` (a model switch)
+missing one, `stats` and `tune` say which backend serves and how, `duplicates` and `reembed` (a model switch)
 work on the database's vectors."""
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def test_add_verify_rebuild_stats_duplicates_and_reembed(
 
     stats = json.loads(indexer(tiny_model_dir, "stats").stdout)
     assert stats["vector_backend"] == "pgvector" and stats["index_vectors"] == 4
-    tuned = indexer(tiny_model_dir, "tune")
-    assert tuned.returncode == 1 and "VITRINE_PGVECTOR_PROBES" in tuned.stderr
+    tuned = indexer(tiny_model_dir, "tune")  # 4 vectors: no vector index yet, every search exact
+    assert tuned.returncode == 0 and json.loads(tuned.stdout)["exact_search"] is True
     assert indexer(tiny_model_dir, "duplicates").returncode == 0
 
     other = write_random_model("tiny", tmp_path / "other", seed=1)

@@ -14,8 +14,16 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select, text
 
+from search.catalog.pgvector import tuning
 from search.catalog.pgvector.search import image_hits, set_breadth
-from search.catalog.pgvector.table import TABLE, VECTORS, PgVectorSpec, ann_index
+from search.catalog.pgvector.table import (
+    GUESSED_EF_SEARCH,
+    GUESSED_PROBES,
+    TABLE,
+    VECTORS,
+    PgVectorSpec,
+    ann_index,
+)
 from search.catalog.records import bytes_to_vector
 from search.catalog.schema import ProductImage
 from search.catalog.store import Catalog
@@ -23,8 +31,9 @@ from search.index.vector_index import SearchHit
 
 # Below this many rows (the planner's estimate) the size is counted exactly; above, the estimate serves.
 EXACT_COUNT_BELOW = 200_000
-# IVFFlat scans at least this many vectors (probes x vectors per list): text-like queries need it, and
-# more of them on a small catalog, whose lists are small. Measured text recall@10 (bench/RESULTS.md):
+# Until a breadth is measured, IVFFlat scans at least this many vectors (probes x vectors per list):
+# text-like queries need it, and more of them on a small catalog, whose lists are small. Measured text
+# recall@10 (bench/RESULTS.md):
 # 32 probes scanning 800 vectors at 10k gave 0.74, ~2,500 scanned gave 0.94 at 10k and 0.93 at 30k but
 # 0.96-0.98 at 100k; 5,000 is chosen to keep small catalogs above 0.95 too.
 MIN_SCANNED = 5_000
@@ -41,7 +50,9 @@ class PgVectorIndex:
         self.size = 0
         self.revision = 0
         self.definition: str | None = None  # the vector index's CREATE INDEX, None while searches are exact
-        self.probes = spec.probes  # IVFFlat lists probed unfiltered: the spec's, or more on a small catalog
+        self.tuning: tuning.Tuning | None = None  # the measurement stored in the database, if any
+        # Unfiltered breadth (ivfflat probes, hnsw ef_search): configured, measured, or guessed.
+        self.breadth, self.breadth_source = spec.configured_breadth or GUESSED_PROBES, "guessed"
 
     def __len__(self) -> int:
         return self.size
@@ -59,9 +70,27 @@ class PgVectorIndex:
                     estimate = connection.scalar(text(f"SELECT count(*) FROM {TABLE}"))
                 self.size = int(estimate or 0)
                 self.definition = ann_index(connection)
-        self.probes = probes_for(self.spec, self.definition, self.size)
+            self.tuning = tuning.load(connection)
+        self.breadth, self.breadth_source = self.choose_breadth()
         self.revision = self.catalog.revision()
         return self
+
+    @property
+    def lists(self) -> int | None:
+        """IVFFlat's lists, read from the index definition (None: no IVFFlat index)."""
+        found = re.search(r"lists\s*=\s*'?(\d+)", self.definition or "")
+        return int(found.group(1)) if found else None
+
+    def choose_breadth(self) -> tuple[int, str]:
+        """The unfiltered breadth and where it comes from: the settings, a measurement that holds for
+        this index at this size, or a guess until one is measured."""
+        if self.spec.configured_breadth:
+            return self.spec.configured_breadth, "configured"
+        if self.tuning is not None and self.tuning.fits(self.definition, self.size):
+            return self.tuning.breadth, "measured"
+        if self.spec.index == "hnsw":
+            return GUESSED_EF_SEARCH, "guessed"
+        return guessed_probes(self.lists, self.size), "guessed"
 
     # Searches ------------------------------------------------------------------------------------------
 
@@ -78,7 +107,7 @@ class PgVectorIndex:
         if k <= 0 or not self.dim:
             return []
         with self.catalog.connection() as connection:
-            set_breadth(connection, self.spec, "index" if share >= 1 else "wide", share, self.probes)
+            set_breadth(connection, self.spec, "index" if share >= 1 else "wide", share, self.breadth)
             hits = image_hits(connection, query, k, dim=self.dim, excluded=excluded_ids, min_score=min_score)
         return [SearchHit(hit.image, hit.score) for hit in hits]
 
@@ -93,7 +122,7 @@ class PgVectorIndex:
         if not self.dim:
             return scores[:, :0], ids[:, :0]
         with self.catalog.connection() as connection:
-            set_breadth(connection, self.spec, "index", probes=self.probes)
+            set_breadth(connection, self.spec, "index", breadth=self.breadth)
             for row, query in enumerate(queries):
                 for col, hit in enumerate(image_hits(connection, query, k, dim=self.dim)):
                     scores[row, col], ids[row, col] = hit.score, hit.image
@@ -124,11 +153,13 @@ class PgVectorIndex:
 
     def describe(self) -> dict[str, Any]:
         spec = self.spec
+        name = "ef_search" if spec.index == "hnsw" else "probes"
+        breadth: dict[str, Any] = {name: self.breadth, f"{name}_source": self.breadth_source}
         if spec.index == "hnsw":
-            breadth: dict[str, Any] = {"ef_search": spec.ef_search, "m": spec.hnsw_m}
+            breadth["m"] = spec.hnsw_m
         else:
-            breadth = {"probes": self.probes, "lists": spec.lists or "4 * sqrt(vectors)"}
-        return {
+            breadth["lists"] = self.lists or spec.lists or "4 * sqrt(vectors)"
+        facts: dict[str, Any] = {
             "kind": self.kind,
             "description": spec.describe(self.kind),
             "vectors": self.size,
@@ -139,17 +170,29 @@ class PgVectorIndex:
             "exact_search": self.definition is None,
             "exact_filter_limit": spec.exact_limit,
             **breadth,
+            "recall_target": spec.recall_target,
             "memory_bytes": 0,  # in the database: nothing in this process
             "search_device": self.search_device[0],
             "search_device_reason": self.search_device[1],
         }
+        if self.definition is None:
+            facts["measured_recall_at_10"] = {"image_like": 1.0, "text_like": 1.0}
+        elif self.tuning is not None and self.breadth_source != "guessed":
+            measured = self.tuning
+            facts["measured_recall_at_10"] = measured.table.get(str(self.breadth), measured.recall)
+            facts["tuning_samples"] = measured.samples
+            facts[f"recall_by_{name}"] = measured.table
+            facts["tuning"] = {
+                "measured_on_vectors": measured.vectors,
+                "text_like_p50_ms": measured.p50_ms,
+                "seconds": measured.seconds,
+            }
+        return facts
 
 
-def probes_for(spec: PgVectorSpec, definition: str | None, size: int) -> int:
-    """The configured probes, raised so that at least ``MIN_SCANNED`` vectors are scanned (lists hold
+def guessed_probes(lists: int | None, size: int) -> int:
+    """GUESSED_PROBES, raised so that at least ``MIN_SCANNED`` vectors are scanned (lists hold
     size / lists vectors each), and never more than the lists."""
-    found = re.search(r"lists\s*=\s*'?(\d+)", definition or "")
-    if found is None or size <= 0:
-        return spec.probes
-    lists = int(found.group(1))
-    return min(lists, max(spec.probes, math.ceil(MIN_SCANNED * lists / size)))
+    if lists is None or size <= 0:
+        return GUESSED_PROBES
+    return min(lists, max(GUESSED_PROBES, math.ceil(MIN_SCANNED * lists / size)))

@@ -80,7 +80,7 @@ class PgVectorRetrieval:
                     estimate = estimate if estimate is not None else allowed / size  # at least that
                 share = estimate
             plan = "exact" if exact else ("wide" if where is not None else "index")
-            set_breadth(connection, spec, plan, share, self.index.probes)
+            set_breadth(connection, spec, plan, share, self.index.breadth)
             if plan == "wide":  # checked on the vectors the scan yields, not listed in full
                 where = filters.clause(per_row=True)
             fetch = want * 2

@@ -2,7 +2,7 @@
 exclusions in the same statement, each hit re-scored exactly from the float32 vector of its image row.
 
 Three plans (``Plan``):
-- ``index``: the vector index at the configured breadth (ivfflat.probes / hnsw.ef_search);
+- ``index``: the vector index at its breadth (ivfflat.probes / hnsw.ef_search: measured, pgvector/tuning.py);
 - ``exact``: every allowed vector compared (``ORDER BY distance + 0`` keeps the planner off the vector
   index): for filters allowing few products, where an index scan would find too few of them
   (docs/scaling.md section 4: a 1% filter kept 0.53 recall under IVFFlat);
@@ -23,7 +23,15 @@ from typing import Literal
 import numpy as np
 from sqlalchemy import ColumnElement, Connection, select, text
 
-from search.catalog.pgvector.table import SCORE_SLACK, VECTORS, PgVectorSpec, distance, query_param
+from search.catalog.pgvector.table import (
+    GUESSED_EF_SEARCH,
+    GUESSED_PROBES,
+    SCORE_SLACK,
+    VECTORS,
+    PgVectorSpec,
+    distance,
+    query_param,
+)
 from search.catalog.schema import Product, ProductImage
 
 Plan = Literal["index", "exact", "wide"]
@@ -38,20 +46,22 @@ class ImageHit:
 
 
 def set_breadth(
-    connection: Connection, spec: PgVectorSpec, plan: Plan, share: float = 1.0, probes: int | None = None
+    connection: Connection, spec: PgVectorSpec, plan: Plan, share: float = 1.0, breadth: int | None = None
 ) -> None:
     """The index's search breadth for the statements that follow in this transaction (SET LOCAL).
-    ``probes``: the IVFFlat lists to probe unfiltered (``PgVectorIndex.probes``), else the spec's."""
+    ``breadth``: IVFFlat lists probed or HNSW ef_search unfiltered (``PgVectorIndex.breadth``: measured,
+    configured or guessed); widened by 1/share for a broad filter's iterative scan."""
     wide = plan == "wide"
-    probes = probes or spec.probes
     share = max(MIN_SHARE, min(1.0, share)) if wide else 1.0
     if spec.index == "hnsw":
+        ef_search = breadth or spec.ef_search or GUESSED_EF_SEARCH
         values = {
-            "hnsw.ef_search": min(1000, math.ceil(spec.ef_search / share)),
+            "hnsw.ef_search": min(1000, math.ceil(ef_search / share)),
             "hnsw.iterative_scan": "relaxed_order" if wide else "off",
             "hnsw.max_scan_tuples": max(20_000, math.ceil(20_000 / share)),
         }
     else:
+        probes = breadth or spec.probes or GUESSED_PROBES
         values = {
             "ivfflat.probes": math.ceil(probes / share),
             "ivfflat.iterative_scan": "relaxed_order" if wide else "off",

@@ -51,6 +51,11 @@ SCORE_SLACK = 5e-3
 # ~0.4 GB for 1,264 lists at 100k) and pgvector refuses to start below what it needs, saying how much:
 # the build is then retried with that much (bench/RESULTS.md, the pgvector backend at 1M).
 BUILD_MEMORY = "512MB"
+# The breadth served before one is measured (no model loaded, or while another replica measures):
+# IVFFlat probes, raised to scan at least MIN_SCANNED vectors (pgvector/index.py), and HNSW ef_search.
+# Text recall@10 0.990 at 100k with 1264 lists at 64 probes; HNSW 0.967 at 400 (bench/RESULTS.md).
+GUESSED_PROBES = 32
+GUESSED_EF_SEARCH = 400
 
 
 class HalfVec(UserDefinedType):
@@ -82,11 +87,17 @@ class PgVectorSpec:
     index: str = "ivfflat"  # ivfflat | hnsw
     index_min_rows: int = 10_000  # ivfflat: trained on the rows present, so built once there are these
     lists: int = 0  # ivfflat; 0: about 4 * sqrt(rows)
-    probes: int = 32
-    ef_search: int = 400
+    probes: int = 0  # ivfflat; 0: measured (pgvector/tuning.py), GUESSED_PROBES or more until then
+    ef_search: int = 0  # hnsw; 0: measured, GUESSED_EF_SEARCH until then
+    recall_target: float = 0.95  # recall@10 the measured breadth reaches
     hnsw_m: int = 16
     hnsw_ef_construction: int = 64
     exact_limit: int = 20_000  # a filter allowing at most this many products is searched exactly
+
+    @property
+    def configured_breadth(self) -> int:
+        """The breadth the settings fix (ivfflat probes, hnsw ef_search), 0 where it is measured."""
+        return self.ef_search if self.index == "hnsw" else self.probes
 
     def lists_for(self, rows: int) -> int:
         return self.lists or max(16, int(4 * math.sqrt(max(rows, 1))))
@@ -95,10 +106,11 @@ class PgVectorSpec:
         if self.index == "hnsw":
             return (
                 f"pgvector HNSW on halfvec (m {self.hnsw_m}, ef_construction {self.hnsw_ef_construction}, "
-                f"ef_search {self.ef_search}); exact under filters allowing <= {self.exact_limit} products"
+                f"ef_search {self.ef_search or 'measured'}); exact under filters allowing <= "
+                f"{self.exact_limit} products"
             )
         return (
-            f"pgvector IVFFlat on halfvec (lists {self.lists or '4 * sqrt(vectors)'}, probes {self.probes}, "
+            f"pgvector IVFFlat on halfvec (lists {self.lists or '4 * sqrt(vectors)'}, probes {self.probes or 'measured'}, "
             f"built from {self.index_min_rows} vectors, exact below); exact under filters allowing "
             f"<= {self.exact_limit} products"
         )

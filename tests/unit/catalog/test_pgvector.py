@@ -214,16 +214,6 @@ def test_sqlite_with_pgvector_is_a_settings_error_naming_create_extension(tmp_pa
         catalog.close()
 
 
-def test_tune_says_which_settings_serve_instead(pgvector_url, tmp_path) -> None:
-    catalog = Catalog.open(pgvector_url)
-    try:
-        service = service_on(catalog, tmp_path, **pgvector())
-        with pytest.raises(Exception, match="VITRINE_PGVECTOR_PROBES"):
-            service.tune()
-    finally:
-        catalog.close()
-
-
 def test_the_pgvector_server_url_is_a_superuser_of_a_server_with_the_extension(pgvector_server_url) -> None:
     engine = create_engine(pgvector_server_url)
     with engine.connect() as connection:
@@ -363,16 +353,12 @@ def test_an_ivfflat_build_over_maintenance_work_mem_is_retried_with_what_pgvecto
         catalog.close()
 
 
-def test_ivfflat_probes_scan_at_least_min_scanned_vectors_and_never_more_than_the_lists() -> None:
-    from search.catalog.pgvector.index import MIN_SCANNED, probes_for
+def test_guessed_ivfflat_probes_scan_at_least_min_scanned_vectors_and_never_more_than_the_lists() -> None:
+    from search.catalog.pgvector.index import MIN_SCANNED, guessed_probes
 
-    spec = PgVectorSpec(probes=32)
-    definition = (
-        "CREATE INDEX ix ON image_vectors USING ivfflat (embedding halfvec_cosine_ops) WITH (lists='{}')"
-    )
-    assert probes_for(spec, None, 100_000) == 32  # no index yet: searches are exact anyway
-    assert probes_for(spec, definition.format(1264), 100_000) == 64  # 64 x 79 vectors >= 5,000
-    assert probes_for(spec, definition.format(400), 10_000) == 200
-    assert probes_for(spec, definition.format(16), 100) == 16  # all the lists, no more
-    assert probes_for(spec, definition.format(4000), 10_000_000) == 32  # big lists: the setting rules
+    assert guessed_probes(None, 100_000) == 32  # no index yet: searches are exact anyway
+    assert guessed_probes(1264, 100_000) == 64  # 64 x 79 vectors >= 5,000
+    assert guessed_probes(400, 10_000) == 200
+    assert guessed_probes(16, 100) == 16  # all the lists, no more
+    assert guessed_probes(4000, 10_000_000) == 32  # big lists: the guess's floor rules
     assert MIN_SCANNED == 5_000
