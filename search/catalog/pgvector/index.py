@@ -2,7 +2,9 @@
 ``VectorIndex`` gives /info, /ready, /metrics and ``indexer stats`` (size, dimension, revision, kind),
 and the searches the duplicate finder makes (``search``, ``neighbours``, ``reconstruct``).
 
-Nothing is held in the process: the size and revision are the catalog's as of the last ``refresh``.
+Nothing is held in the process: the size, revision and search breadth (configured, measured by
+pgvector/tuning.py and stored in the database, or guessed until then) are the catalog's as of the last
+``refresh``.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class PgVectorIndex:
         self.definition: str | None = None  # the vector index's CREATE INDEX, None while searches are exact
         self.tuning: tuning.Tuning | None = None  # the measurement stored in the database, if any
         # Unfiltered breadth (ivfflat probes, hnsw ef_search): configured, measured, or guessed.
-        self.breadth, self.breadth_source = spec.configured_breadth or GUESSED_PROBES, "guessed"
+        self.breadth, self.breadth_source = self.choose_breadth()
 
     def __len__(self) -> int:
         return self.size
