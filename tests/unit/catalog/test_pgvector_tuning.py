@@ -146,13 +146,27 @@ def test_a_server_re_measures_in_the_background_on_the_queries_it_served(harder,
         catalog.close()
 
 
-@pytest.fixture
-def titled(encoder: Encoder, pgvector_url: str) -> Iterator[Catalog]:
-    """1,500 random unit vectors in the tiny model's space, with titles and categories."""
+@pytest.fixture(scope="module")
+def titled_url(encoder: Encoder, pgvector_server_url: str) -> Iterator[str]:
+    """A catalog of 1,500 random unit vectors in the tiny model's space, with titles and categories."""
     vectors = np.random.default_rng(3).standard_normal((1500, encoder.info.embedding_dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    catalog = Catalog.open(pgvector_url)
-    add_products(catalog, vectors)
+    with fresh_pgvector_database(pgvector_server_url) as url:
+        catalog = Catalog.open(url)
+        add_products(catalog, vectors)
+        catalog.close()
+        yield url
+
+
+@pytest.fixture
+def titled(titled_url: str) -> Iterator[Catalog]:
+    """That catalog with no vector index and nothing measured: each test builds and measures its own."""
+    forget_tuning(titled_url)
+    engine = create_engine(titled_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX IF EXISTS ix_image_vectors_embedding"))
+    engine.dispose()
+    catalog = Catalog.open(titled_url)
     yield catalog
     catalog.close()
 
@@ -208,12 +222,12 @@ def test_a_configured_breadth_is_served_as_it_is_and_not_measured(
 
 
 def test_one_process_measures_at_a_time_and_releases_the_lock_when_done(
-    encoder: Encoder, titled: Catalog, pgvector_url: str, tmp_path: Path
+    encoder: Encoder, titled: Catalog, titled_url: str, tmp_path: Path
 ) -> None:
     dim = encoder.info.embedding_dim
     spec = PgVectorSpec(index="ivfflat", index_min_rows=1000, lists=32)
     first = serve(titled, tmp_path / "a", spec, None, dim)
-    engine = create_engine(pgvector_url)
+    engine = create_engine(titled_url)
     with engine.connect() as other:  # another replica measuring
         other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": TUNING_LOCK_KEY})
         assert "another process is measuring" in first.tune()["note"]
@@ -221,7 +235,7 @@ def test_one_process_measures_at_a_time_and_releases_the_lock_when_done(
         other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": TUNING_LOCK_KEY})
     engine.dispose()
     assert first.tune()["probes_source"] == "measured"
-    second = Catalog.open(pgvector_url)  # a replica of its own, with connections of its own
+    second = Catalog.open(titled_url)  # a replica of its own, with connections of its own
     try:
         assert "note" not in serve(second, tmp_path / "b", spec, None, dim).tune()
     finally:
