@@ -11,7 +11,6 @@ import base64
 import logging
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,10 +23,10 @@ import pytest
 from api.app import create_app
 from search.model.weights import Checkpoint
 from tests.support.images import encode_png, patterned_image
-from tests.support.paths import REPO_ROOT
+from tests.support.indexer import run_indexer_in_process
 from tests.support.processes import clean_env, free_port, start_api
 from tests.support.servers import LiveServer
-from tests.support.settings import settings_for
+from tests.support.settings import indexer_settings, settings_for
 
 TEXTS = ["ceramic tile", "oak table", "a red chair", "striped wallpaper"]
 SWITCH_TIMEOUT_S = 300  # two export steps of the tiny model on a busy 2-core machine
@@ -246,21 +245,10 @@ def test_a_memory_budget_below_the_export_need_gives_one_line_and_torch_serves(
 def test_two_data_folders_share_one_export_cache(tiny_model_dir, tmp_path):
     """The export `indexer export-model` builds for one data folder serves a server on another at once."""
     cache = tmp_path / "shared-cache"
-    env = clean_env()
-    env.update(
-        HF_HUB_OFFLINE="1",
-        VITRINE_MODEL=str(tiny_model_dir),
-        VITRINE_DEVICE="cpu",
-        VITRINE_DATA_DIR=str(tmp_path / "first"),
-        VITRINE_CACHE_DIR=str(cache),
-    )
-    built = subprocess.run(
-        [sys.executable, "-m", "indexer", "export-model"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    # In-process (the CLI's own entry point): a process of its own only added its start-up (torch).
+    built = run_indexer_in_process(
+        indexer_settings(tiny_model_dir, tmp_path / "first", runtime="auto", dtype="auto", cache_dir=cache),
+        "export-model",
     )
     assert built.returncode == 0, built.stderr
     assert "runtime openvino, int8" in built.stdout
