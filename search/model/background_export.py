@@ -117,9 +117,11 @@ class BackgroundExport:
         self._child: subprocess.Popen[str] | None = None
         # Daemon: a server that exits never waits for it (stop() ends its child first).
         self._thread = threading.Thread(target=self._run, name="vitrine-export", daemon=True)
+        self._started = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
+        self._started.set()
 
     def stop(self, timeout: float = 1.0) -> None:
         """End the export now: its child is killed and whatever it had written removed."""
@@ -135,8 +137,13 @@ class BackgroundExport:
             self.status.state = "stopped"
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Whether the export's work is over within ``timeout`` (tests, the benchmark)."""
-        self._thread.join(timeout)
+        """Whether the export's work is over within ``timeout`` (tests, the benchmark). An export not
+        started yet is waited for too: the app publishes its components (and /ready answers 200) a
+        moment before it starts their export."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._started.wait(timeout):
+            return False
+        self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
     # The thread ---------------------------------------------------------------------------------------

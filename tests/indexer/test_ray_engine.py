@@ -1,9 +1,11 @@
 """``indexer add|reembed --engine ray``: the same catalog as the local engine, work spread over the
 nodes of a two-node Ray cluster on loopback, shards that import without Ray, and a job killed
-mid-run that a rerun completes with nothing lost or repeated and no Ray process left behind.
+mid-run that a rerun completes with nothing lost or repeated and no Ray process left behind
+(test_ray_killed_job.py: a file of its own, which ``--dist loadfile`` runs on the other test worker,
+beside this one).
 
 One two-node cluster (``ray.cluster_utils.Cluster``, 127.0.0.1, no dashboard) serves the module; the
-in-process runs join it. The killed job runs as a process of its own with its own Ray."""
+in-process runs join it."""
 
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ import pytest
 from devtools.random_model import write_random_model
 from tests.support.catalogs import SAMPLE_PRODUCTS, IndexedCatalog, copy_catalog
 from tests.support.http import ImageServer
-from tests.support.indexer import finish_indexer, run_indexer_in_process, start_indexer, summary_of
+from tests.support.indexer import run_indexer_in_process, summary_of
+from tests.support.ray_jobs import product_count
+from tests.support.ray_jobs import slow_url_manifest as slow_url_manifest_of
 from tests.support.settings import indexer_settings
 
 # Ray reads its settings when imported: it is imported by the cluster fixture, after they are set.
@@ -190,17 +194,27 @@ def test_reembed_on_ray_matches_the_local_reembed(
     assert_same_catalog(on_ray.data_dir, local.data_dir)
 
 
-def model_actor_processes() -> list[int]:
-    """This machine's Ray actor processes that run the model (their title names the actor class)."""
+def model_actor_processes(token: str) -> list[int]:
+    """The module cluster's Ray actor processes that run the model (their title names the actor class;
+    every process of that Ray carries its token: a job's own Ray elsewhere on this machine, as
+    test_ray_killed_job.py's on the other test worker, is left alone)."""
+    marker = f"RAY_AUTH_TOKEN={token}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"_EmbedActor" in (entry / "cmdline").read_bytes():
+                if b"_EmbedActor" in (entry / "cmdline").read_bytes() and marker in (
+                    entry / "environ"
+                ).read_bytes().split(b"\0"):
                     found.append(int(entry.name))
             except OSError:
                 continue
     return found
+
+
+@pytest.fixture
+def slow_url_manifest(indexed_catalog: IndexedCatalog, image_server: ImageServer, tmp_path: Path) -> Path:
+    return slow_url_manifest_of(indexed_catalog, image_server, tmp_path / "manifest.csv")
 
 
 @pytest.mark.e2e  # kills a process
@@ -230,7 +244,7 @@ def test_a_model_worker_killed_mid_job_loses_nothing(
     killed = []
     while not killed and job.is_alive() and time.monotonic() < deadline:
         if product_count(data_dir / "vitrine.db") > 0:  # mid-job: batches are in flight
-            for pid in model_actor_processes():
+            for pid in model_actor_processes(os.environ["RAY_AUTH_TOKEN"]):  # set by ray_cluster
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
         time.sleep(0.05)
@@ -242,149 +256,5 @@ def test_a_model_worker_killed_mid_job_loses_nothing(
     with sqlite3.connect(data_dir / "vitrine.db") as conn:
         images = conn.execute("SELECT count(*) FROM product_images").fetchone()[0]
     assert images == SAMPLE_PRODUCTS
-    verify = indexer_cli(data_dir, "verify")
-    assert verify.returncode == 0, summary_of(verify)
-
-
-# A job killed mid-run ------------------------------------------------------------------------------------
-
-
-def process_group(pgid: int) -> list[int]:
-    """The live processes (not zombies) of a process group."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
-def ray_head_of(driver: int) -> int | None:
-    """The pid of the ``ray start --head`` a driver started (its Ray's process group), if any yet."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == driver and b"ray.scripts.scripts start --head" in command:
-            return int(entry.name)
-    return None
-
-
-def ray_token_of(head: int) -> bytes:
-    """The ``RAY_AUTH_TOKEN=...`` entry of a job's Ray head: every process of that Ray carries it."""
-    entries = Path(f"/proc/{head}/environ").read_bytes().split(b"\0")
-    return next(entry for entry in entries if entry.startswith(b"RAY_AUTH_TOKEN="))
-
-
-def live_processes_with(marker: bytes) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                    if state != "Z":
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def assert_ray_gone(group: int, token: bytes, within: float = 20.0) -> None:
-    """No process of the job's Ray is left: neither in its head's group nor any with its token (Ray's
-    workers run in sessions of their own)."""
-    deadline = time.monotonic() + within
-    while (process_group(group) or live_processes_with(token)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = [
-        Path(f"/proc/{pid}/cmdline").read_bytes()[:80]
-        for pid in {*process_group(group), *live_processes_with(token)}
-    ]
-    assert not left, f"Ray processes left behind: {left}"
-
-
-def product_count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM products").fetchone()[0])
-    except sqlite3.DatabaseError:
-        return 0
-
-
-@pytest.fixture
-def slow_url_manifest(indexed_catalog: IndexedCatalog, image_server: ImageServer, tmp_path: Path) -> Path:
-    """The sample catalog with each picture behind a URL that answers after 0.1 s: a run lasts long
-    enough to be killed in the middle."""
-    lines = ["id,image,title,category"]
-    for row in indexed_catalog.rows:
-        body = (indexed_catalog.manifest.parent / row["image"]).read_bytes()
-        url = image_server.add(f"/ray-slow/{row['id']}.png", body, delay=0.1)
-        lines.append(f"{row['id']},{url},{row['title']},{row['category']}")
-    manifest = tmp_path / "manifest.csv"
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
-
-
-@pytest.mark.e2e
-def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
-    slow_url_manifest: Path, tiny_model_dir: Path, tmp_path: Path, indexer_cli: Indexer
-) -> None:
-    data_dir = tmp_path / "data"
-    db = data_dir / "vitrine.db"
-    args = ("add", slow_url_manifest, "--engine", "ray", "--batch-size", 2, "--no-progress", "--json")
-    env = {"VITRINE_URL_ALLOW_HOSTS": "127.0.0.1"}
-    job = start_indexer(tiny_model_dir, data_dir, *args, env=env)
-    group = None
-    try:
-        deadline = time.monotonic() + 240
-        while product_count(db) == 0:
-            if group is None and (group := ray_head_of(job.pid)) is not None:
-                token = ray_token_of(group)
-            assert job.poll() is None, summary_of(finish_indexer(job))
-            assert time.monotonic() < deadline, "the Ray job committed nothing in 240 s"
-            time.sleep(0.01)
-        os.kill(job.pid, signal.SIGKILL)
-    finally:
-        if job.poll() is None:
-            job.kill()
-        killed = finish_indexer(job)
-    assert killed.returncode == -signal.SIGKILL
-    committed = product_count(db)
-    assert 0 < committed < SAMPLE_PRODUCTS, "the job must be killed in the middle"
-    assert group is not None
-    assert_ray_gone(group, token)  # the reaper ended the dead job's Ray
-
-    rerun = start_indexer(tiny_model_dir, data_dir, *args, env=env)
-    group = None
-    while rerun.poll() is None and group is None:
-        if (group := ray_head_of(rerun.pid)) is not None:
-            token = ray_token_of(group)
-        time.sleep(0.05)
-    finished = finish_indexer(rerun)
-    assert finished.returncode == 0, summary_of(finished)
-    summary = json.loads(finished.stdout)
-    assert (summary["added"], summary["skipped"], summary["failed"]) == (
-        SAMPLE_PRODUCTS - committed,
-        committed,
-        0,
-    )
-    assert group is not None
-    assert_ray_gone(group, token, within=5)  # a job that ends normally leaves no Ray either
-    with sqlite3.connect(db) as conn:
-        products = [row[0] for row in conn.execute("SELECT external_id FROM products")]
-        images = conn.execute("SELECT count(*) FROM product_images").fetchone()[0]
-    assert len(products) == len(set(products)) == SAMPLE_PRODUCTS and images == SAMPLE_PRODUCTS
     verify = indexer_cli(data_dir, "verify")
     assert verify.returncode == 0, summary_of(verify)
