@@ -130,7 +130,10 @@ def test_the_vector_backend_is_faiss_unless_pgvector_is_named(monkeypatch):
     settings = ServerSettings()
     spec = pgvector_spec(settings)
     assert settings.vector_backend == "pgvector"
-    assert (spec.index, spec.ef_search, spec.probes, spec.exact_limit) == ("hnsw", 600, 32, 20_000)
+    assert (spec.index, spec.ef_search, spec.probes, spec.exact_limit) == ("hnsw", 600, 0, 20_000)
+    assert spec.configured_breadth == 600  # hnsw: ef_search is the breadth; probes 0 would be measured
+    monkeypatch.setenv("VITRINE_RECALL_TARGET", "0.9")
+    assert pgvector_spec(ServerSettings()).recall_target == 0.9
     monkeypatch.setenv("VITRINE_VECTOR_BACKEND", "milvus")
     with pytest.raises(ValidationError, match="vector_backend"):
         ServerSettings()
