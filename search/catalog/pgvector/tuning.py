@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from search.catalog.pgvector.search import image_hits, set_breadth
 from search.catalog.pgvector.table import TABLE, VECTORS, PgVectorSpec
@@ -188,12 +188,28 @@ def measure(
 
 
 def image_sample(catalog: Catalog, count: int, dim: int) -> np.ndarray:
-    """Up to ``count`` stored vectors of the table, the same ones each time (a seeded random order)."""
+    """Up to ``count`` stored vectors of the table, the same ones each time: ids drawn at random between
+    the smallest and the largest (seeded), looked up by the primary key (no scan of the table), drawn
+    again while gaps leave too few."""
+    rng = np.random.default_rng(0)
+    found: list[int] = []
     with catalog.connection() as connection:
-        connection.execute(text("SELECT setseed(0.25)"))
-        ids = list(connection.scalars(select(VECTORS.c.image_id).order_by(text("random()")).limit(count)))
+        low, high = connection.execute(
+            select(func.min(VECTORS.c.image_id), func.max(VECTORS.c.image_id))
+        ).one()
+        if low is None:
+            return np.zeros((0, dim), np.float32)
+        span = int(high) - int(low) + 1
+        for _ in range(8):  # each round asks for 4x what is missing
+            drawn = rng.integers(int(low), int(high) + 1, 4 * (count - len(found)))
+            wanted = list(dict.fromkeys(int(i) for i in drawn))
+            ids = set(connection.scalars(select(VECTORS.c.image_id).where(VECTORS.c.image_id.in_(wanted))))
+            fresh = [i for i in wanted if i in ids and i not in found]  # in the drawn order
+            found.extend(fresh[: count - len(found)])
+            if len(found) >= count or span <= count:
+                break
         blobs = connection.scalars(
-            select(ProductImage.embedding).where(ProductImage.id.in_(ids)).order_by(ProductImage.id)
+            select(ProductImage.embedding).where(ProductImage.id.in_(found)).order_by(ProductImage.id)
         ).all()
     if not blobs:
         return np.zeros((0, dim), np.float32)

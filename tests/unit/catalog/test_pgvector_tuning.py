@@ -254,3 +254,25 @@ def test_a_measurement_holds_for_its_index_within_twice_or_half_its_size() -> No
     assert not measured.fits("CREATE INDEX ... lists='32'", 499)
     assert not measured.fits("CREATE INDEX ... lists='16'", 1000)  # rebuilt: other lists
     assert not measured.fits(None, 1000)
+
+
+def test_the_image_sample_is_stored_vectors_drawn_by_id_across_gaps(
+    pgvector_url: str, tmp_path: Path
+) -> None:
+    from search.catalog.pgvector.tuning import image_sample
+
+    vectors = np.random.default_rng(8).standard_normal((300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    catalog = Catalog.open(pgvector_url)
+    try:
+        add_products(catalog, vectors)
+        serve(catalog, tmp_path, PgVectorSpec(), dim=16)  # fills image_vectors
+        catalog.remove(f"p{i}" for i in range(0, 300, 2))  # every other product: gaps in the ids
+        kept = {vector.tobytes() for vector in vectors[1::2]}
+        sample = image_sample(catalog, 100, 16)
+        assert len(sample) == 100 and len({row.tobytes() for row in sample}) == 100
+        assert {row.tobytes() for row in sample} <= kept
+        assert np.array_equal(image_sample(catalog, 100, 16), sample)  # the same draw each time
+        assert len(image_sample(catalog, 500, 16)) == 150  # fewer stored than asked: all of them
+    finally:
+        catalog.close()
