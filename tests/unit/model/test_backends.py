@@ -105,6 +105,28 @@ def built_exports(tiny_model_dir: Path, cache_dir: Path, tmp_path: Path) -> Path
     return Path(shutil.copytree(cache_dir, tmp_path / "cache"))
 
 
+@pytest.fixture(scope="module")
+def first_openvino_int8(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(an export cache in which OpenVINO int8 of the tiny checkpoint was the first thing built, so its
+    float conversion too; the threads that forked meanwhile). Converting and compressing take seconds; the
+    tests that look at such a first build copy the cache."""
+    import os
+    import threading
+
+    forks: list[str] = []
+    watching = threading.Event()
+    os.register_at_fork(
+        before=lambda: forks.append(threading.current_thread().name) if watching.is_set() else None
+    )
+    cache = tmp_path_factory.mktemp("first-openvino-int8")
+    watching.set()
+    try:
+        load_backend(str(tiny_model_dir), runtime="openvino", dtype="int8", cache_dir=cache)
+    finally:
+        watching.clear()
+    return cache, forks
+
+
 def build_stamp(export_folder: Path) -> float:
     return (export_folder / "manifest.json").stat().st_mtime_ns
 
@@ -260,13 +282,13 @@ def test_openvino_int8_stores_int8_weights_and_quantises_activations_at_run_time
 @needs_openvino
 @needs_nncf
 def test_openvino_int8_is_compressed_from_the_float_conversion_auto_falls_back_to(
-    own_checkpoint, tmp_path, monkeypatch, inputs
+    own_checkpoint, first_openvino_int8, tmp_path, monkeypatch, inputs
 ):
     """The checkpoint is converted once: int8 compresses the float conversion and keeps it, so a refused
     int8 falls back without converting again (minutes on base-512), and a rebuilt int8 reuses it."""
     import search.model.backends.openvino_backend as openvino_runtime
 
-    cache = tmp_path / "cache"
+    cache = Path(shutil.copytree(first_openvino_int8[0], tmp_path / "cache"))  # built from empty
     int8 = load_backend(str(own_checkpoint), runtime="openvino", dtype="int8", cache_dir=cache)
     fallback = openvino_runtime.float_fallback()
     assert sorted(p.name for p in int8.export.folder.parent.iterdir()) == sorted(
@@ -340,30 +362,12 @@ def test_a_batch_of_concurrent_requests_on_each_runtime_matches_float32_alone(
         batched.close()
 
 
-def test_an_openvino_export_sends_no_telemetry_and_forks_no_process(tiny_model_dir, tmp_path):
+def test_an_openvino_export_sends_no_telemetry_and_forks_no_process(first_openvino_int8):
     """OpenVINO's and NNCF's usage telemetry (openvino_telemetry) forks the converting process to send
     each event to Google Analytics: from a server holding the checkpoint, over the network."""
-    import os
     import sys
-    import threading
 
-    from search.model.backends.openvino_backend import build
-
-    forks: list[str] = []
-    watching = threading.Event()
-    os.register_at_fork(
-        before=lambda: forks.append(threading.current_thread().name) if watching.is_set() else None
-    )
-    watching.set()
-    try:
-        float_ir = tmp_path / "float32"
-        float_ir.mkdir()
-        build(str(tiny_model_dir), RuntimeChoice("openvino", "float32"), float_ir)
-        int8 = tmp_path / "int8"
-        int8.mkdir()
-        build(str(tiny_model_dir), RuntimeChoice("openvino", "int8"), int8, source=float_ir)
-    finally:
-        watching.clear()
+    _, forks = first_openvino_int8  # while the checkpoint was converted, then compressed to int8
     assert forks == []
     assert sys.modules["openvino_telemetry"] is None
     from openvino.tools.ovc import telemetry_utils
