@@ -221,11 +221,41 @@ def service_with_catalog(tmp_path: Path, database: Path, **spec: object) -> Prod
     )
 
 
-def test_auto_is_exact_for_a_small_catalog_and_ivf_past_the_limit(catalog_vectors, catalog_file, tmp_path):
+@pytest.fixture(scope="module")
+def served_3000(catalog_file, tmp_path_factory) -> Path:
+    """A folder as a server leaves it after opening ``catalog_file(3000)`` with ``exact_limit=1000``: the
+    catalog and the IVF index ``auto`` built for it (about 0.5 s of CPU each time). Built once per module;
+    each test opens a private copy with ``served_copy`` (loaded from its file, as after a restart)."""
+    root = tmp_path_factory.mktemp("served-3000")
+    service = service_with_catalog(root, catalog_file(3000), exact_limit=1000)
+    assert service.index.kind == "ivf"
+    service.catalog.close()  # the last connection closed: the WAL is folded into the file
+    return root
+
+
+def served_copy(tmp_path: Path, served: Path) -> ProductService:
+    """The product service, as the API opens it, on a private copy of a ``served_3000`` folder."""
+    shutil.copytree(served, tmp_path, dirs_exist_ok=True)
+    service = build_products(
+        Catalog.open(f"sqlite:///{tmp_path / 'vitrine.db'}"),
+        model="m",
+        index_path=tmp_path / "index" / "products.faiss",
+        image_store=ImageStore(tmp_path / "images"),
+        index_spec=IndexSpec(kind="auto", exact_limit=1000),
+        rebuild_in_background=True,
+    )
+    index_file = Path("index") / "products.faiss"
+    assert (tmp_path / index_file).read_bytes() == (served / index_file).read_bytes()  # loaded, not rebuilt
+    return service
+
+
+def test_auto_is_exact_for_a_small_catalog_and_ivf_past_the_limit(
+    catalog_vectors, catalog_file, served_3000, tmp_path
+):
     vectors, _, _ = catalog_vectors
     small = service_with_catalog(tmp_path / "small", catalog_file(500), exact_limit=1000)
     assert small.index.kind == "flat"
-    large = service_with_catalog(tmp_path / "large", catalog_file(3000), exact_limit=1000)
+    large = served_copy(tmp_path / "large", served_3000)  # built by auto with exact_limit=1000
     assert large.index.kind == "ivf"
     assert large.stats()["index"]["kind"] == "ivf"
     hits = nearest(large, vectors[10], 5, {"category": "even"})
@@ -233,10 +263,10 @@ def test_auto_is_exact_for_a_small_catalog_and_ivf_past_the_limit(catalog_vector
 
 
 def test_background_rebuild_folds_changes_in_and_searches_keep_working(
-    catalog_vectors, catalog_file, tmp_path
+    catalog_vectors, served_3000, tmp_path
 ):
     vectors, _, _ = catalog_vectors
-    service = service_with_catalog(tmp_path, catalog_file(3000), exact_limit=1000)
+    service = served_copy(tmp_path, served_3000)
     before = service.index
     service.catalog.upsert(
         [
@@ -264,10 +294,10 @@ def test_background_rebuild_folds_changes_in_and_searches_keep_working(
 
 
 def test_a_failing_rebuild_leaves_the_previous_index_serving(
-    catalog_vectors, catalog_file, tmp_path, monkeypatch
+    catalog_vectors, served_3000, tmp_path, monkeypatch
 ):
     vectors, _, _ = catalog_vectors
-    service = service_with_catalog(tmp_path, catalog_file(3000), exact_limit=1000)
+    service = served_copy(tmp_path, served_3000)
     path = service.index_path
     saved = path.read_bytes()
     serving = service.index
@@ -366,12 +396,12 @@ service.rebuild()
 @pytest.mark.e2e  # a build process of its own, killed
 @pytest.mark.parametrize("stage", ["writing rows", "tuning"])
 def test_a_rebuild_killed_mid_build_leaves_the_previous_index_serving(
-    catalog_vectors, catalog_file, tmp_path, stage
+    catalog_vectors, served_3000, tmp_path, stage
 ):
     """A real crash: a process rebuilding the index gets SIGKILL inside the build (part files half or
     fully written, the index file not renamed); the catalog then opens on the previous index."""
     vectors, _, _ = catalog_vectors
-    service = service_with_catalog(tmp_path, catalog_file(3000), exact_limit=1000)
+    service = served_copy(tmp_path, served_3000)
     path = service.index_path
     saved, parts = path.read_bytes(), service.index.parts()
     service.catalog.close()
