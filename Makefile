@@ -23,7 +23,8 @@ test: install
 	# Two pytest-xdist workers; a test file runs on one of them (its module fixtures start once).
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-# The edit loop: everything but the tests of a real uvicorn, a process of their own or the browser.
+# The edit loop: everything but the tests of a real uvicorn, a process of their own (a Ray cluster too) or
+# the browser.
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e"
 

@@ -37,7 +37,9 @@ def test_the_first_pixels_load_the_model_and_get_the_local_encoders_vectors(
     np.testing.assert_allclose(np.concatenate([vectors[0], vectors[2]]), expected, atol=1e-5)
 
 
-def test_a_worker_with_other_weights_is_refused_by_name(tiny_model_dir: Path, tmp_path: Path, encoder) -> None:
+def test_a_worker_with_other_weights_is_refused_by_name(
+    tiny_model_dir: Path, tmp_path: Path, encoder
+) -> None:
     other = write_random_model("tiny", tmp_path / "tiny-seed-1", seed=1)
     job = model_space(indexer_settings(tiny_model_dir, tmp_path / "data")).key
     embedder = Embedder(indexer_settings(other, tmp_path / "data"), job)

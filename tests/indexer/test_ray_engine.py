@@ -35,9 +35,14 @@ from tests.support.ray_jobs import slow_url_manifest as slow_url_manifest_of
 from tests.support.settings import indexer_settings
 
 # Ray reads its settings when imported: it is imported by the cluster fixture, after they are set.
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="the ray extra is not installed (pip install -e '.[ray]')"
-)
+# e2e: a Ray cluster is processes of its own (and most of a minute of CPU): not in the edit loop.
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None,
+        reason="the ray extra is not installed (pip install -e '.[ray]')",
+    ),
+    pytest.mark.e2e,
+]
 
 Indexer = Callable[..., subprocess.CompletedProcess[str]]
 LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
@@ -217,7 +222,6 @@ def slow_url_manifest(indexed_catalog: IndexedCatalog, image_server: ImageServer
     return slow_url_manifest_of(indexed_catalog, image_server, tmp_path / "manifest.csv")
 
 
-@pytest.mark.e2e  # kills a process
 def test_a_model_worker_killed_mid_job_loses_nothing(
     ray_cluster: Any, slow_url_manifest: Path, indexer_cli: Indexer, tmp_path: Path
 ) -> None:

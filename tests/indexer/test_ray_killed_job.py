@@ -25,9 +25,14 @@ from tests.support.indexer import finish_indexer, start_indexer, summary_of
 from tests.support.ray_jobs import product_count
 from tests.support.ray_jobs import slow_url_manifest as slow_url_manifest_of
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="the ray extra is not installed (pip install -e '.[ray]')"
-)
+# e2e: a Ray cluster is processes of its own (and most of a minute of CPU): not in the edit loop.
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None,
+        reason="the ray extra is not installed (pip install -e '.[ray]')",
+    ),
+    pytest.mark.e2e,
+]
 
 Indexer = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -101,7 +106,6 @@ def slow_url_manifest(indexed_catalog: IndexedCatalog, image_server: ImageServer
     return slow_url_manifest_of(indexed_catalog, image_server, tmp_path / "manifest.csv")
 
 
-@pytest.mark.e2e
 def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
     slow_url_manifest: Path, tiny_model_dir: Path, tmp_path: Path, indexer_cli: Indexer
 ) -> None:
