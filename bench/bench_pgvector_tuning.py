@@ -23,24 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import median, write_result
+from _common import write_result
 from bench_pgvector_backend import MODEL, load
+from bench_text_tuning import GEOMETRIES, measure  # the same held-out measurement as FAISS's
 
 from devtools.modality_gap import GapModel
-
-GEOMETRIES = {"hard": {}, "harder": {"text_spread": 6.0, "text_weight": 0.05}}
-
-
-def measure(index, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    from search.index.tuning import recall_at_k
-
-    found, times = [], []
-    for query in queries:
-        start = time.perf_counter()
-        hits = index.search(query, 10)
-        times.append(time.perf_counter() - start)
-        found.append(np.array([hit.id for hit in hits]))
-    return {"recall_at_10": round(recall_at_k(found, truth), 4), "p50_ms": round(1000 * median(times), 2)}
 
 
 def main() -> None:

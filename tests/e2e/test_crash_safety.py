@@ -22,22 +22,11 @@ from search.model.space import space_of
 from search.wiring import open_products
 from tests.support.catalogs import SAMPLE_PRODUCTS, IndexedCatalog, read_manifest_rows
 from tests.support.images import b64
-from tests.support.indexer import finish_indexer, start_indexer, summary_of
+from tests.support.indexer import finish_indexer, product_count, start_indexer, summary_of
 from tests.support.servers import LiveServer
 from tests.support.settings import settings_for
 
 CRASH_PRODUCTS = 120
-
-
-def product_count(db: Path) -> int:
-    """Committed products, or 0 while the database or its tables do not exist yet."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM products").fetchone()[0])
-    except sqlite3.DatabaseError:  # created but not migrated yet
-        return 0
 
 
 def database_products(db: Path) -> list[tuple[int, str]]:

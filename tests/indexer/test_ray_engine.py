@@ -9,7 +9,6 @@ in-process runs join it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -29,20 +28,13 @@ import pytest
 from devtools.random_model import write_random_model
 from tests.support.catalogs import SAMPLE_PRODUCTS, IndexedCatalog, copy_catalog
 from tests.support.http import ImageServer
-from tests.support.indexer import run_indexer_in_process, summary_of
-from tests.support.ray_jobs import product_count
+from tests.support.indexer import product_count, run_indexer_in_process, summary_of
+from tests.support.ray_jobs import RAY_TESTS
 from tests.support.ray_jobs import slow_url_manifest as slow_url_manifest_of
 from tests.support.settings import indexer_settings
 
 # Ray reads its settings when imported: it is imported by the cluster fixture, after they are set.
-# e2e: a Ray cluster is processes of its own (and most of a minute of CPU): not in the edit loop.
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("ray") is None,
-        reason="the ray extra is not installed (pip install -e '.[ray]')",
-    ),
-    pytest.mark.e2e,
-]
+pytestmark = RAY_TESTS
 
 Indexer = Callable[..., subprocess.CompletedProcess[str]]
 LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}

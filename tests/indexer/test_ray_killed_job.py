@@ -7,7 +7,6 @@ A file of its own, apart from test_ray_engine.py (whose two-node cluster it does
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,18 +20,11 @@ import pytest
 
 from tests.support.catalogs import SAMPLE_PRODUCTS, IndexedCatalog
 from tests.support.http import ImageServer
-from tests.support.indexer import finish_indexer, start_indexer, summary_of
-from tests.support.ray_jobs import product_count
+from tests.support.indexer import finish_indexer, product_count, start_indexer, summary_of
+from tests.support.ray_jobs import RAY_TESTS
 from tests.support.ray_jobs import slow_url_manifest as slow_url_manifest_of
 
-# e2e: a Ray cluster is processes of its own (and most of a minute of CPU): not in the edit loop.
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("ray") is None,
-        reason="the ray extra is not installed (pip install -e '.[ray]')",
-    ),
-    pytest.mark.e2e,
-]
+pytestmark = RAY_TESTS
 
 Indexer = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,15 @@ def finish_indexer(process: subprocess.Popen[str]) -> subprocess.CompletedProces
 def summary_of(result: subprocess.CompletedProcess[str]) -> str:
     """An indexer run's output, for assertion messages."""
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-3000:]}"
+
+
+def product_count(db: Path) -> int:
+    """Products a run has committed to the SQLite catalog ``db``, or 0 while the database or its tables
+    do not exist yet (a run watched from outside, to be killed in the middle)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM products").fetchone()[0])
+    except sqlite3.DatabaseError:  # created but not migrated yet
+        return 0

@@ -1,23 +1,24 @@
 """What the Ray engine's tests share (tests/indexer/test_ray_*.py): a manifest slow enough to kill a
-job in the middle, and how many products a job has committed so far."""
+job in the middle, and the marks of their files."""
 
 from __future__ import annotations
 
-import sqlite3
+import importlib.util
 from pathlib import Path
+
+import pytest
 
 from tests.support.catalogs import IndexedCatalog
 from tests.support.http import ImageServer
 
-
-def product_count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM products").fetchone()[0])
-    except sqlite3.DatabaseError:
-        return 0
+# e2e: a Ray cluster is processes of its own (and most of a minute of CPU): not in the edit loop.
+RAY_TESTS = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None,
+        reason="the ray extra is not installed (pip install -e '.[ray]')",
+    ),
+    pytest.mark.e2e,
+]
 
 
 def slow_url_manifest(indexed_catalog: IndexedCatalog, image_server: ImageServer, path: Path) -> Path:
