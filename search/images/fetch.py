@@ -8,6 +8,7 @@ and every redirect hop opens its connection through the same check.
 from __future__ import annotations
 
 import contextvars
+import functools
 import ipaddress
 import logging
 import socket
@@ -163,6 +164,13 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's CA certificates, loaded once per process: loading them costs ~20 ms, each loader a
+    server or a command builds would pay it again, and a context is safe to share between pools."""
+    return ssl.create_default_context()
+
+
 @dataclass
 class FetchLimits:
     max_bytes: int
@@ -185,7 +193,7 @@ class UrlFetcher:
     def __post_init__(self) -> None:
         self._backend = GuardedBackend(self.policy)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            ssl_context=_tls_context(),
             max_connections=64,
             network_backend=self._backend,
         )
