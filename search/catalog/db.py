@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -57,7 +65,53 @@ def alembic_config(url: str) -> object:
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url`` to ``revision`` (creating it from empty if needed)."""
+    """Upgrade the database at ``url`` to ``revision`` (creating it from empty if needed).
+
+    A SQLite file that does not exist yet starts as a copy of one this process upgraded from empty to
+    head once: the same migrations' result, in about 2 ms instead of about 50 ms of DDL and fsyncs
+    (a server and its commands create one database each; the test suite creates hundreds)."""
     from alembic import command
 
+    if revision == "head" and _copy_new_sqlite_from_template(url):
+        return
     command.upgrade(alembic_config(url), revision)
+
+
+def _copy_new_sqlite_from_template(url: str) -> bool:
+    """Create the SQLite file of ``url`` from the migrated template, if the file does not exist yet.
+    False (nothing done) for another database, an in-memory one, a URL with options, or an existing
+    file; the copy appears whole (written beside, then linked into place) or not at all, so a process
+    racing to create the same file finds either nothing or the finished database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.query or parsed.database in (None, "", ":memory:"):
+        return False
+    target = Path(parsed.database)
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Created by SQLite (the permissions a migrated file would have), under a name of this call's own.
+    partial = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        with (
+            contextlib.closing(sqlite3.connect(_migrated_template())) as source,
+            contextlib.closing(sqlite3.connect(partial)) as copy,
+        ):
+            source.backup(copy)
+        os.link(partial, target)  # fails if another process created it meanwhile: theirs stands
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink(missing_ok=True)
+    return True
+
+
+@functools.cache
+def _migrated_template() -> Path:
+    """An empty catalog upgraded to head by Alembic, once per process (removed at exit)."""
+    from alembic import command
+
+    folder = Path(tempfile.mkdtemp(prefix="vitrine-schema-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "template.db"
+    command.upgrade(alembic_config(f"sqlite:///{path}"), "head")
+    return path

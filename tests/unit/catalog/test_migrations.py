@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from search.catalog import Catalog
-from search.catalog.db import migrate
+from search.catalog.db import alembic_config, migrate
 from search.catalog.filters import Filters
 from search.catalog.query import Example, SearchQuery
 from search.catalog.schema import Base, is_model_table
@@ -74,6 +76,39 @@ def test_models_match_the_migrated_schema(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def schema_of(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
+def test_a_new_sqlite_file_is_the_schema_alembic_builds_from_empty(tmp_path: Path) -> None:
+    # migrate() copies a new file from a template this process upgraded once: the same schema, state
+    # and version as an upgrade of that very file from empty.
+    copied, upgraded = tmp_path / "copied" / "vitrine.db", tmp_path / "upgraded.db"
+    migrate(f"sqlite:///{copied}")
+    command.upgrade(alembic_config(f"sqlite:///{upgraded}"), "head")
+    assert schema_of(copied) == schema_of(upgraded)
+    for table in ("alembic_version", "catalog_state"):
+        with sqlite3.connect(copied) as a, sqlite3.connect(upgraded) as b:
+            assert (
+                a.execute(f"SELECT * FROM {table}").fetchall()
+                == b.execute(f"SELECT * FROM {table}").fetchall()
+            )
+    assert [p.name for p in copied.parent.iterdir()] == ["vitrine.db"]  # nothing left beside it
+
+
+def test_an_existing_file_is_upgraded_in_place_never_replaced(tmp_path: Path) -> None:
+    # A file that exists (another process created it first, or an older catalog) keeps its rows.
+    url = sqlite_url(tmp_path)
+    migrate(url, "0001")
+    with sqlite3.connect(tmp_path / "fresh" / "vitrine.db") as conn:
+        conn.execute("CREATE TABLE kept (x)")
+    migrate(url)
+    with sqlite3.connect(tmp_path / "fresh" / "vitrine.db") as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'kept'").fetchall() == [("kept",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0012",)
 
 
 def test_upgrade_from_0001_backfills_the_attribute_index(tmp_path: Path) -> None:
