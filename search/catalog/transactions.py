@@ -4,7 +4,7 @@ ask "what changed since R" and never see half a write. ``Catalog`` runs them in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
@@ -65,33 +65,48 @@ def upsert(
     rows: list[Product] = []
     dropped_files: set[str] = set()
     embedded: list[tuple[ProductImage, ImageWrite]] = []
-    for write in writes:
-        row = session.scalar(select(Product).where(Product.external_id == write.external_id))
-        created.append(row is None)
-        if row is None and write.must_exist:
-            raise ProductGone(f"no product with id {write.external_id!r} (it was removed meanwhile)")
-        if row is None:
-            if not write.images or any(image.keep_id is not None for image in write.images):
-                raise MissingEmbedding(f"new product {write.external_id!r} needs its images embedded")
-            row = Product(external_id=write.external_id, created_at=now)
-            session.add(row)
-        row.title = write.title
-        row.category = write.category
-        row.attributes = dict(write.attributes)
-        row.search_text = search_document(write.external_id, write.title, write.category, write.attributes)
-        row.revision = revision
-        row.updated_at = now
-        session.flush()  # a new row gets its id
-        rows.append(row)
-        if write.images is not None:
-            dropped_files |= _replace_images(session, row, write, revision, embedded)
-    _replace_attributes(session, rows)
+    # A few statements per run of writes, not per product: a round trip each on PostgreSQL.
+    for run in _runs_of_distinct_ids(writes):
+        found = _products_by_external_id(session, [write.external_id for write in run])
+        run_rows: list[Product] = []
+        for write in run:
+            row = found.get(write.external_id)
+            created.append(row is None)
+            if row is None and write.must_exist:
+                raise ProductGone(f"no product with id {write.external_id!r} (it was removed meanwhile)")
+            if row is None:
+                if not write.images or any(image.keep_id is not None for image in write.images):
+                    raise MissingEmbedding(f"new product {write.external_id!r} needs its images embedded")
+                row = Product(external_id=write.external_id, created_at=now)
+                session.add(row)
+            row.title = write.title
+            row.category = write.category
+            row.attributes = dict(write.attributes)
+            row.search_text = search_document(
+                write.external_id, write.title, write.category, write.attributes
+            )
+            row.revision = revision
+            row.updated_at = now
+            run_rows.append(row)
+        session.flush()  # new rows get their ids
+        images = _images_by_product(
+            session, [row.id for row, write in zip(run_rows, run, strict=True) if write.images is not None]
+        )
+        dropped: list[tuple[ProductImage, str]] = []
+        for row, write in zip(run_rows, run, strict=True):
+            if write.images is not None:
+                dropped += _replace_images(session, row, write, images.get(row.id, []), revision, embedded)
+        dropped_files |= _drop_images(session, dropped, revision)
+        session.flush()  # the next run (the same ids again) reads these images
+        rows.extend(run_rows)
+    distinct = list(dict.fromkeys(rows))  # a product written twice holds its last write
+    _replace_attributes(session, distinct)
     session.flush()
     if vectors is not None:
         _write_vectors(session, vectors, embedded)
     _drop_unused_blobs(session, dropped_files)
     if tags is not None:
-        tags.retag(session.connection(), [row.id for row in rows])
+        tags.retag(session.connection(), [row.id for row in distinct])
     return revision, [row.id for row in rows], created
 
 
@@ -182,30 +197,58 @@ def _drop_unused_blobs(session: Session, names: set[str]) -> None:
         session.execute(delete(ImageBlob).where(ImageBlob.name.in_(sorted(names)), ~still_used))
 
 
+LOOKUP_CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+
+
+def _runs_of_distinct_ids(writes: Sequence[ProductWrite]) -> Iterator[list[ProductWrite]]:
+    """The writes in order, cut wherever an id repeats: within a run each product is looked up once,
+    and a later write of the same id sees what the earlier one wrote."""
+    run: list[ProductWrite] = []
+    ids: set[str] = set()
+    for write in writes:
+        if write.external_id in ids or len(run) == LOOKUP_CHUNK:
+            yield run
+            run, ids = [], set()
+        run.append(write)
+        ids.add(write.external_id)
+    if run:
+        yield run
+
+
+def _products_by_external_id(session: Session, external_ids: list[str]) -> dict[str, Product]:
+    return {
+        row.external_id: row
+        for row in session.scalars(select(Product).where(Product.external_id.in_(external_ids)))
+    }
+
+
+def _images_by_product(session: Session, product_ids: list[int]) -> dict[int, list[ProductImage]]:
+    images: dict[int, list[ProductImage]] = {}
+    if product_ids:
+        query = select(ProductImage).where(ProductImage.product_id.in_(product_ids))
+        for image in session.scalars(query):
+            images.setdefault(image.product_id, []).append(image)
+    return images
+
+
 def _replace_images(
     session: Session,
     row: Product,
     write: ProductWrite,
+    stored_images: list[ProductImage],
     revision: int,
     embedded: list[tuple[ProductImage, ImageWrite]],
-) -> set[str]:
-    """The product's images become exactly ``write.images``: kept ones keep their vector (and id).
-    Returns the stored files of the images it dropped (a blob may now be unused); the images given a
-    vector are added to ``embedded``."""
-    stored = {
-        image.id: image
-        for image in session.scalars(select(ProductImage).where(ProductImage.product_id == row.id))
-    }
+) -> list[tuple[ProductImage, str]]:
+    """The product's images (``stored_images``) become exactly ``write.images``: kept ones keep their
+    vector (and id). Returns the images to drop, with the product's id (``_drop_images`` drops them);
+    the images given a vector are added to ``embedded``."""
+    stored = {image.id: image for image in stored_images}
     kept = {image.keep_id for image in write.images or () if image.keep_id is not None}
     missing = kept - set(stored)
     if missing:
         # Planned against images another writer has since replaced: the plan is stale.
         raise ConcurrentChange(f"product {row.external_id!r} changed while it was being written; retry")
-    dropped = [image_id for image_id in stored if image_id not in kept]
-    _log_removals(session, [(image_id, row.external_id) for image_id in dropped], revision)
-    for image_id in dropped:
-        session.delete(stored[image_id])
-    dropped_files = {stored[i].image_file for i in dropped if stored[i].image_file}
+    dropped = [(image, row.external_id) for image_id, image in stored.items() if image_id not in kept]
     for position, image in enumerate(write.images or ()):
         if image.keep_id is not None:
             target = stored[image.keep_id]
@@ -226,7 +269,19 @@ def _replace_images(
             embedded.append((target, image))
         elif target.revision is None:
             raise ValueError(f"image of {row.external_id!r} has no vector")
-    return dropped_files  # type: ignore[return-value]
+    return dropped
+
+
+def _drop_images(session: Session, dropped: list[tuple[ProductImage, str]], revision: int) -> set[str]:
+    """Delete the images (logged as removed, for the indexes to catch up) in one statement, not one
+    per row as the session would; returns their stored files (a blob may now be unused)."""
+    if not dropped:
+        return set()
+    _log_removals(session, [(image.id, external_id) for image, external_id in dropped], revision)
+    session.execute(delete(ProductImage).where(ProductImage.id.in_([image.id for image, _ in dropped])))
+    for image, _ in dropped:
+        session.expunge(image)
+    return {image.image_file for image, _ in dropped if image.image_file}
 
 
 def _write_vectors(
@@ -247,4 +302,6 @@ def _replace_attributes(session: Session, rows: Sequence[Product]) -> None:
     session.execute(delete(ProductAttribute).where(ProductAttribute.product_id.in_([row.id for row in rows])))
     values = [item for row in rows for item in attribute_rows(row.id, row.attributes or {})]
     if values:
-        session.execute(insert(ProductAttribute), values)
+        # The table, not the class: the ORM would split the rows by which values are None (one
+        # statement per product); the table takes them all in one executemany.
+        session.execute(insert(ProductAttribute.__table__), values)
