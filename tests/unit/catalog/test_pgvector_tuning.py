@@ -276,3 +276,27 @@ def test_the_image_sample_is_stored_vectors_drawn_by_id_across_gaps(
         assert len(image_sample(catalog, 500, 16)) == 150  # fewer stored than asked: all of them
     finally:
         catalog.close()
+
+
+def test_the_measurement_finds_at_each_breadth_what_the_served_search_finds(harder, tmp_path) -> None:
+    """Each breadth is scored with every query in one statement (a LATERAL join): its top 10 are the
+    served search's (``image_hits``, one statement per query) at that breadth, as sets."""
+    from search.catalog.pgvector.search import image_hits, set_breadth
+    from search.catalog.pgvector.tuning import search_ids
+
+    url, held_out, _ = harder
+    queries = held_out[:40]
+    catalog = Catalog.open(url)
+    try:
+        serve(catalog, tmp_path, LISTS_128)  # the IVFFlat index over the 4,000 vectors
+        found = {}
+        for breadth in (1, 8, 128):
+            batched = search_ids(catalog, queries, LISTS_128, 128, breadth)
+            with catalog.connection() as connection:
+                set_breadth(connection, LISTS_128, "index", breadth=breadth)
+                served = [{hit.image for hit in image_hits(connection, q, 10, dim=128)} for q in queries]
+            found[breadth] = [set(ids.tolist()) for ids in batched]
+            assert found[breadth] == served, breadth
+        assert found[1] != found[128]  # the breadth was applied to the batched statement
+    finally:
+        catalog.close()
