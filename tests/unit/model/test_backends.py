@@ -43,8 +43,14 @@ def reference(tiny_model_dir: Path, inputs) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("exports")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory, first_openvino_int8) -> Path:
+    """The module's export cache. Where OpenVINO is installed it starts as a copy of
+    ``first_openvino_int8``'s: the int8 export and the float conversion it was compressed from are
+    converted once per module (seconds each), and the adapters' checks below load them."""
+    cache = tmp_path_factory.mktemp("exports")
+    if first_openvino_int8 is not None:
+        shutil.copytree(first_openvino_int8[0], cache, dirs_exist_ok=True)
+    return cache
 
 
 @pytest.mark.parametrize(
@@ -108,11 +114,13 @@ def built_exports(tiny_model_dir: Path, cache_dir: Path, tmp_path: Path) -> Path
 @pytest.fixture(scope="module")
 def first_openvino_int8(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """(an export cache in which OpenVINO int8 of the tiny checkpoint was the first thing built, so its
-    float conversion too; the threads that forked meanwhile). Converting and compressing take seconds; the
-    tests that look at such a first build copy the cache."""
+    float conversion too; the threads that forked meanwhile), or None without OpenVINO and NNCF.
+    Converting and compressing take seconds; the tests that look at such a first build copy the cache."""
     import os
     import threading
 
+    if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
+        return None
     forks: list[str] = []
     watching = threading.Event()
     os.register_at_fork(
@@ -362,6 +370,8 @@ def test_a_batch_of_concurrent_requests_on_each_runtime_matches_float32_alone(
         batched.close()
 
 
+@needs_openvino
+@needs_nncf
 def test_an_openvino_export_sends_no_telemetry_and_forks_no_process(first_openvino_int8):
     """OpenVINO's and NNCF's usage telemetry (openvino_telemetry) forks the converting process to send
     each event to Google Analytics: from a server holding the checkpoint, over the network."""
