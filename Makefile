@@ -21,12 +21,12 @@ serve: install
 test: install
 	$(BIN)/ruff check .
 	# Two pytest-xdist workers; a test file runs on one of them (its module fixtures start once).
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The edit loop: everything but the tests of a real uvicorn, a process of their own (a Ray cluster too) or
 # the browser.
 test-fast: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not e2e"
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not e2e"
 
 # Mutation testing over [tool.mutmut] in pyproject.toml (minutes per module; not part of CI).
 mutants: install

@@ -1,8 +1,8 @@
 """``indexer add|reembed --engine ray``: the same catalog as the local engine, work spread over the
 nodes of a two-node Ray cluster on loopback, shards that import without Ray, and a job killed
 mid-run that a rerun completes with nothing lost or repeated and no Ray process left behind
-(test_ray_killed_job.py: a file of its own, which ``--dist loadfile`` runs on the other test worker,
-beside this one).
+(test_ray_killed_job.py: a file of its own, which ``--dist loadfile`` may run on the other test
+worker at the same time).
 
 One two-node cluster (``ray.cluster_utils.Cluster``, 127.0.0.1, no dashboard) serves the module; the
 in-process runs join it."""
@@ -194,7 +194,7 @@ def test_reembed_on_ray_matches_the_local_reembed(
 def model_actor_processes(token: str) -> list[int]:
     """The module cluster's Ray actor processes that run the model (their title names the actor class;
     every process of that Ray carries its token: a job's own Ray elsewhere on this machine, as
-    test_ray_killed_job.py's on the other test worker, is left alone)."""
+    test_ray_killed_job.py's, maybe on the other test worker, is left alone)."""
     marker = f"RAY_AUTH_TOKEN={token}".encode()
     found = []
     for entry in Path("/proc").iterdir():

@@ -3,7 +3,7 @@ the job runs as a process of its own starts, is ended by its reaper), and a reru
 with nothing lost or repeated, and leaves no Ray either.
 
 A file of its own, apart from test_ray_engine.py (whose two-node cluster it does not use): under
-``--dist loadfile`` the two run on different test workers, at the same time."""
+``--dist loadfile`` the two may run on different test workers at the same time."""
 
 from __future__ import annotations
 
