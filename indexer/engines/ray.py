@@ -41,6 +41,7 @@ from indexer.engines.work import (
     Reader,
     ReadResult,
     ReembedItem,
+    image_preprocessor,
     model_space,
     pack,
     unpack,
@@ -51,6 +52,7 @@ from indexer.summary import RowIssue, RunSummary
 from search.catalog.service import ProductService
 from search.catalog.writer import PreparedWrite
 from search.errors import BadInput, VitrineError
+from search.model.preprocess import ImagePreprocessor
 from search.model.space import EmbeddingSpace
 from search.settings import Settings
 
@@ -196,6 +198,7 @@ class RayEngine:
     settings: Settings
     space: EmbeddingSpace
     ray: Any
+    preprocess: ImagePreprocessor  # resolved here once, sent to the read tasks
     encoder: None = None  # the model runs in the actors, never in the driver
     images: None = None
 
@@ -209,7 +212,7 @@ class RayEngine:
             data.enable_progress_bars = False  # the job's own progress line says done/total/rate/ETA
             data.print_on_execution_start = False
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-            yield cls(settings, space, ray)
+            yield cls(settings, space, ray, image_preprocessor(settings))
 
     # Commands ---------------------------------------------------------------------------------------
 
@@ -305,7 +308,12 @@ class RayEngine:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         actors = options.actors or gpus or len([node for node in ray.nodes() if node["Alive"]])
         blocks = max(1, min(MAX_BLOCKS, math.ceil(len(items) / options.batch_size)))
-        read_args = {"settings": self.settings, "model_key": self.space.key, **stage}
+        read_args = {
+            "settings": self.settings,
+            "model_key": self.space.key,
+            "preprocess": self.preprocess,
+            **stage,
+        }
         dataset = (
             ray.data.from_items([{"item": item} for item in items], override_num_blocks=blocks)
             .map_batches(
@@ -399,11 +407,12 @@ def _read_batch(
     *,
     settings: Settings,
     model_key: str,
+    preprocess: ImagePreprocessor,
     stage: str,
     base_dir: Path | None = None,
     refetch: bool = False,
 ) -> dict[str, np.ndarray]:
-    reader = Reader.for_settings(settings, model_key)
+    reader = Reader.for_settings(settings, model_key, preprocess)
     results, pixels = [], []
     for data in batch["item"]:
         item = unpack(data)

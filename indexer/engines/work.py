@@ -77,24 +77,34 @@ def model_space(settings: Settings) -> EmbeddingSpace:
     return space_of(settings.model, int(config.vision_config.hidden_size))
 
 
+def image_preprocessor(settings: Settings) -> ImagePreprocessor:
+    """The checkpoint's own image preprocessing, resolved from its processor files. A job's driver
+    resolves it once and hands it to the read tasks: they then never import transformers (seconds of
+    CPU in every worker process) and need no copy of the checkpoint."""
+    from transformers import AutoProcessor
+
+    from search.model.preprocess import ImagePreprocessor
+    from search.model.weights import locate_weights
+    from search.wiring import quiet_transformers
+
+    quiet_transformers()
+    local_only = locate_weights(settings.model).local_files_only
+    processor = AutoProcessor.from_pretrained(settings.model, local_files_only=local_only)
+    return ImagePreprocessor(processor.image_processor)
+
+
 class Reader:
     """The read stage in one worker process: the image loader, the image store's naming (and its
-    stored copies, for reembed) and the checkpoint's own preprocessing, built once per process."""
+    stored copies, for reembed) and the checkpoint's preprocessing (``image_preprocessor``, resolved by
+    the driver), built once per process."""
 
     _cached: dict[str, Reader] = {}
 
-    def __init__(self, settings: Settings, model_key: str) -> None:
-        from transformers import AutoProcessor
-
+    def __init__(self, settings: Settings, model_key: str, preprocess: ImagePreprocessor) -> None:
         from search.catalog.writer import CatalogWriter
-        from search.model.preprocess import ImagePreprocessor
-        from search.model.weights import locate_weights
-        from search.wiring import build_image_loader, product_limits, quiet_transformers
+        from search.wiring import build_image_loader, product_limits
 
-        quiet_transformers()
-        local_only = locate_weights(settings.model).local_files_only
-        processor = AutoProcessor.from_pretrained(settings.model, local_files_only=local_only)
-        self.preprocess: ImagePreprocessor = ImagePreprocessor(processor.image_processor)
+        self.preprocess = preprocess
         self.images = build_image_loader(settings, self.preprocess.size[0])
         self.image_store = ImageStore(settings.images_dir)
         self.model_key = model_key
@@ -102,10 +112,10 @@ class Reader:
         self.writer = CatalogWriter(None, self.image_store, model_key, product_limits(settings), self.images)  # type: ignore[arg-type]
 
     @classmethod
-    def for_settings(cls, settings: Settings, model_key: str) -> Reader:
+    def for_settings(cls, settings: Settings, model_key: str, preprocess: ImagePreprocessor) -> Reader:
         key = settings.model_dump_json() + model_key
         if key not in cls._cached:
-            cls._cached[key] = cls(settings, model_key)
+            cls._cached[key] = cls(settings, model_key, preprocess)
         return cls._cached[key]
 
     def read_add(self, item: AddItem, base_dir: Path, refetch: bool) -> tuple[ReadResult, np.ndarray | None]:

@@ -1,6 +1,7 @@
-"""The embed stage a distributed job's workers run (indexer/engines/work.py ``Embedder``), without Ray:
-the model is loaded when the first pixels arrive, its vectors are the local encoder's, and weights of
-another embedding space are refused by name."""
+"""The stages a distributed job's workers run (indexer/engines/work.py), without Ray: the read stage
+preprocesses as the local encoder does without the checkpoint at hand; the embed stage loads the model
+when the first pixels arrive, its vectors are the local encoder's, and weights of another embedding
+space are refused by name."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 
 from devtools.random_model import write_random_model
-from indexer.engines.work import Embedder, model_space
+from indexer.engines.work import AddItem, Embedder, Reader, image_preprocessor, model_space
+from search.catalog.plan import ProductDraft
 from search.errors import VitrineError
 from search.model.encoder import Encoder
-from tests.support.images import patterned_image
+from tests.support.images import encode_png, patterned_image
 from tests.support.settings import indexer_settings
 
 
@@ -47,3 +49,19 @@ def test_a_worker_with_other_weights_is_refused_by_name(
         embedder.embed([encoder.preprocess([patterned_image(1)])])
     assert refused.value.message.startswith(f"this worker's {other} is embedding space ")
     assert refused.value.message.endswith(f"not the job's {job}: every node needs the same weights")
+
+
+def test_the_read_stage_preprocesses_as_the_encoder_without_the_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path, encoder: Encoder
+) -> None:
+    # The driver resolves the preprocessing; a read worker gets it and never opens the checkpoint (a
+    # model path that does not exist there), so it needs neither the weights nor transformers.
+    settings = indexer_settings(tiny_model_dir, tmp_path / "data")
+    preprocess = image_preprocessor(settings)
+    worker_settings = indexer_settings(tmp_path / "no-checkpoint-here", tmp_path / "data")
+    reader = Reader(worker_settings, model_space(settings).key, preprocess)
+    picture = patterned_image(4, size=(50, 30))
+    (tmp_path / "a.png").write_bytes(encode_png(picture))
+    result, pixels = reader.read_add(AddItem(0, ProductDraft("p1", images=["a.png"]), None), tmp_path, False)
+    assert result.issue is None and result.embed == [0]
+    np.testing.assert_array_equal(pixels, encoder.preprocess([picture]))
