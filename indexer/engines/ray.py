@@ -120,6 +120,9 @@ def _local_head() -> Iterator[str]:
             f"--port={port}",
             "--include-dashboard=false",
             f"--dashboard-port={_free_port()}",  # the API server left without the dashboard
+            # The log monitor polls every worker's log files to stream them to drivers; this job's
+            # driver takes none (log_to_driver=False): a process and its polling saved.
+            "--include-log-monitor=false",
             "--disable-usage-stats",
         ],
         env=env,
