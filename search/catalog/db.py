@@ -80,8 +80,9 @@ def migrate(url: str, revision: str = "head") -> None:
 def _copy_new_sqlite_from_template(url: str) -> bool:
     """Create the SQLite file of ``url`` from the migrated template, if the file does not exist yet.
     False (nothing done) for another database, an in-memory one, a URL with options, or an existing
-    file; the copy appears whole (written beside, then linked into place) or not at all, so a process
-    racing to create the same file finds either nothing or the finished database."""
+    file, or one another process created first (then upgraded as any existing file); the copy appears
+    whole (written beside, then linked into place) or not at all, so a process racing to create the
+    same file finds either nothing or the finished database."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.query or parsed.database in (None, "", ":memory:"):
         return False
@@ -99,7 +100,7 @@ def _copy_new_sqlite_from_template(url: str) -> bool:
             source.backup(copy)
         os.link(partial, target)  # fails if another process created it meanwhile: theirs stands
     except FileExistsError:
-        pass
+        return False  # Alembic upgrades theirs, as it would any existing file (maybe still empty)
     finally:
         partial.unlink(missing_ok=True)
     return True

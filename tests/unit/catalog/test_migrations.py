@@ -111,6 +111,26 @@ def test_an_existing_file_is_upgraded_in_place_never_replaced(tmp_path: Path) ->
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0012",)
 
 
+def test_a_file_another_process_created_meanwhile_is_upgraded_not_trusted(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # Between the check and the link another process opened the same new file (SQLite creates it
+    # empty): the link fails, and that file is upgraded as any existing one.
+    import search.catalog.db as db
+
+    target = tmp_path / "fresh" / "vitrine.db"
+
+    def racing_link(source: object, destination: object) -> None:
+        sqlite3.connect(target).close()
+        raise FileExistsError(destination)
+
+    monkeypatch.setattr(db.os, "link", racing_link)
+    migrate(sqlite_url(tmp_path))
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0012",)
+    assert [p.name for p in target.parent.iterdir()] == ["vitrine.db"]
+
+
 def test_upgrade_from_0001_backfills_the_attribute_index(tmp_path: Path) -> None:
     # A catalog written before 0002 keeps its attributes filterable after the upgrade.
     url = sqlite_url(tmp_path)
