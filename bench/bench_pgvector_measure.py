@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import write_result
-from bench_pgvector_backend import MODEL, load
+from bench_pgvector_backend import load, open_service
 
 from devtools.modality_gap import GapModel
 
@@ -30,12 +30,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     args = parser.parse_args()
 
-    from search.catalog import Catalog
     from search.catalog.pgvector.search import image_hits, set_breadth
     from search.catalog.pgvector.table import PgVectorSpec
     from search.catalog.pgvector.tuning import ladder, search_ids
-    from search.images.store import ImageStore
-    from search.wiring import build_products
     from tests.support.pgvector import fresh_pgvector_database, pgvector_server
 
     model = GapModel(hard=True)
@@ -49,16 +46,8 @@ def main() -> None:
     try:
         with pgvector_server() as server, fresh_pgvector_database(server) as url:
             load(url, vectors, rng.integers(0, 100, args.size), rng.random(args.size) < 0.3)
-            catalog = Catalog.open(url)
-            service = build_products(
-                catalog,
-                model=MODEL,
-                index_path=root / "index" / "products.faiss",
-                image_store=ImageStore(root / "images"),
-                dim=model.dim,
-                vector_backend="pgvector",
-                pgvector=spec,
-            )
+            service = open_service(url, root, model.dim)
+            catalog = service.catalog
             lists = service.index.lists
             result["lists"] = lists
             rows = []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import write_result
-from bench_pgvector_backend import MODEL, load
+from bench_pgvector_backend import load, open_service
 from bench_text_tuning import GEOMETRIES, measure  # the same held-out measurement as FAISS's
 
 from devtools.modality_gap import GapModel
@@ -40,12 +40,8 @@ def main() -> None:
 
     from sqlalchemy import text
 
-    from search.catalog import Catalog
-    from search.catalog.pgvector.table import PgVectorSpec
     from search.catalog.pgvector.tuning import TUNING_TABLE
-    from search.images.store import ImageStore
     from search.index.tuning_queries import TextQueries
-    from search.wiring import build_products
     from tests.support.pgvector import fresh_pgvector_database, pgvector_server
 
     base = GapModel(hard=True)
@@ -58,17 +54,9 @@ def main() -> None:
     try:
         with pgvector_server() as server, fresh_pgvector_database(server) as url:
             load(url, vectors, rng.integers(0, 100, args.size), rng.random(args.size) < 0.3)
-            catalog = Catalog.open(url)
             started = time.perf_counter()
-            service = build_products(
-                catalog,
-                model=MODEL,
-                index_path=root / "index" / "products.faiss",
-                image_store=ImageStore(root / "images"),
-                dim=base.dim,
-                vector_backend="pgvector",
-                pgvector=PgVectorSpec(),
-            )
+            service = open_service(url, root, base.dim)
+            catalog = service.catalog
             result["start_s"] = round(time.perf_counter() - started, 1)  # copy into image_vectors + IVFFlat
             sync, index = service.sync, service.index
             result["index_definition"] = index.definition
