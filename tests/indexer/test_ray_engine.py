@@ -27,10 +27,8 @@ import pytest
 
 from devtools.random_model import write_random_model
 from tests.support.catalogs import SAMPLE_PRODUCTS, IndexedCatalog, copy_catalog
-from tests.support.http import ImageServer
 from tests.support.indexer import product_count, run_indexer_in_process, summary_of
 from tests.support.ray_jobs import RAY_TESTS
-from tests.support.ray_jobs import slow_url_manifest as slow_url_manifest_of
 from tests.support.settings import indexer_settings
 
 # Ray reads its settings when imported: it is imported by the cluster fixture, after they are set.
@@ -207,11 +205,6 @@ def model_actor_processes(token: str) -> list[int]:
             except OSError:
                 continue
     return found
-
-
-@pytest.fixture
-def slow_url_manifest(indexed_catalog: IndexedCatalog, image_server: ImageServer, tmp_path: Path) -> Path:
-    return slow_url_manifest_of(indexed_catalog, image_server, tmp_path / "manifest.csv")
 
 
 def test_a_model_worker_killed_mid_job_loses_nothing(

@@ -16,13 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.support.catalogs import SAMPLE_PRODUCTS, IndexedCatalog
-from tests.support.http import ImageServer
+from tests.support.catalogs import SAMPLE_PRODUCTS
 from tests.support.indexer import finish_indexer, product_count, start_indexer, summary_of
 from tests.support.ray_jobs import RAY_TESTS
-from tests.support.ray_jobs import slow_url_manifest as slow_url_manifest_of
 
 pytestmark = RAY_TESTS
 
@@ -91,11 +87,6 @@ def assert_ray_gone(group: int, token: bytes, within: float = 20.0) -> None:
         for pid in {*process_group(group), *live_processes_with(token)}
     ]
     assert not left, f"Ray processes left behind: {left}"
-
-
-@pytest.fixture
-def slow_url_manifest(indexed_catalog: IndexedCatalog, image_server: ImageServer, tmp_path: Path) -> Path:
-    return slow_url_manifest_of(indexed_catalog, image_server, tmp_path / "manifest.csv")
 
 
 def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
