@@ -5,9 +5,10 @@ tower on the catalog's titles, far proxies when no model is loaded), the smalles
 lower bound reaches the target on both.
 
 Exact answers come from one numpy pass over the stored float32 vectors; each breadth is measured by the
-index scan a served search runs (``image_hits``), for every query in one statement. The result is stored in the catalog's database
-(``image_vectors_tuning``), so every replica serves the breadth one of them measured, and it holds for
-the vector index it was measured on while the catalog stays within 2x of the size it had then.
+index scan a served search runs (``image_hits``), for every query in one statement. The result is
+stored in the catalog's database (``image_vectors_tuning``), so every replica serves the breadth one of
+them measured, and it holds for the vector index it was measured on while the catalog stays within 2x
+of the size it had then.
 """
 
 from __future__ import annotations
@@ -218,8 +219,9 @@ def search_ids(
 ) -> list[np.ndarray]:
     """Each query's top-10 image ids as a served unfiltered search finds them at ``breadth``: the served
     statement's index scan (``ORDER BY embedding <=> q LIMIT 10``, the same plan), run for every query
-    in one statement through a LATERAL join instead of one round trip each (4x faster on a small
-    catalog, where the round trips are most of the time)."""
+    in one statement through a LATERAL join instead of one round trip each: 2-3.5x faster at small
+    breadths, where the round trips are most of the time, and 0.8x near an exact scan
+    (bench/bench_pgvector_measure.py)."""
     statement = text(
         f"SELECT q.n, hits.image_id "
         f"FROM unnest(CAST(:queries AS halfvec({int(dim)})[])) WITH ORDINALITY AS q(v, n) "
