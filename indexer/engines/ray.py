@@ -107,6 +107,9 @@ def _local_head() -> Iterator[str]:
     # taking traffic) and only then ends its processes. The driver has left this Ray by then and
     # nothing else uses it: it ends at once, rather than outliving the head's wait below.
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+    # Usage stats off for the driver too, not only the head (--disable-usage-stats): otherwise Ray Data
+    # starts a detached actor per job (a process importing ray) to record tags nobody reports.
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
     port = _free_port()
     head = subprocess.Popen(
         [
@@ -140,7 +143,12 @@ def _local_head() -> Iterator[str]:
     # Read when ray is imported: the driver's own node address is loopback too, with the head's token.
     # Put back afterwards: a process that runs more than one job (a test session, a notebook) would
     # otherwise hand this job's token to everything it starts later.
-    names = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+    names = (
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+        "RAY_AUTH_MODE",
+        "RAY_AUTH_TOKEN",
+        "RAY_USAGE_STATS_ENABLED",
+    )
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update({name: env[name] for name in names})
     try:

@@ -35,7 +35,12 @@ from tests.support.settings import indexer_settings
 pytestmark = RAY_TESTS
 
 Indexer = Callable[..., subprocess.CompletedProcess[str]]
-LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+# As a job's own Ray has them (indexer/engines/ray.py): loopback, a token, no usage stats.
+LOOPBACK_RAY = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "token",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 
 
 @pytest.fixture(scope="module")

@@ -56,10 +56,14 @@ def ray_head_of(driver: int) -> int | None:
     return None
 
 
-def ray_token_of(head: int) -> bytes:
-    """The ``RAY_AUTH_TOKEN=...`` entry of a job's Ray head: every process of that Ray carries it."""
-    entries = Path(f"/proc/{head}/environ").read_bytes().split(b"\0")
-    return next(entry for entry in entries if entry.startswith(b"RAY_AUTH_TOKEN="))
+def ray_environ_of(head: int) -> list[bytes]:
+    """The environment a job's Ray head started with (``NAME=value`` entries): its driver has the same."""
+    return Path(f"/proc/{head}/environ").read_bytes().split(b"\0")
+
+
+def ray_token_of(environ: list[bytes]) -> bytes:
+    """The ``RAY_AUTH_TOKEN=...`` entry of a job's Ray: every process of that Ray carries it."""
+    return next(entry for entry in environ if entry.startswith(b"RAY_AUTH_TOKEN="))
 
 
 def live_processes_with(marker: bytes) -> list[int]:
@@ -102,7 +106,8 @@ def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
         deadline = time.monotonic() + 240
         while product_count(db) == 0:
             if group is None and (group := ray_head_of(job.pid)) is not None:
-                token = ray_token_of(group)
+                environ = ray_environ_of(group)
+                token = ray_token_of(environ)
             assert job.poll() is None, summary_of(finish_indexer(job))
             assert time.monotonic() < deadline, "the Ray job committed nothing in 240 s"
             time.sleep(0.01)
@@ -116,12 +121,14 @@ def test_a_killed_ray_job_leaves_no_ray_and_its_rerun_loses_and_repeats_nothing(
     assert 0 < committed < SAMPLE_PRODUCTS, "the job must be killed in the middle"
     assert group is not None
     assert_ray_gone(group, token)  # the reaper ended the dead job's Ray
+    # Usage stats off for the job's Ray and its driver: no Ray Data usage actor (a process) per job.
+    assert b"RAY_USAGE_STATS_ENABLED=0" in environ
 
     rerun = start_indexer(tiny_model_dir, data_dir, *args, env=env)
     group = None
     while rerun.poll() is None and group is None:
         if (group := ray_head_of(rerun.pid)) is not None:
-            token = ray_token_of(group)
+            token = ray_token_of(ray_environ_of(group))
         time.sleep(0.05)
     finished = finish_indexer(rerun)
     assert finished.returncode == 0, summary_of(finished)
