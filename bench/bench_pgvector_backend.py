@@ -234,10 +234,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from devtools.pgvector_server import fresh_pgvector_database, pgvector_server
     from search.catalog.filters import Filters
     from search.catalog.pgvector.search import estimated_share, image_hits, set_breadth
     from search.catalog.query import best_per_product
-    from tests.support.pgvector import fresh_pgvector_database, pgvector_server
 
     model = GapModel()
     vectors = np.concatenate([chunk for chunk, _ in model.images(args.size, seed=1)])

@@ -30,10 +30,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     args = parser.parse_args()
 
+    from devtools.pgvector_server import fresh_pgvector_database, pgvector_server
     from search.catalog.pgvector.search import image_hits, set_breadth
     from search.catalog.pgvector.table import PgVectorSpec
     from search.catalog.pgvector.tuning import ladder, search_ids
-    from tests.support.pgvector import fresh_pgvector_database, pgvector_server
 
     model = GapModel(hard=True)
     vectors = np.concatenate([chunk for chunk, _ in model.images(args.size, seed=1)])

@@ -40,9 +40,9 @@ def main() -> None:
 
     from sqlalchemy import text
 
+    from devtools.pgvector_server import fresh_pgvector_database, pgvector_server
     from search.catalog.pgvector.tuning import TUNING_TABLE
     from search.index.tuning_queries import TextQueries
-    from tests.support.pgvector import fresh_pgvector_database, pgvector_server
 
     base = GapModel(hard=True)
     vectors = np.concatenate([chunk for chunk, _ in base.images(args.size, seed=1)])

@@ -24,19 +24,17 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-from _common import ROOT, ensure_model, median, percentile, write_result
+from _common import ensure_model, median, percentile, write_result
 
 
 def start_replica(model: Path, data_dir: Path, url: str) -> tuple[subprocess.Popen, httpx.Client]:
-    sys.path.insert(0, str(ROOT))
-    from tests.support.processes import clean_env, free_port, start_api
+    from devtools.api_process import clean_env, free_port, start_api
 
     port = free_port()
     env = clean_env()

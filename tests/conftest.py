@@ -254,7 +254,7 @@ def pgvector_server_url() -> Iterator[str]:
 @pytest.fixture
 def pgvector_url(pgvector_server_url: str) -> Iterator[str]:
     """A fresh, migrated catalog database with the vector extension."""
-    from tests.support.pgvector import fresh_pgvector_database
+    from devtools.pgvector_server import fresh_pgvector_database
 
     with fresh_pgvector_database(pgvector_server_url) as url:
         yield url

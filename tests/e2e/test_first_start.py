@@ -21,10 +21,10 @@ import psutil
 import pytest
 
 from api.app import create_app
+from devtools.api_process import clean_env, free_port, start_api
 from search.model.weights import Checkpoint
 from tests.support.images import encode_png, patterned_image
 from tests.support.indexer import run_indexer_in_process
-from tests.support.processes import clean_env, free_port, start_api
 from tests.support.servers import LiveServer
 from tests.support.settings import indexer_settings, settings_for
 

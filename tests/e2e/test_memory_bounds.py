@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.api_process import clean_env, free_port, start_api
 from devtools.hostile_images import plain_jpeg, png_declaring
 from tests.support.images import b64
-from tests.support.processes import clean_env, free_port, start_api
 
 MiB = 1024 * 1024
 GROWTH_BOUND = 700 * MiB

